@@ -1,0 +1,1 @@
+"""Processing: the GamGam data generator, dataset resolution, the diphoton selection and its coffea processor."""

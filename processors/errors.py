@@ -1,0 +1,23 @@
+"""Exceptions raised by the processing layer.
+
+Every exception carries a message that names the problem (file, tree, branch, skim) in one line, so the
+command line can print it without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class ProcessingError(Exception):
+    """Base class of every error the processing layer raises on bad input."""
+
+
+class DatasetResolutionError(ProcessingError):
+    """The dataset could not be resolved (unknown release or skim, unreachable API, bad metadata file)."""
+
+
+class InputFileError(ProcessingError):
+    """An input file is missing, unreadable, not a ROOT file, or truncated."""
+
+
+class SchemaError(ProcessingError):
+    """An input file lacks the expected tree or branches, or has branches of the wrong type."""
