@@ -1,7 +1,7 @@
 """The ``opendata-stats`` command: a thin click layer over the library API.
 
-Each group of commands lives in its own module (``cli_processing``, ``cli_stats``, ``cli_likelihoods``,
-``cli_pipeline``); this module assembles them and turns the project's exceptions into one-line errors.
+Each group of commands lives in its own module (``cli_generate``, ``cli_processing``, ``cli_stats``,
+``cli_likelihoods``, ``cli_services``, ``cli_pipeline``); this module assembles them and turns the project's exceptions into one-line errors.
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ from processors.errors import ProcessingError
 from stats.errors import StatsError
 
 #: Modules that each define a ``commands`` list of click commands, registered in this order.
-COMMAND_MODULES = ("deploy.cli_processing", "deploy.cli_stats", "deploy.cli_likelihoods", "deploy.cli_pipeline")
+COMMAND_MODULES = (
+    "deploy.cli_generate",
+    "deploy.cli_processing",
+    "deploy.cli_stats",
+    "deploy.cli_likelihoods",
+    "deploy.cli_services",
+    "deploy.cli_pipeline",
+)
 
 #: Exit status for bad input (missing file, invalid workspace, wrong flag value).
 EXIT_BAD_INPUT = 2
