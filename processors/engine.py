@@ -1,0 +1,289 @@
+"""The chunk engine: split files into cluster-aligned chunks, run a processor on each, merge the outputs.
+
+Each chunk is one Dask task (``client.submit``) taking plain inputs and returning a plain
+:class:`~processors.chunks.ChunkOutcome`; without a client the chunks run in this process. Nothing is
+lost silently: every chunk either contributes to the histograms or is listed in ``failed_chunks``.
+Finished chunks are checkpointed one file each, so an interrupted run resumes with the missing ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from coffea import processor as coffea_processor
+from tqdm.auto import tqdm
+
+from processors import chunks as chunking
+from processors.chunks import Chunk, ChunkOutcome, FailedChunk
+from processors.errors import ProcessingError
+
+#: Default target of entries per chunk; chunks follow the tree's clusters, so they are at least this big.
+DEFAULT_CHUNKSIZE = 500_000
+
+
+class FileInfo(NamedTuple):
+    """Entries and cluster boundaries of one file's tree."""
+
+    file: str
+    num_entries: int
+    cluster_offsets: tuple[int, ...]
+
+
+class ProcessingResult(NamedTuple):
+    """Merged outcome of :func:`process_files`.
+
+    Attributes:
+        histograms: the processor's merged output, postprocessed ({"mass": Hist, "cutflow": Hist, ...}).
+        events_in_files: entries in the processed share (``fraction``) of all files that could be opened.
+        events_processed: entries of the chunks that succeeded.
+        failed_chunks: chunks (or whole files, ``entry_stop`` None) that failed, with error and kind.
+        files: the input files.
+        wall_time: seconds from start to merged result.
+        chunks: number of chunks planned.
+        resumed_chunks: chunks taken from the checkpoint instead of being processed again.
+        fraction: share of each file's entries that was processed.
+        entries_total: entries of all opened files, whatever the fraction.
+    """
+
+    histograms: dict[str, Any]
+    events_in_files: int
+    events_processed: int
+    failed_chunks: list[FailedChunk]
+    files: list[str]
+    wall_time: float
+    chunks: int
+    resumed_chunks: int
+    fraction: float
+    entries_total: int
+
+
+def inspect_file(url: str, *, tree: str, columns: tuple[str, ...], timeout: float, retries: int) -> FileInfo | FailedChunk:
+    """Open ``url`` and return its entries and clusters, or the failure (a plain Dask task)."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            ttree = chunking.open_tree(url, tree, columns, timeout=timeout)
+            with ttree.file:
+                return FileInfo(url, int(ttree.num_entries), tuple(int(x) for x in ttree.common_entry_offsets()))
+        except Exception as error:  # noqa: BLE001 - classified below, unexpected ones re-raised
+            kind, reported = chunking.classify(error, url)
+            if kind == chunking.TRANSIENT and attempt <= retries:
+                time.sleep(0.5 * 2 ** (attempt - 1))
+                continue
+            return FailedChunk(url, 0, None, chunking.one_line(reported), kind)
+
+
+def plan_chunks(info: FileInfo, *, tree: str, chunksize: int, fraction: float) -> list[Chunk]:
+    """Split the first ``fraction`` of a file's entries into chunks on cluster boundaries.
+
+    Args:
+        info: entries and cluster offsets of the file.
+        tree: tree name.
+        chunksize: target entries per chunk; clusters are merged until a chunk holds at least this many.
+        fraction: share of the entries to process, from the start of the file.
+
+    Returns:
+        Consecutive chunks covering ``[0, int(num_entries * fraction))``.
+    """
+    stop = int(info.num_entries * fraction)
+    boundaries = sorted({x for x in info.cluster_offsets if 0 < x < stop} | {stop})
+    result, start = [], 0
+    for boundary in boundaries:
+        if boundary - start >= chunksize or boundary == stop:
+            if boundary > start:
+                result.append(Chunk(info.file, tree, start, boundary))
+            start = boundary
+    return result
+
+
+class Checkpoint:
+    """One pickle per finished chunk in a directory, keyed by file, entry range and processor config.
+
+    Args:
+        directory: where the files live (created).
+        config: the processor's configuration; a different one never matches old checkpoints.
+        clear: delete existing checkpoints first (a fresh run).
+    """
+
+    def __init__(self, directory: Path, *, config: dict[str, Any], clear: bool) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._config = json.dumps(config, sort_keys=True, default=str)
+        if clear:
+            for path in self.directory.glob("chunk-*.pkl"):
+                path.unlink()
+
+    def _path(self, chunk: Chunk) -> Path:
+        key = json.dumps([chunk.file, chunk.tree, chunk.entry_start, chunk.entry_stop, self._config])
+        return self.directory / f"chunk-{hashlib.sha1(key.encode()).hexdigest()[:20]}.pkl"
+
+    def load(self, chunk: Chunk) -> dict[str, Any] | None:
+        """The saved output of ``chunk``, or None."""
+        path = self._path(chunk)
+        try:
+            with path.open("rb") as stream:
+                return pickle.load(stream)
+        except FileNotFoundError:
+            return None
+        except (pickle.UnpicklingError, EOFError, OSError):
+            return None  # a half-written file from a killed run: process the chunk again
+
+    def save(self, chunk: Chunk, output: dict[str, Any]) -> None:
+        """Save the output of ``chunk`` atomically."""
+        path = self._path(chunk)
+        partial = path.with_suffix(".tmp")
+        with partial.open("wb") as stream:
+            pickle.dump(output, stream, protocol=pickle.HIGHEST_PROTOCOL)
+        partial.replace(path)
+
+
+def _run_all(
+    client: Any, function: Any, items: Sequence[Any], *, label: str, progress: bool, **kwargs: Any
+) -> Iterator[tuple[Any, Any]]:
+    """Yield (item, result) as tasks finish, on ``client`` or eagerly in this process."""
+    bar = tqdm(total=len(items), desc=label, unit="chunk" if label == "processing" else "file", disable=not progress)
+    try:
+        if client is None:
+            for item in items:
+                yield item, function(item, **kwargs)
+                bar.update()
+            return
+        from distributed import as_completed
+
+        futures = {client.submit(function, item, pure=False, **kwargs): item for item in items}
+        for future in as_completed(futures):
+            item = futures[future]
+            try:
+                result = future.result()
+            except Exception as error:  # noqa: BLE001 - a worker died too often (KilledWorker) or similar
+                result = error
+            future.release()
+            yield item, result
+            bar.update()
+    finally:
+        bar.close()
+
+
+def process_files(
+    files: Iterable[str],
+    *,
+    processor: coffea_processor.ProcessorABC,
+    client: Any = None,
+    tree: str = "analysis",
+    chunksize: int = DEFAULT_CHUNKSIZE,
+    fraction: float = 1.0,
+    retries: int = 3,
+    timeout: float = 60.0,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    dataset: str = "data",
+    strict: bool = True,
+) -> ProcessingResult:
+    """Run ``processor`` over ``files`` chunk by chunk and merge the outputs.
+
+    Args:
+        files: ROOT files (local paths or root:// / https:// URLs).
+        processor: a ProcessorABC with ``columns`` (branches to read), ``config()`` (plain keyword
+            arguments that rebuild it on the workers) and ``empty_output()``.
+        client: a ``distributed.Client``; None runs every chunk in this process.
+        tree: name of the tree.
+        chunksize: target entries per chunk (clusters are never split).
+        fraction: share of each file to process, from its start (the tutorial's ``fraction``).
+        retries: attempts after the first for transient (network) errors, with doubling back-off.
+        timeout: seconds for each remote read.
+        checkpoint_dir: directory for one checkpoint file per finished chunk.
+        resume: reuse the checkpoints in ``checkpoint_dir`` and process only the missing chunks.
+        progress: show a progress bar.
+        dataset: the name in ``events.metadata["dataset"]`` and on the histograms' dataset axis.
+        strict: raise on a file that is missing, not ROOT, or lacks the tree or branches; if False,
+            list it in ``failed_chunks`` and go on.
+
+    Returns:
+        The merged histograms, event counts and failed chunks.
+
+    Raises:
+        ProcessingError: no files, bad options, or (with ``strict``) a bad input file.
+    """
+    started = time.perf_counter()
+    files = list(files)
+    if not files:
+        raise ProcessingError("no input files")
+    if not 0.0 < fraction <= 1.0:
+        raise ProcessingError(f"fraction must be in (0, 1], got {fraction}")
+    if chunksize < 1:
+        raise ProcessingError(f"chunksize must be positive, got {chunksize}")
+    if resume and checkpoint_dir is None:
+        raise ProcessingError("resume needs a checkpoint directory")
+    columns = tuple(processor.columns)
+    config = processor.config()
+
+    failed: list[FailedChunk] = []
+    infos: list[FileInfo] = []
+    for url, info in _run_all(
+        client, inspect_file, files, label="opening", progress=progress,
+        tree=tree, columns=columns, timeout=timeout, retries=retries,
+    ):
+        if isinstance(info, FileInfo):
+            infos.append(info)
+            continue
+        if isinstance(info, BaseException):
+            info = FailedChunk(url, 0, None, chunking.one_line(info), chunking.WORKER)
+        if strict and info.kind in (chunking.MISSING, chunking.CORRUPT, chunking.SCHEMA):
+            raise ProcessingError(info.error)
+        failed.append(info)
+    infos.sort(key=lambda info: files.index(info.file))
+
+    planned = [chunk for info in infos for chunk in plan_chunks(info, tree=tree, chunksize=chunksize, fraction=fraction)]
+    checkpoint = (
+        Checkpoint(Path(checkpoint_dir), config={"type": type(processor).__qualname__, **config, "dataset": dataset}, clear=not resume)
+        if checkpoint_dir is not None
+        else None
+    )
+    outputs: list[dict[str, Any]] = []
+    todo: list[Chunk] = []
+    for chunk in planned:
+        saved = checkpoint.load(chunk) if checkpoint is not None and resume else None
+        if saved is None:
+            todo.append(chunk)
+        else:
+            outputs.append(saved)
+    resumed = len(planned) - len(todo)
+
+    events_processed = sum(output["events"] for output in outputs)
+    for chunk, outcome in _run_all(
+        client, chunking.run_chunk, todo, label="processing", progress=progress,
+        processor_type=type(processor), processor_config=config, dataset=dataset, timeout=timeout, retries=retries,
+    ):
+        if isinstance(outcome, BaseException):
+            failed.append(FailedChunk(chunk.file, chunk.entry_start, chunk.entry_stop, chunking.one_line(outcome), chunking.WORKER))
+            continue
+        if outcome.failure is not None:
+            failed.append(outcome.failure)
+            continue
+        outputs.append(outcome.output)
+        events_processed += outcome.output["events"]
+        if checkpoint is not None:
+            checkpoint.save(chunk, outcome.output)
+
+    histograms = processor.postprocess(coffea_processor.accumulate(outputs, processor.empty_output()))
+    failed.sort(key=lambda f: (files.index(f.file) if f.file in files else len(files), f.entry_start))
+    return ProcessingResult(
+        histograms=histograms,
+        events_in_files=sum(int(info.num_entries * fraction) for info in infos),
+        events_processed=int(events_processed),
+        failed_chunks=failed,
+        files=files,
+        wall_time=time.perf_counter() - started,
+        chunks=len(planned),
+        resumed_chunks=resumed,
+        fraction=fraction,
+        entries_total=sum(info.num_entries for info in infos),
+    )
