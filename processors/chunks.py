@@ -16,6 +16,7 @@ import uproot
 from coffea.nanoevents.methods import base
 
 from processors.errors import InputFileError, ProcessingError, SchemaError
+from processors.schema import validate_tree
 
 #: Failure kinds: permanent ones are never retried.
 MISSING, CORRUPT, SCHEMA, TRANSIENT, WORKER = "missing", "corrupt", "schema", "transient", "worker"
@@ -93,7 +94,7 @@ def open_tree(url: str, tree: str, columns: tuple[str, ...], *, timeout: float) 
     """Open ``tree`` in ``url`` and check that it has ``columns``.
 
     Raises:
-        SchemaError: the tree or a branch is missing.
+        SchemaError: the tree or a branch is missing, or a branch has the wrong type.
     """
     file = uproot.open(url, timeout=timeout)
     try:
@@ -104,10 +105,11 @@ def open_tree(url: str, tree: str, columns: tuple[str, ...], *, timeout: float) 
     if not isinstance(ttree, uproot.behaviors.TTree.TTree):
         file.close()
         raise SchemaError(f"{url}: {tree!r} is not a TTree")
-    missing = [name for name in columns if name not in ttree]
-    if missing:
+    try:
+        validate_tree(ttree, branches=columns, source=url)
+    except SchemaError:
         file.close()
-        raise SchemaError(f"{url}: tree {tree!r} lacks branch(es) {', '.join(missing)}")
+        raise
     return ttree
 
 
@@ -131,7 +133,7 @@ def run_chunk(
     processor_config: dict[str, Any],
     dataset: str,
     timeout: float,
-    retries: int,
+    max_retries: int,
     backoff: float = 0.5,
 ) -> ChunkOutcome:
     """Read ``chunk``, run a fresh processor on it, and return a plain outcome (a Dask task).
@@ -142,7 +144,8 @@ def run_chunk(
         processor_config: keyword arguments of ``processor_type``.
         dataset: name put into ``events.metadata["dataset"]``.
         timeout: seconds for each remote read.
-        retries: attempts after the first for transient errors.
+        max_retries: attempts after the first for transient errors (not ``retries``, which
+            ``client.submit`` takes for itself).
         backoff: seconds before the first retry, doubled each time.
 
     Returns:
@@ -173,7 +176,7 @@ def run_chunk(
                 kind, reported = classify(error, chunk.file)
             except Exception:  # an unexpected error (a bug, a bad processor): list it, never lose it
                 kind, reported = "error", error
-            if kind == TRANSIENT and attempt <= retries:
+            if kind == TRANSIENT and attempt <= max_retries:
                 time.sleep(backoff * 2 ** (attempt - 1))
                 continue
             failure = FailedChunk(chunk.file, chunk.entry_start, chunk.entry_stop, one_line(reported), kind)

@@ -63,7 +63,7 @@ class ProcessingResult(NamedTuple):
     entries_total: int
 
 
-def inspect_file(url: str, *, tree: str, columns: tuple[str, ...], timeout: float, retries: int) -> FileInfo | FailedChunk:
+def inspect_file(url: str, *, tree: str, columns: tuple[str, ...], timeout: float, max_retries: int) -> FileInfo | FailedChunk:
     """Open ``url`` and return its entries and clusters, or the failure (a plain Dask task)."""
     attempt = 0
     while True:
@@ -74,7 +74,7 @@ def inspect_file(url: str, *, tree: str, columns: tuple[str, ...], timeout: floa
                 return FileInfo(url, int(ttree.num_entries), tuple(int(x) for x in ttree.common_entry_offsets()))
         except Exception as error:  # noqa: BLE001 - classified below, unexpected ones re-raised
             kind, reported = chunking.classify(error, url)
-            if kind == chunking.TRANSIENT and attempt <= retries:
+            if kind == chunking.TRANSIENT and attempt <= max_retries:
                 time.sleep(0.5 * 2 ** (attempt - 1))
                 continue
             return FailedChunk(url, 0, None, chunking.one_line(reported), kind)
@@ -229,7 +229,7 @@ def process_files(
     infos: list[FileInfo] = []
     for url, info in _run_all(
         client, inspect_file, files, label="opening", progress=progress,
-        tree=tree, columns=columns, timeout=timeout, retries=retries,
+        tree=tree, columns=columns, timeout=timeout, max_retries=retries,
     ):
         if isinstance(info, FileInfo):
             infos.append(info)
@@ -260,7 +260,7 @@ def process_files(
     events_processed = sum(output["events"] for output in outputs)
     for chunk, outcome in _run_all(
         client, chunking.run_chunk, todo, label="processing", progress=progress,
-        processor_type=type(processor), processor_config=config, dataset=dataset, timeout=timeout, retries=retries,
+        processor_type=type(processor), processor_config=config, dataset=dataset, timeout=timeout, max_retries=retries,
     ):
         if isinstance(outcome, BaseException):
             failed.append(FailedChunk(chunk.file, chunk.entry_start, chunk.entry_stop, chunking.one_line(outcome), chunking.WORKER))

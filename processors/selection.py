@@ -16,15 +16,10 @@ from typing import NamedTuple
 import awkward as ak
 import numpy as np
 
-#: Photon branches the selection reads, in the order of the release.
-PHOTON_BRANCHES = (
-    "photon_pt",
-    "photon_eta",
-    "photon_phi",
-    "photon_e",
-    "photon_isTightID",
-    "photon_ptcone20",
-)
+from processors.schema import ANALYSIS_BRANCHES
+
+#: Photon branches the selection reads.
+PHOTON_BRANCHES = ANALYSIS_BRANCHES
 
 #: Names of the cutflow steps in selection order; "all" counts the input events.
 CUT_NAMES = (
