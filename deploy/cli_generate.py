@@ -1,0 +1,74 @@
+"""``opendata-stats generate``: write a synthetic GamGam skim to analyse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from processors.generate import DEFAULT_LUMI_FB, DEFAULT_SEED, DEFAULT_SIGNAL_MASS, PERIODS, generate_dataset
+
+_POSITIVE = click.FloatRange(min=0.0, min_open=True)
+
+
+@click.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory to write.")
+@click.option("--lumi", "lumi_fb", default=DEFAULT_LUMI_FB, show_default=True, type=_POSITIVE, help="Luminosity in fb^-1 (140: full Run 2).")
+@click.option("--scale", default=1.0, show_default=True, type=_POSITIVE, help="Fraction of the luminosity's events to write.")
+@click.option("--events", type=click.IntRange(min=1), help="Write about this many continuum events instead (quick tests).")
+@click.option("--seed", default=DEFAULT_SEED, show_default=True, type=click.IntRange(min=0), help="Random seed.")
+@click.option("--signal-mass", default=DEFAULT_SIGNAL_MASS, show_default=True, type=float, help="Higgs boson mass in GeV.")
+@click.option("--signal-strength", default=1.0, show_default=True, type=click.FloatRange(min=0.0), help="Signal yield over the SM one.")
+@click.option("--background-only", is_flag=True, help="Write no signal.")
+@click.option(
+    "--periods",
+    type=str,
+    help="Comma-separated periods to write (default all 16: " + ", ".join(p.name for p in PERIODS[:2]) + ", ...).",
+)
+@click.option("--workers", type=click.IntRange(min=1), help="Files written in parallel (default: one per core).")
+def generate(
+    out_dir: Path,
+    lumi_fb: float,
+    scale: float,
+    events: int | None,
+    seed: int,
+    signal_mass: float,
+    signal_strength: float,
+    background_only: bool,
+    periods: str | None,
+    workers: int | None,
+) -> None:
+    """Generate ATLAS-like GamGam files (continuum + H->yy), metadata.json and truth.json into OUT."""
+    dataset = generate_dataset(
+        out_dir,
+        lumi_fb=lumi_fb,
+        scale=scale,
+        seed=seed,
+        signal_mass=signal_mass,
+        signal_strength=signal_strength,
+        background_only=background_only,
+        events=events,
+        periods=[name.strip() for name in periods.split(",") if name.strip()] if periods is not None else None,
+        workers=workers,
+    )
+    truth = dataset.truth
+    click.echo(
+        f"wrote {len(dataset.files)} files, {dataset.events_written:,} events ({truth['lumi_fb']:.3g} fb^-1) to {out_dir} "
+        f"in {truth['generation_seconds']:.1f} s ({truth['events_per_second']:,.0f} events/s)"
+    )
+    if background_only:
+        click.echo("signal: none (background only)")
+    else:
+        click.echo(
+            f"signal: m = {truth['signal_mass']} GeV, resolution {truth['signal_resolution']:.2f} GeV, "
+            f"{truth['signal_events_injected']} injected, {truth['selected_signal_events']} selected "
+            f"(expected {truth['expected_selected_signal']:.1f})"
+        )
+    click.echo(
+        f"continuum selected in {truth['mass_window'][0]:g}-{truth['mass_window'][1]:g} GeV: "
+        f"{truth['selected_background_events']} (expected {truth['background_expected_in_window']:.1f})"
+    )
+    click.echo(f"metadata: {dataset.metadata_path}")
+
+
+commands = [generate]
