@@ -1,0 +1,120 @@
+"""Figures of the statistics layer in the ATLAS style (mplhep), each written as PNG and PDF.
+
+Every ``plot_*`` function takes the result to draw and a path (its suffix is replaced), writes ``path.png`` and
+``path.pdf``, closes the figure and returns the two paths.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Iterable
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import mplhep  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.stats  # noqa: E402
+
+from stats.background import BackgroundFit, DegreeScan  # noqa: E402
+from stats.mass_scan import MassScan  # noqa: E402
+
+FORMATS = (".png", ".pdf")
+
+
+def plot_fit(
+    counts: Iterable[float] | np.ndarray,
+    edges: Iterable[float] | np.ndarray,
+    fit: BackgroundFit,
+    path: str | pathlib.Path,
+) -> list[pathlib.Path]:
+    """Data with the fitted total and background (1 sigma band), and a data-minus-background panel."""
+    counts = np.asarray(counts, dtype=float)
+    edges = np.asarray(edges, dtype=float)
+    centers = 0.5 * (edges[1:] + edges[:-1])
+    errors = np.sqrt(counts)
+    with plt.style.context(mplhep.style.ATLAS):
+        fig, (top, bottom) = plt.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
+        top.errorbar(centers, counts, yerr=errors, fmt="ko", markersize=3, label="Data")
+        top.plot(centers, fit.background + fit.signal, "r-", label="Signal + background fit")
+        top.plot(centers, fit.background, "b--", label=f"Background (degree {fit.degree})")
+        top.fill_between(centers, fit.background - fit.background_unc, fit.background + fit.background_unc,
+                         color="tab:blue", alpha=0.3, label=r"Background $\pm 1\sigma$")
+        top.set_ylabel("Events / bin")
+        top.legend(fontsize="small")
+        mplhep.atlas.text("Open Data", ax=top, loc=1)
+        bottom.errorbar(centers, counts - fit.background, yerr=errors, fmt="ko", markersize=3)
+        bottom.fill_between(centers, -fit.background_unc, fit.background_unc, color="tab:blue", alpha=0.3)
+        bottom.plot(centers, fit.signal, "r-")
+        bottom.axhline(0.0, color="b", linestyle="--")
+        bottom.set_xlabel(r"$m_{\gamma\gamma}$ [GeV]")
+        bottom.set_ylabel("Data - Bkg.")
+        return _save(fig, path)
+
+
+def plot_degree_scan(scan: DegreeScan, path: str | pathlib.Path) -> list[pathlib.Path]:
+    """chi2/ndf against the polynomial degree, marking the degree chosen by the F-tests."""
+    degrees = [row.degree for row in scan.rows]
+    with plt.style.context(mplhep.style.ATLAS):
+        fig, ax = plt.subplots()
+        ax.plot(degrees, [row.chi2 / row.ndf for row in scan.rows], "ko-", label=r"$\chi^2/\mathrm{ndf}$")
+        ax.axvline(scan.best_degree, color="r", linestyle="--", label=f"chosen: degree {scan.best_degree}")
+        ax.axhline(1.0, color="grey", linestyle=":")
+        ax.set_xlabel("Polynomial degree")
+        ax.set_ylabel(r"$\chi^2/\mathrm{ndf}$")
+        ax.set_xticks(degrees)
+        ax.legend()
+        return _save(fig, path)
+
+
+def plot_mass_scan(scan: MassScan, path: str | pathlib.Path) -> list[pathlib.Path]:
+    """Local significance and p0 against the mass, with the 1 to 5 sigma levels; failed masses marked."""
+    ok = [point for point in scan.points if point["status"] == "ok"]
+    masses = np.array([point["mass"] for point in ok])
+    with plt.style.context(mplhep.style.ATLAS):
+        fig, (top, bottom) = plt.subplots(2, 1, sharex=True, gridspec_kw={"hspace": 0.05})
+        top.plot(masses, [point["significance"] for point in ok], "k.-", label=f"{scan.method} method")
+        bottom.semilogy(masses, [max(point["p0"], 1e-300) for point in ok], "k.-")
+        for n_sigma in range(1, 6):
+            top.axhline(n_sigma, color="r", linestyle=":", linewidth=0.8)
+            bottom.axhline(scipy.stats.norm.sf(n_sigma), color="r", linestyle=":", linewidth=0.8)
+            bottom.text(bottom.get_xlim()[1], scipy.stats.norm.sf(n_sigma), rf" {n_sigma}$\sigma$", color="r",
+                        va="center", fontsize="small")
+        for point in scan.failed:
+            top.axvline(point["mass"], color="grey", alpha=0.5)
+        if scan.failed:
+            top.plot([], [], color="grey", alpha=0.5, label=f"failed ({len(scan.failed)})")
+        top.set_ylabel(r"Local significance [$\sigma$]")
+        top.legend(fontsize="small")
+        bottom.set_ylabel(r"Local $p_0$")
+        bottom.set_xlabel(r"$m_H$ [GeV]")
+        fig.align_ylabels()
+        return _save(fig, path)
+
+
+def plot_data_mc(spec: dict[str, Any], path: str | pathlib.Path, *, fit_results: Any = None) -> list[pathlib.Path]:
+    """cabinetry's data/MC figure of a workspace, pre-fit or (with ``fit_results``) post-fit."""
+    import cabinetry
+
+    from stats.inference import model_and_data
+
+    model, data = model_and_data(spec)
+    prediction = cabinetry.model_utils.prediction(model, fit_results=fit_results)
+    with plt.style.context(mplhep.style.ATLAS):
+        figures = cabinetry.visualize.data_mc(prediction, data, save_figure=False, close_figure=False)
+        return _save(figures[0]["figure"], path)
+
+
+def _save(fig: Any, path: str | pathlib.Path) -> list[pathlib.Path]:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = [path.with_suffix(suffix) for suffix in FORMATS]
+    try:
+        for target in written:
+            fig.savefig(target, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return written
