@@ -11,8 +11,11 @@ import sys
 
 import click
 
+from deploy.errors import DeployError
 from processors.errors import ProcessingError
 from stats.errors import StatsError
+
+__all__ = ["DeployError", "cli", "main"]
 
 #: Modules that each define a ``commands`` list of click commands, registered in this order.
 COMMAND_MODULES = (
@@ -28,10 +31,6 @@ COMMAND_MODULES = (
 EXIT_BAD_INPUT = 2
 #: Exit status for a run that completed but lists failures (failed chunks, failed scan points).
 EXIT_PARTIAL = 1
-
-
-class DeployError(Exception):
-    """Bad configuration or an unreachable cluster, reported in one line by the command line."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
