@@ -7,6 +7,7 @@ one plain result per chunk.
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from typing import Any, NamedTuple
@@ -77,7 +78,7 @@ def classify(error: BaseException, url: str) -> tuple[str, ProcessingError | Bas
     if isinstance(error, (TimeoutError, ConnectionError)) or (isinstance(error, OSError) and is_remote(url)):
         return TRANSIENT, error
     if isinstance(error, (OSError, ValueError, zlib.error, uproot.deserialization.DeserializationError)):
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
         return CORRUPT, InputFileError(f"{url}: not a readable ROOT file ({reason})")
     raise error
 
@@ -96,7 +97,8 @@ def open_tree(url: str, tree: str, columns: tuple[str, ...], *, timeout: float) 
     Raises:
         SchemaError: the tree or a branch is missing, or a branch has the wrong type.
     """
-    file = uproot.open(url, timeout=timeout)
+    # The XRootD bindings take whole seconds and raise TypeError on a float (the CLI's --timeout is one).
+    file = uproot.open(url, timeout=max(1, math.ceil(timeout)) if url.startswith("root://") else timeout)
     try:
         ttree = file[tree]
     except uproot.KeyInFileError:

@@ -1,0 +1,180 @@
+"""The chunk engine: chunking, Dask vs in-process, fraction, checkpoints and resume, failures."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import uproot
+from _photon_files import write_photon_file
+
+from deploy.clusters import dask_client
+from processors import chunks
+from processors.chunks import Chunk
+from processors.engine import FileInfo, plan_chunks, process_files
+from processors.errors import ProcessingError
+from processors.processor import DiphotonProcessor
+
+ENTRIES = (30_000, 20_000, 25_000)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("photons")
+    return [str(write_photon_file(directory / f"f{i}.root", n, seed=i, parts=3)) for i, n in enumerate(ENTRIES)]
+
+
+@pytest.fixture(scope="module")
+def clean(files):
+    return process_files(files, processor=DiphotonProcessor(), chunksize=1, progress=False)
+
+
+def same_histograms(a, b):
+    return a.histograms["mass"] == b.histograms["mass"] and a.histograms["cutflow"] == b.histograms["cutflow"]
+
+
+def test_chunks_follow_clusters_and_cover_the_share():
+    info = FileInfo("f.root", 1000, (0, 300, 600, 900, 1000))
+    assert [(c.entry_start, c.entry_stop) for c in plan_chunks(info, tree="t", chunksize=500, fraction=1.0)] == [
+        (0, 600), (600, 1000)
+    ]
+    assert [(c.entry_start, c.entry_stop) for c in plan_chunks(info, tree="t", chunksize=1, fraction=0.5)] == [
+        (0, 300), (300, 500)
+    ]
+
+
+def test_every_event_is_processed(files, clean):
+    assert clean.events_in_files == clean.events_processed == sum(ENTRIES)
+    assert clean.histograms["cutflow"]["data", "all"] == sum(ENTRIES)
+    assert clean.chunks == 9 and clean.failed_chunks == []
+
+
+def test_dask_with_two_workers_equals_single_process(files, clean):
+    with dask_client(workers=2) as client:
+        distributed = process_files(files, processor=DiphotonProcessor(), client=client, chunksize=1, progress=False)
+    assert same_histograms(distributed, clean)
+    assert distributed.events_processed == clean.events_processed
+
+
+def test_chunk_size_does_not_change_the_result(files, clean):
+    assert same_histograms(process_files(files, processor=DiphotonProcessor(), chunksize=10**9, progress=False), clean)
+
+
+def test_fraction_processes_the_first_share_of_each_file(files):
+    result = process_files(files, processor=DiphotonProcessor(), fraction=0.4, progress=False)
+    share = sum(int(n * 0.4) for n in ENTRIES)
+    assert result.events_in_files == result.events_processed == share
+    assert result.entries_total == sum(ENTRIES)
+    first = process_files(files[:1], processor=DiphotonProcessor(), fraction=0.4, progress=False)
+    reference = uproot.open(files[0])["analysis"].arrays(list(DiphotonProcessor.columns), entry_stop=12_000)
+    assert first.histograms["mass"] == DiphotonProcessor().process(reference)["mass"]
+
+
+def test_resume_after_a_failure_equals_a_clean_run(files, clean, tmp_path):
+    local = [shutil.copy(f, tmp_path / f"in{i}.root") for i, f in enumerate(files)]
+    hidden = local[1].with_suffix(".away")
+    local[1].rename(hidden)
+    options = dict(processor=DiphotonProcessor(), chunksize=1, progress=False, checkpoint_dir=tmp_path / "ck")
+    partial = process_files([str(p) for p in local], strict=False, **options)
+    assert [(f.file, f.kind, f.entry_stop) for f in partial.failed_chunks] == [(str(local[1]), "missing", None)]
+    assert partial.events_processed == ENTRIES[0] + ENTRIES[2]
+
+    hidden.rename(local[1])
+    resumed = process_files([str(p) for p in local], resume=True, **options)
+    assert resumed.resumed_chunks == 6 and resumed.chunks == 9
+    assert resumed.failed_chunks == [] and resumed.events_processed == sum(ENTRIES)
+    assert same_histograms(resumed, clean)
+
+
+def test_a_fresh_run_ignores_old_checkpoints(files, tmp_path):
+    options = dict(processor=DiphotonProcessor(), progress=False, checkpoint_dir=tmp_path)
+    process_files(files[:1], **options)
+    assert process_files(files[:1], **options).resumed_chunks == 0
+    assert process_files(files[:1], resume=True, **options).resumed_chunks == 1
+    other = process_files(files[:1], **{**options, "processor": DiphotonProcessor(bins=30)}, resume=True)
+    assert other.resumed_chunks == 0  # another configuration never reuses these
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p, "No such file"),
+        (lambda p: p.write_text("not root at all" * 20) and p, "not a ROOT file"),
+        (lambda p: write_photon_file(p, 100, seed=1, tree="other"), "no tree 'analysis'"),
+        (lambda p: write_photon_file(p, 100, seed=1, drop=("photon_ptcone20",)), "photon_ptcone20"),
+    ],
+    ids=["missing", "not-root", "missing-tree", "missing-branch"],
+)
+def test_bad_files_raise_one_line_errors(files, tmp_path, make, message):
+    bad = make(tmp_path / "bad.root")
+    with pytest.raises(ProcessingError, match=message) as error:
+        process_files([files[0], str(bad)], processor=DiphotonProcessor(), progress=False)
+    assert "\n" not in str(error.value) and "bad.root" in str(error.value)
+
+
+def test_truncated_file_is_a_corrupt_failure(files, tmp_path):
+    data = open(files[0], "rb").read()
+    truncated = tmp_path / "cut.root"
+    truncated.write_bytes(data[: len(data) // 2])
+    result = process_files([str(truncated)], processor=DiphotonProcessor(), chunksize=1, progress=False, strict=False)
+    # The first cluster lies before the cut and is kept; the others are listed: none is silently lost.
+    assert {f.kind for f in result.failed_chunks} == {"corrupt"}
+    assert "expected Chunk of length" in result.failed_chunks[0].error
+    lost = sum(f.entry_stop - f.entry_start for f in result.failed_chunks)
+    assert result.events_processed == 10_000 and lost == 20_000 == result.events_in_files - 10_000
+
+
+def flaky_open(monkeypatch, failures):
+    calls = {"n": 0}
+    real = uproot.open
+
+    def open_(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] <= failures:
+            raise ConnectionError("connection reset by peer")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(chunks.uproot, "open", open_)
+    return calls
+
+
+def test_transient_errors_are_retried(files, monkeypatch):
+    calls = flaky_open(monkeypatch, failures=2)
+    chunk = Chunk(files[1], "analysis", 0, ENTRIES[1])
+    outcome = chunks.run_chunk(
+        chunk, processor_type=DiphotonProcessor, processor_config={}, dataset="data", timeout=5, max_retries=2, backoff=0.01
+    )
+    assert outcome.failure is None and outcome.attempts == 3 and outcome.output["events"] == ENTRIES[1]
+    assert calls["n"] == 3
+
+
+def test_exhausted_retries_list_the_chunk_as_transient(files, monkeypatch):
+    flaky_open(monkeypatch, failures=100)
+    chunk = Chunk(files[1], "analysis", 0, ENTRIES[1])
+    outcome = chunks.run_chunk(
+        chunk, processor_type=DiphotonProcessor, processor_config={}, dataset="data", timeout=5, max_retries=1, backoff=0.01
+    )
+    assert outcome.output is None and outcome.attempts == 2
+    assert outcome.failure.kind == "transient" and "connection reset" in outcome.failure.error
+
+
+def test_corrupt_errors_are_not_retried(tmp_path):
+    bad = tmp_path / "bad.root"
+    bad.write_text("garbage" * 100)
+    outcome = chunks.run_chunk(
+        Chunk(str(bad), "analysis", 0, 10), processor_type=DiphotonProcessor, processor_config={}, dataset="data",
+        timeout=5, max_retries=3, backoff=10.0,
+    )
+    assert outcome.attempts == 1 and outcome.failure.kind == "corrupt"
+
+
+def test_bad_options_are_rejected(files):
+    for options, message in [
+        ({"fraction": 0.0}, "fraction"),
+        ({"chunksize": 0}, "chunksize"),
+        ({"resume": True}, "checkpoint"),
+    ]:
+        with pytest.raises(ProcessingError, match=message):
+            process_files(files, processor=DiphotonProcessor(), progress=False, **options)
+    with pytest.raises(ProcessingError, match="no input files"):
+        process_files([], processor=DiphotonProcessor(), progress=False)
