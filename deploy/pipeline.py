@@ -1,0 +1,256 @@
+"""The end-to-end pipeline behind ``opendata-stats run``.
+
+generate (cached) -> process on Dask -> fit, workspace, mu, significance -> mass scan -> PatchSet scan ->
+``results.json`` and ``report.md``. Every step writes under one output directory and reports progress on stderr;
+the Dask client is started once and shared by processing and both scans.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from deploy.analysis import fit_spectrum, scan_spectrum, to_plain, write_json
+from processors.datasets import resolve_files
+from processors.engine import DEFAULT_CHUNKSIZE, process_files
+from processors.generate import generate_dataset
+from processors.histograms import save_outputs
+from processors.processor import DiphotonProcessor
+from processors.schema import TREE_NAME
+from stats.inference import asimov_significance
+from stats.mass_patchset import build_mass_patchset, gaussian_template
+from stats.spectrum import load_spectrum
+
+#: Parameters of the embedded default dataset; a cached dataset is reused only if its truth.json matches them.
+DATASET_KEYS = ("lumi_fb", "scale", "seed", "signal_mass", "background_only")
+
+
+class PipelineResult(NamedTuple):
+    """What :func:`run_pipeline` wrote.
+
+    Attributes:
+        out_dir: the output directory.
+        results: the content of ``results.json``.
+        results_path: ``results.json``.
+        report_path: ``report.md``.
+        failures: one line per failed chunk or scan point, or per failed step (empty when all succeeded).
+    """
+
+    out_dir: pathlib.Path
+    results: dict[str, Any]
+    results_path: pathlib.Path
+    report_path: pathlib.Path
+    failures: list[str]
+
+
+def cached_dataset(data_dir: pathlib.Path, *, echo: Callable[[str], None], **options: Any) -> dict[str, Any]:
+    """Generate the dataset into ``data_dir`` unless a dataset with the same parameters is already there.
+
+    Returns:
+        The dataset's truth record.
+    """
+    truth_path = data_dir / "truth.json"
+    if truth_path.is_file():
+        truth = json.loads(truth_path.read_text())
+        wanted = {key: options[key] for key in DATASET_KEYS if key in options}
+        nominal = truth.get("nominal_lumi_fb", truth.get("lumi_fb"))
+        found = {"lumi_fb": nominal, **{key: truth.get(key) for key in DATASET_KEYS if key != "lumi_fb"}}
+        files_present = all((data_dir / name).is_file() for name in truth.get("files", []))
+        if files_present and all(found.get(key) == value for key, value in wanted.items()):
+            echo(f"  reusing the generated dataset in {data_dir} ({truth['events_written']:,} events)")
+            return truth
+    echo(f"  generating the default dataset into {data_dir} ...")
+    dataset = generate_dataset(data_dir, **options)
+    echo(f"  wrote {len(dataset.files)} files, {dataset.events_written:,} events")
+    return dataset.truth
+
+
+def _truth_comparison(truth: dict[str, Any], fit: dict[str, Any], best: dict[str, Any] | None,
+                      edges: np.ndarray, background: np.ndarray) -> dict[str, Any]:
+    """Fitted signal, significance and mass against the injected truth (and its Asimov expectation)."""
+    if truth.get("background_only"):
+        return {"background_only": True, "max_local_significance": best and best["significance"]}
+    expected = truth["expected_selected_signal"]
+    template = gaussian_template(edges, mass=truth["signal_mass"], resolution=truth["signal_resolution"],
+                                 signal_yield=expected)
+    background_fit = fit["background_fit"]
+    return {
+        "signal_mass": truth["signal_mass"],
+        "best_scan_mass": best and best["mass"],
+        "expected_selected_signal": expected,
+        "selected_signal_events": truth.get("selected_signal_events"),
+        "fitted_signal_yield": background_fit["signal_yield"],
+        "fitted_signal_yield_unc": background_fit["signal_yield_unc"],
+        "asimov_significance": asimov_significance(template, background),
+        "observed_significance": fit.get("profile_likelihood", {}).get("significance"),
+    }
+
+
+def run_pipeline(
+    out_dir: str | pathlib.Path,
+    *,
+    client: Any,
+    data_dir: str | pathlib.Path | None = None,
+    lumi_fb: float = 36.1,
+    scale: float = 1.0,
+    seed: int | None = None,
+    chunksize: int = DEFAULT_CHUNKSIZE,
+    masses: np.ndarray | None = None,
+    likelihoods: str | pathlib.Path | None = None,
+    scan_likelihoods: Callable[..., dict[str, Any]] | None = None,
+    echo: Callable[[str], None] = print,
+    progress: bool = True,
+) -> PipelineResult:
+    """Run every step of the analysis on the embedded default (generated) dataset.
+
+    Args:
+        out_dir: output directory (created).
+        client: the Dask client shared by processing and the scans.
+        data_dir: where the generated dataset lives (default ``out_dir/data``; reused when its parameters match).
+        lumi_fb: luminosity of the generated dataset.
+        scale: share of the release's events to generate.
+        seed: generator seed (default: the generator's).
+        chunksize: entries per processing chunk.
+        masses: mass-scan grid (default 110-140 GeV in 25 points).
+        likelihoods: a HEPData likelihood (tarball, directory) to scan; default: a patchset built from the analysis.
+        scan_likelihoods: the PatchSet scan, ``scan_likelihoods(path, out_file, client=...) -> record``.
+        echo: progress output.
+        progress: show progress bars.
+
+    Returns:
+        PipelineResult: paths, the results record and the failures.
+    """
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = pathlib.Path(data_dir) if data_dir is not None else out_dir / "data"
+    started = time.perf_counter()
+    failures: list[str] = []
+    results: dict[str, Any] = {}
+
+    echo("[1/5] dataset")
+    options: dict[str, Any] = {"lumi_fb": lumi_fb, "scale": scale}
+    if seed is not None:
+        options["seed"] = seed
+    truth = cached_dataset(data_dir, echo=echo, **options)
+    results["dataset"] = {"directory": str(data_dir), **{k: truth.get(k) for k in (
+        "release", "skim", "lumi_fb", "scale", "seed", "signal_mass", "events_written")}}
+
+    echo("[2/5] processing on Dask")
+    files = resolve_files(metadata=data_dir / "metadata.json")
+    processing_dir = out_dir / "processing"
+    result = process_files(files, processor=DiphotonProcessor(), client=client, tree=TREE_NAME,
+                           chunksize=chunksize, checkpoint_dir=processing_dir / "checkpoint", progress=progress)
+    save_outputs(processing_dir, result, lumi_fb=truth["lumi_fb"])
+    failures += [f"chunk {f.file} [{f.entry_start}, {f.entry_stop}): {f.error}" for f in result.failed_chunks]
+    results["processing"] = {"directory": str(processing_dir), "events_in_files": result.events_in_files,
+                             "events_processed": result.events_processed,
+                             "selected": float(result.histograms["mass"].sum()),
+                             "failed_chunks": len(result.failed_chunks), "wall_time": result.wall_time}
+    echo(f"  {result.events_processed:,} of {result.events_in_files:,} events in {result.wall_time:.1f} s, "
+         f"{results['processing']['selected']:,.0f} selected")
+
+    echo("[3/5] background fit, workspace, signal strength, significance")
+    fit = fit_spectrum(processing_dir, out_dir / "fit", degree="auto")
+    results["fit"] = {key: fit.get(key) for key in (
+        "degree", "mass", "method", "mu", "mu_unc", "significance", "profile_likelihood", "plots")}
+    results["fit"]["background_fit"] = {key: fit["background_fit"][key] for key in (
+        "chi2_ndf", "signal_yield", "signal_yield_unc", "sigma")}
+    if "error" in fit["significance"]:
+        failures.append(f"workspace significance: {fit['significance']['error']}")
+    echo(f"  degree {fit['degree']}, signal yield {fit['background_fit']['signal_yield']:.0f} "
+         f"+/- {fit['background_fit']['signal_yield_unc']:.0f}, mu = {fit['mu']:.2f} +/- {fit['mu_unc']:.2f}")
+
+    echo("[4/5] mass scan on Dask")
+    spectrum = load_spectrum(processing_dir)
+    grid = np.linspace(110.0, 140.0, 25) if masses is None else np.asarray(masses, dtype=float)
+    scan, scan_record = scan_spectrum(spectrum, out_dir / "mass_scan", grid, client=client, degree=fit["degree"],
+                                      source=str(processing_dir))
+    failures += [f"mass {p['mass']:g} GeV: {p['error']}" for p in scan.failed]
+    results["mass_scan"] = {key: scan_record[key] for key in ("best", "failed", "wall_time", "plots")}
+    if scan.best:
+        echo(f"  largest local significance {scan.best['significance']:.2f} sigma at {scan.best['mass']:g} GeV "
+             f"({len(scan.failed)} failed points, {scan.wall_time:.1f} s)")
+    results["truth"] = _truth_comparison(truth, fit, scan.best, spectrum.edges, np.asarray(fit["background"]))
+
+    echo("[5/5] PatchSet hypotest scan on Dask")
+    patchset_dir = out_dir / "patchset"
+    patchset_dir.mkdir(parents=True, exist_ok=True)
+    if likelihoods is None:
+        resolution = fit["background_fit"]["sigma"]
+        signal_yield = max(fit["background_fit"]["signal_yield"], 1.0)
+        built = build_mass_patchset(spectrum.counts, spectrum.edges, fit["background"], fit["background_unc"],
+                                    masses=grid, resolution=resolution, signal_yield=signal_yield)
+        likelihoods = patchset_dir / "likelihoods"
+        likelihoods.mkdir(exist_ok=True)
+        write_json(likelihoods / "BkgOnly.json", built.background_only)
+        write_json(likelihoods / "patchset.json", built.patchset)
+        echo(f"  no published likelihood given: scanning the analysis's own mass patchset ({grid.size} patches)")
+    if scan_likelihoods is None:
+        results["patchset"] = {"skipped": "no PatchSet scanner available"}
+    else:
+        record = scan_likelihoods(likelihoods, patchset_dir / "cls.json", client=client)
+        failed = [r for r in record["results"] if r["status"] != "ok"]
+        failures += [f"patch {r['name']}: {r['error']}" for r in failed]
+        results["patchset"] = {"likelihoods": str(likelihoods), "points": len(record["results"]),
+                               "failed": len(failed), "wall_time": record.get("wall_time"),
+                               "plots": record.get("plots", [])}
+        echo(f"  {len(record['results'])} patches, {len(failed)} failed")
+
+    results["failures"] = failures
+    results["wall_time"] = time.perf_counter() - started
+    results_path = write_json(out_dir / "results.json", results)
+    report_path = out_dir / "report.md"
+    report_path.write_text(render_report(to_plain(results), out_dir))
+    return PipelineResult(out_dir, to_plain(results), results_path, report_path, failures)
+
+
+def render_report(results: dict[str, Any], out_dir: pathlib.Path) -> str:
+    """A short Markdown report of ``results`` with links to every plot (PNG)."""
+    def link(path: str) -> str:
+        relative = pathlib.Path(path).resolve().relative_to(out_dir.resolve())
+        return f"![{relative.stem}]({relative.as_posix()})"
+
+    dataset, processing, fit, scan = results["dataset"], results["processing"], results["fit"], results["mass_scan"]
+    truth = results["truth"]
+    lines = [
+        "# opendata-stats report", "",
+        f"Dataset: {dataset['release']} `{dataset['skim']}`, {dataset['events_written']:,} generated events "
+        f"({dataset['lumi_fb']:.3g} fb^-1, seed {dataset['seed']}), in `{dataset['directory']}`.", "",
+        "## Processing", "",
+        f"{processing['events_processed']:,} of {processing['events_in_files']:,} events processed in "
+        f"{processing['wall_time']:.1f} s; {processing['selected']:,.0f} diphoton candidates in 100-160 GeV; "
+        f"{processing['failed_chunks']} failed chunks.", "",
+        "## Background fit and inference", "",
+        f"Polynomial degree {fit['degree']} (F-test), chi2/ndf = {fit['background_fit']['chi2_ndf']:.3f}; "
+        f"signal yield {fit['background_fit']['signal_yield']:.0f} +/- {fit['background_fit']['signal_yield_unc']:.0f}"
+        f" at {fit['mass']:g} GeV; mu = {fit['mu']:.3f} +/- {fit['mu_unc']:.3f}.", "",
+    ]
+    significance = fit["significance"]
+    if "error" in significance:
+        lines += [f"Workspace significance failed: {significance['error']}", ""]
+    else:
+        lines += [f"Discovery significance (workspace): observed {significance['observed']:.2f} sigma, expected "
+                  f"{significance['expected']:.2f} sigma.", ""]
+    if not truth.get("background_only"):
+        lines += [f"Truth: injected m = {truth['signal_mass']} GeV, expected selected signal "
+                  f"{truth['expected_selected_signal']:.0f} events, Asimov significance "
+                  f"{truth['asimov_significance']:.2f} sigma.", ""]
+    lines += [*(link(p) for p in fit["plots"] if p.endswith(".png")), "", "## Mass scan", ""]
+    if scan["best"]:
+        lines += [f"Largest local significance {scan['best']['significance']:.2f} sigma at "
+                  f"{scan['best']['mass']:g} GeV; {scan['failed']} failed points; {scan['wall_time']:.1f} s.", ""]
+    lines += [*(link(p) for p in scan["plots"] if p.endswith(".png")), "", "## PatchSet scan", ""]
+    patchset = results["patchset"]
+    if "skipped" in patchset:
+        lines += [f"Skipped: {patchset['skipped']}.", ""]
+    else:
+        lines += [f"{patchset['points']} patches of `{patchset['likelihoods']}`, {patchset['failed']} failed, "
+                  f"{patchset['wall_time']:.1f} s.", "", *(link(p) for p in patchset["plots"] if p.endswith(".png")), ""]
+    if results["failures"]:
+        lines += ["## Failures", "", *(f"- {line}" for line in results["failures"]), ""]
+    return "\n".join(lines)
