@@ -45,7 +45,6 @@ def run(ctx: click.Context, out: pathlib.Path, data_dir: pathlib.Path | None, lu
     grid = mass_grid(masses)
     echo = lambda line: click.echo(line, err=True)  # noqa: E731
     with dask_client(workers=workers, scheduler=scheduler) as client:
-        echo(f"Dask dashboard: {client.dashboard_link}")
         result = run_pipeline(out, client=client, data_dir=data_dir, lumi_fb=lumi, scale=scale, seed=seed,
                               chunksize=chunksize, masses=grid, likelihoods=likelihoods,
                               scan_likelihoods=_patchset_scanner(), echo=echo, progress=progress)

@@ -1,46 +1,251 @@
 """Dask cluster factories: one entry point that yields a ``distributed.Client``.
 
 Local cluster (default, bound to 127.0.0.1), an existing scheduler (coffea-casa gives
-``tls://localhost:8786``), HTCondor through dask-jobqueue, and a Dask Gateway.
+``tls://localhost:8786``), HTCondor through dask-jobqueue, and a Dask Gateway. Which one, and its settings,
+come from the ``cluster`` section of a config file (:mod:`deploy.config`); keyword flags override it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import shlex
+import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from distributed import Client, LocalCluster
+from distributed.security import Security
+
+from deploy.config import ClusterConfig, GatewaySettings, HTCondorSettings, TLSSettings, load_config
+from deploy.errors import DeployError
+
+if TYPE_CHECKING:
+    from dask_gateway import GatewayCluster
+    from dask_jobqueue import HTCondorCluster
+
+__all__ = ["connect", "dask_client", "gateway_cluster", "htcondor_cluster", "resolve_config"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_config(
+    config: ClusterConfig | None = None,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    threads_per_worker: int | None = None,
+    memory_limit: str | float | None = None,
+    kind: str | None = None,
+) -> ClusterConfig:
+    """Apply command-line flags on top of a cluster config (flags win).
+
+    Args:
+        config: settings from a config file; ``None`` means the defaults (a local cluster).
+        workers: local worker processes, or a fixed number of HTCondor/Gateway workers instead of adaptive scaling.
+        scheduler: address of an existing scheduler; selects ``kind="scheduler"``.
+        threads_per_worker: threads in each local worker process.
+        memory_limit: memory limit of each local worker.
+        kind: cluster kind, one of ``local``, ``scheduler``, ``htcondor``, ``gateway``.
+
+    Returns:
+        The resulting config.
+    """
+    config = config if config is not None else load_config().cluster
+    if scheduler is not None:
+        config = config._replace(kind="scheduler", scheduler=config.scheduler._replace(address=scheduler))
+    elif kind is not None:
+        config = config._replace(kind=kind)
+    local = config.local
+    if workers is not None:
+        if workers < 1:
+            raise DeployError(f"bad value for workers: {workers} (need at least 1)")
+        local = local._replace(workers=workers)
+        # A fixed worker count on a batch system or gateway means "exactly this many", not adaptive.
+        config = config._replace(
+            htcondor=config.htcondor._replace(minimum=workers, maximum=workers),
+            gateway=config.gateway._replace(minimum=workers, maximum=workers),
+        )
+    if threads_per_worker is not None:
+        local = local._replace(threads_per_worker=threads_per_worker)
+    if memory_limit is not None:
+        local = local._replace(memory_limit=memory_limit)
+    return config._replace(local=local)
+
+
+def _security(tls: TLSSettings | None) -> Security | None:
+    if tls is None:
+        return None
+    return Security(
+        tls_ca_file=tls.ca_file,
+        tls_client_cert=tls.cert,
+        tls_client_key=tls.key,
+        require_encryption=tls.require_encryption,
+    )
+
+
+def connect(address: str, *, timeout: float = 30.0, tls: TLSSettings | None = None) -> Client:
+    """Connect a client to an existing scheduler.
+
+    Args:
+        address: scheduler address, e.g. ``tcp://127.0.0.1:8786`` or coffea-casa's ``tls://localhost:8786``.
+        timeout: seconds to wait for the connection.
+        tls: client certificates for a ``tls://`` address; ``None`` uses the Dask config's (coffea-casa sets them).
+
+    Returns:
+        A connected client; close it when done.
+
+    Raises:
+        DeployError: the scheduler did not answer within ``timeout``.
+    """
+    kwargs: dict[str, Any] = {"timeout": f"{timeout}s"}
+    security = _security(tls)
+    if security is not None:
+        kwargs["security"] = security
+    try:
+        return Client(address, **kwargs)
+    except (OSError, TimeoutError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if isinstance(err, ValueError) and "address" not in reason.lower():
+            raise
+        raise DeployError(f"cannot connect to Dask scheduler at {address} within {timeout:g}s ({reason})") from None
+
+
+def htcondor_cluster(settings: HTCondorSettings, **kwargs: Any) -> HTCondorCluster:
+    """Build a ``dask_jobqueue.HTCondorCluster`` that submits no job until scaled (check ``job_script()``).
+
+    Args:
+        settings: cores, memory, disk, extra submit directives, log directory, worker container image and env.
+        **kwargs: passed on to ``HTCondorCluster`` (e.g. ``scheduler_options``).
+
+    Returns:
+        The cluster, with its scheduler running and no worker job submitted.
+    """
+    from dask_jobqueue import HTCondorCluster
+
+    directives = dict(settings.job_extra_directives)
+    if settings.image:
+        # The container universe (HTCondor >= 9.8) runs the worker inside the analysis image.
+        directives.setdefault("universe", "container")
+        directives.setdefault("container_image", settings.image)
+    prologue = [f"export {name}={shlex.quote(str(value))}" for name, value in settings.env.items()]
+    return HTCondorCluster(
+        cores=settings.cores,
+        memory=settings.memory,
+        disk=settings.disk,
+        processes=settings.processes,
+        job_extra_directives=directives,
+        log_directory=settings.log_directory,
+        job_script_prologue=prologue,
+        interface=settings.interface,
+        **kwargs,
+    )
+
+
+def gateway_cluster(settings: GatewaySettings) -> GatewayCluster:
+    """Ask a Dask Gateway for a new cluster with the configured options.
+
+    Args:
+        settings: gateway address, proxy address, authentication and cluster options.
+
+    Returns:
+        The new cluster (shut it down when done).
+
+    Raises:
+        DeployError: the gateway address is missing or the gateway did not answer.
+    """
+    from dask_gateway import Gateway
+
+    if not settings.address:
+        raise DeployError("cluster.gateway.address is not set (the Dask Gateway URL, e.g. http://host:8000)")
+    gateway = Gateway(address=settings.address, proxy_address=settings.proxy_address, auth=settings.auth)
+    try:
+        return gateway.new_cluster(**settings.cluster_options)
+    except (OSError, TimeoutError) as err:
+        raise DeployError(f"cannot reach Dask Gateway at {settings.address}: {err}") from None
+    except ValueError as err:
+        raise DeployError(f"Dask Gateway at {settings.address} rejected the cluster options: {err}") from None
+
+
+def _announce(client: Client, announce: bool) -> None:
+    link = client.dashboard_link
+    log.info("Dask dashboard: %s", link)
+    if announce:
+        print(f"Dask dashboard: {link}", file=sys.stderr)
+
+
+def _scale(cluster: Any, minimum: int, maximum: int) -> None:
+    if minimum == maximum:
+        cluster.scale(maximum)
+    else:
+        cluster.adapt(minimum=minimum, maximum=maximum)
 
 
 @contextlib.contextmanager
 def dask_client(
+    config: ClusterConfig | None = None,
     *,
     workers: int | None = None,
     scheduler: str | None = None,
-    threads_per_worker: int = 1,
-    memory_limit: str | float | None = "auto",
+    threads_per_worker: int | None = None,
+    memory_limit: str | float | None = None,
+    kind: str | None = None,
+    announce: bool = True,
 ) -> Iterator[Client]:
-    """Yield a Dask client, starting (and afterwards stopping) a local cluster unless ``scheduler`` is given.
+    """Yield a Dask client for the configured cluster, stopping whatever was started for it afterwards.
 
     Args:
-        workers: number of local worker processes (default: the number of cores).
+        config: cluster settings (``load_config(path).cluster``); ``None`` means a local cluster.
+        workers: local worker processes (default: the number of cores), or a fixed number of
+            HTCondor/Gateway workers instead of adaptive scaling.
         scheduler: address of an existing scheduler; no cluster is started.
         threads_per_worker: threads in each local worker process.
         memory_limit: memory limit of each local worker.
+        kind: override the config's cluster kind.
+        announce: also print the dashboard link to stderr (it is always logged).
 
     Yields:
         A connected ``distributed.Client``.
+
+    Raises:
+        DeployError: the scheduler or gateway cannot be reached, or a setting is missing.
     """
-    if scheduler is not None:
-        with Client(scheduler, timeout="30s") as client:
-            yield client
-        return
-    with LocalCluster(
-        n_workers=workers,
+    config = resolve_config(
+        config,
+        workers=workers,
+        scheduler=scheduler,
         threads_per_worker=threads_per_worker,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
         memory_limit=memory_limit,
-    ) as cluster, Client(cluster) as client:
+        kind=kind,
+    )
+    with contextlib.ExitStack() as stack:
+        if config.kind == "scheduler":
+            if not config.scheduler.address:
+                raise DeployError("cluster.scheduler.address is not set (e.g. tls://localhost:8786)")
+            client = stack.enter_context(
+                connect(config.scheduler.address, timeout=config.scheduler.timeout, tls=config.scheduler.tls)
+            )
+        elif config.kind == "htcondor":
+            cluster = stack.enter_context(htcondor_cluster(config.htcondor))
+            _scale(cluster, config.htcondor.minimum, config.htcondor.maximum)
+            client = stack.enter_context(Client(cluster))
+        elif config.kind == "gateway":
+            cluster = gateway_cluster(config.gateway)
+            stack.callback(cluster.shutdown)
+            _scale(cluster, config.gateway.minimum, config.gateway.maximum)
+            client = stack.enter_context(cluster.get_client(set_as_default=False))
+        else:
+            local = config.local
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=local.workers,
+                    threads_per_worker=local.threads_per_worker,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=local.dashboard_address,
+                    memory_limit=local.memory_limit,
+                )
+            )
+            client = stack.enter_context(Client(cluster))
+        _announce(client, announce)
         yield client

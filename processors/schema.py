@@ -260,5 +260,7 @@ def validate_file(path: str, *, branches: Iterable[str] | None = None, tree_name
         if tree_name not in file:
             raise SchemaError(f"{path}: no tree {tree_name!r} (found: {', '.join(file.keys(cycle=False)) or 'none'})")
         tree = file[tree_name]
+        if not isinstance(tree, uproot.behaviors.TTree.TTree):
+            raise SchemaError(f"{path}: {tree_name!r} is a {file.classname_of(tree_name)}, not a TTree")
         validate_tree(tree, branches=branches, source=path)
         return int(tree.num_entries)

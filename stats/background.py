@@ -3,8 +3,9 @@
 Two methods:
 
 * ``"tutorial"``: the open-data notebook's lmfit fit, a power series plus ``GaussianModel`` with free amplitude
-  (bounded below by zero) and free width, weights ``1/sqrt(N)``. When the amplitude sits on its bound lmfit
-  estimates no covariance, and the background uncertainty comes out zero in every bin.
+  (bounded below by zero) and free width, weights ``1/sqrt(N)``. Away from a peak the width runs off to tiny or
+  huge values and the amplitude onto its bound; there lmfit estimates no covariance, and the background
+  uncertainty comes out zero in every bin.
 * ``"robust"``: the same model with the amplitude unbounded (a deficit gives a negative yield instead of a
   parameter on its limit) and the width fixed to the detector resolution (a free width is undetermined when there
   is no peak). The model is then linear in its free parameters, so the covariance always exists.
@@ -131,7 +132,7 @@ def fit_background(
         degree: polynomial degree (0 to 10).
         method: ``"tutorial"`` (bounded amplitude, free width) or ``"robust"`` (unbounded amplitude, width fixed).
         likelihood: ``"chi2"`` (lmfit, weights ``1/sqrt(max(N, 1))``) or ``"poisson"`` (binned likelihood).
-        resolution: the robust method's fixed width in GeV (and the tutorial's starting width).
+        resolution: the robust method's fixed width in GeV.
 
     Raises:
         HistogramError: if the spectrum is invalid or ``mass`` is outside it.
@@ -213,8 +214,9 @@ def _fit_lmfit(counts, edges, *, mass, degree, method, resolution) -> Background
     params["bkg_c0"].set(value=float(np.mean(counts)))
     params["sig_center"].set(value=mass, vary=False)
     if method == "tutorial":
-        params["sig_amplitude"].set(value=max(float(np.sqrt(counts.sum())), 1.0), min=0)
-        params["sig_sigma"].set(value=resolution, min=0.5, max=10.0)
+        # The notebook's starting values; GaussianModel's own hint keeps sigma > 0 and nothing bounds it above.
+        params["sig_amplitude"].set(value=100.0, min=0)
+        params["sig_sigma"].set(value=2.0)
     else:
         params["sig_amplitude"].set(value=0.0, min=-np.inf, max=np.inf)
         params["sig_sigma"].set(value=resolution, vary=False)
