@@ -104,11 +104,15 @@ def connect(address: str, *, timeout: float = 30.0, tls: TLSSettings | None = No
         kwargs["security"] = security
     try:
         return Client(address, **kwargs)
-    except (OSError, TimeoutError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if isinstance(err, ValueError) and "address" not in reason.lower():
-            raise
-        raise DeployError(f"cannot connect to Dask scheduler at {address} within {timeout:g}s ({reason})") from None
+    except (OSError, TimeoutError) as err:
+        message = f"cannot connect to Dask scheduler at {address} within {timeout:g}s"
+        reason = str(err).splitlines()[0] if str(err) else ""
+        # The timeout's own message repeats the address and time; other reasons (TLS, refused) add something.
+        if reason and "Timed out" not in reason:
+            message += f" ({reason})"
+        raise DeployError(message) from None
+    except ValueError as err:
+        raise DeployError(f"bad Dask scheduler address {address!r}: {err}") from None
 
 
 def htcondor_cluster(settings: HTCondorSettings, **kwargs: Any) -> HTCondorCluster:
