@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import uproot
 
 from processors.generate import DEFAULT_LUMI_FB, DEFAULT_SEED, DEFAULT_SIGNAL_MASS, PERIODS, generate_dataset
 
 _POSITIVE = click.FloatRange(min=0.0, min_open=True)
+_CODECS = {"lz4": uproot.LZ4(1), "zstd": uproot.ZSTD(1), "zlib": uproot.ZLIB(1), "lzma": uproot.LZMA(1), "none": None}
 
 
 @click.command()
@@ -25,6 +27,9 @@ _POSITIVE = click.FloatRange(min=0.0, min_open=True)
     type=str,
     help="Comma-separated periods to write (default all 16: " + ", ".join(p.name for p in PERIODS[:2]) + ", ...).",
 )
+@click.option(
+    "--compression", type=click.Choice(list(_CODECS)), default="lz4", show_default=True, help="Basket compression (level 1)."
+)
 @click.option("--workers", type=click.IntRange(min=1), help="Files written in parallel (default: one per core).")
 def generate(
     out_dir: Path,
@@ -36,6 +41,7 @@ def generate(
     signal_strength: float,
     background_only: bool,
     periods: str | None,
+    compression: str,
     workers: int | None,
 ) -> None:
     """Generate ATLAS-like GamGam files (continuum + H->yy), metadata.json and truth.json into OUT."""
@@ -49,6 +55,7 @@ def generate(
         background_only=background_only,
         events=events,
         periods=[name.strip() for name in periods.split(",") if name.strip()] if periods is not None else None,
+        compression=_CODECS[compression],
         workers=workers,
     )
     truth = dataset.truth

@@ -16,12 +16,18 @@ sample:
 Each file is written in clusters of ``basket_entries`` events (one basket per branch and cluster). uproot
 cannot write ``std::vector<T>``; the collections are written as ``T[]`` arrays counted by ``photon_n``,
 ``jet_n``, ... which uproot (and coffea) read as the same jagged arrays as the real files' vectors.
-Compression is ZSTD level 1: it writes about as fast as LZ4 with files ~25 % smaller, and reads at LZ4
-speed (ZLIB, used by the real files, is 3-4 times slower to write and 2-3 times slower to read).
+Compression is LZ4 (level 1): measured by ``benchmarks/bench_generate.py`` on a 300k-event file it writes
+4x faster than ZLIB(1), and uproot reads the photon branches 2.5x faster than ZSTD(1) and 6x faster than
+ZLIB(1), for files ~35 % larger than ZSTD's (~170 bytes per event). ``compression=uproot.ZLIB(1)`` makes
+files that decompress as slowly as ZLIB-compressed real ones, for realistic read benchmarks.
 
 Every random number comes from a ``numpy`` generator seeded with ``(seed, file, cluster, component)``, so a
-file is the same whatever the number of worker processes, and the continuum of a signal run is event for
-event the continuum of the background-only run with the same seed.
+file is the same whatever the number of worker processes, and the continuum photons of a signal run are,
+event for event, those of the background-only run with the same seed (the signal is shuffled in).
+
+``truth.json`` counts the signal and continuum events passing the tutorial selection with a numpy
+implementation of its own (on the generator's padded photon arrays), so that it is a reference for
+``processors.selection``, not a copy of it.
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ SIGMA_BR_FB = 125.1
 DEFAULT_SEED = 2015_2016
 DEFAULT_LUMI_FB = 36.1
 DEFAULT_SIGNAL_MASS = 125.09
+#: Basket compression (see the module docstring and benchmarks/bench_generate.py for why LZ4).
+DEFAULT_COMPRESSION = uproot.LZ4(1)
 
 #: Analysis mass window of the tutorial selection, GeV.
 MASS_WINDOW = (100.0, 160.0)
@@ -452,6 +460,7 @@ class _FileTask(NamedTuple):
     signal_mass: float
     signal_strength: float
     basket_entries: int
+    compression: Any
 
 
 class _FileResult(NamedTuple):
@@ -481,7 +490,7 @@ def _write_file(task: _FileTask) -> _FileResult:
     next_event_number = task.period_index * 10**10
     entries = injected = signal_selected = continuum_selected = 0
     signal_masses = []
-    with uproot.recreate(task.path, compression=uproot.ZSTD(1)) as file:
+    with uproot.recreate(task.path, compression=task.compression) as file:
         tree = file.mktree(
             TREE_NAME,
             _branch_types(),
@@ -617,6 +626,7 @@ def generate_dataset(
     events: int | None = None,
     periods: Iterable[str] | None = None,
     basket_entries: int = 50_000,
+    compression: uproot.compression.Compression | None = DEFAULT_COMPRESSION,
     workers: int | None = None,
 ) -> GeneratedDataset:
     """Write a synthetic GamGam skim: one ROOT file per period, ``metadata.json`` and ``truth.json``.
@@ -635,6 +645,7 @@ def generate_dataset(
             comes on top, in proportion); the files stand for ``events / EVENTS_PER_FB`` fb^-1.
         periods: names of the periods to write (default all 16), e.g. ``["data15_periodD"]``.
         basket_entries: continuum events per cluster (one basket per branch each).
+        compression: uproot compression of the baskets (``None``: uncompressed).
         workers: processes writing files in parallel (default: one per core for large datasets).
 
     Returns:
@@ -663,7 +674,15 @@ def generate_dataset(
     strength = 0.0 if background_only else signal_strength
     tasks = [
         _FileTask(
-            str(out_dir / FILE_PATTERN.format(period=PERIODS[i].name)), i, count, lumi, seed, signal_mass, strength, basket_entries
+            str(out_dir / FILE_PATTERN.format(period=PERIODS[i].name)),
+            i,
+            count,
+            lumi,
+            seed,
+            signal_mass,
+            strength,
+            basket_entries,
+            compression,
         )
         for i, count, lumi in zip(indices, continuum, period_lumi)
     ]
@@ -676,8 +695,8 @@ def generate_dataset(
             with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
                 # Largest files first, so that no worker is left alone with a big one at the end.
                 by_size = sorted(tasks, key=lambda task: -task.continuum_events)
-                done = dict(zip(by_size, pool.map(_write_file, by_size)))
-                results = [done[task] for task in tasks]
+                done = {result.path: result for result in pool.map(_write_file, by_size)}
+                results = [done[task.path] for task in tasks]
         else:
             results = [_write_file(task) for task in tasks]
     except OSError as err:
