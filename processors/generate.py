@@ -289,7 +289,7 @@ def _skimmed_continuum(rng: np.random.Generator, n: int) -> _Photons:
     """Exactly ``n`` continuum events passing the skim (generating in rounds until enough pass)."""
     parts: list[_Photons] = []
     have = 0
-    while have < n:
+    while not parts or have < n:  # ~49 % pass the skim
         batch, kept = _diphoton_events(rng, int(1.1 * (n - have) / 0.49) + 64, signal_mass=None)
         parts.append(batch)
         have += kept
@@ -649,7 +649,13 @@ def generate_dataset(
         workers: processes writing files in parallel (default: one per core for large datasets).
 
     Returns:
-        The files, the metadata and truth paths, the truth and the number of entries written.
+        The files, the metadata and truth paths, the truth and the number of entries written. The truth
+        (also in ``truth.json``) holds the options (``seed``, ``signal_mass``, ``signal_strength``,
+        ``background_only``), ``lumi_fb`` (what the files stand for), ``signal_resolution`` (half the
+        16-84 % interval of the selected signal m_yy, GeV), ``signal_events_injected`` (signal events in the
+        files), ``expected_selected_signal`` and ``selected_signal_events`` (mean and realised signal passing
+        the tutorial selection in 100-160 GeV), ``background_expected_in_window`` and
+        ``selected_background_events`` (the same for the continuum), ``events_written``, and the speed.
 
     Raises:
         ProcessingError: an option is out of range, a period unknown, or ``out_dir`` not writable.

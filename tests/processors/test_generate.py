@@ -15,7 +15,6 @@ import uproot
 import vector
 from click.testing import CliRunner
 
-from deploy.cli import cli, main
 from processors.errors import ProcessingError
 from processors.generate import EVENTS_PER_FB, FILE_PATTERN, PERIODS, SIGMA_BR_FB, generate_dataset, write_metadata
 from processors.schema import BRANCHES, TREE_NAME, validate_file
@@ -180,6 +179,15 @@ def test_reproducible_with_seed(tmp_path):
     assert not ak.array_equal(read[0].photon_pt, read[2].photon_pt)
 
 
+def test_events_split_by_luminosity(tmp_path):
+    # Two events over four periods: one each in the two of largest luminosity, empty (valid) files elsewhere.
+    names = ["data15_periodD", "data16_periodA", "data16_periodI", "data16_periodL"]
+    dataset = generate_dataset(tmp_path, events=2, periods=names, background_only=True, signal_mass=127.0)
+    entries = {f.name: validate_file(str(f)) for f in dataset.files}
+    assert entries == {FILE_PATTERN.format(period=name): int(name in names[2:]) for name in names}
+    assert dataset.truth["lumi_fb"] == pytest.approx(2 / EVENTS_PER_FB)
+
+
 @pytest.mark.slow
 def test_parallel_writing_gives_the_same_files(tmp_path):
     options = dict(events=6_000, periods=["data15_periodD", "data16_periodL"], basket_entries=1_000, seed=5)
@@ -207,6 +215,8 @@ def test_bad_options(tmp_path, options, message):
 
 
 def test_cli_generates(tmp_path):
+    from deploy.cli import cli  # the whole command line imports slowly: only for the CLI tests
+
     out = tmp_path / "cli"
     result = CliRunner().invoke(
         cli, ["generate", "--out", str(out), "--events", "2000", "--periods", "data15_periodD", "--seed", "1", "--signal-mass", "127"]
@@ -227,6 +237,8 @@ def test_cli_generates(tmp_path):
     ],
 )
 def test_cli_bad_options(tmp_path, capsys, args, message):
+    from deploy.cli import main
+
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", "--out", str(tmp_path / "x"), "--events", "10", *args])
     assert exit_info.value.code == 2
