@@ -17,6 +17,8 @@ Every mass is in the result: ``status`` is ``"ok"`` or ``"failed"`` with the rea
 
 from __future__ import annotations
 
+import contextlib
+import io
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, NamedTuple
@@ -174,7 +176,9 @@ def tutorial_points(masses: Sequence[float], options: dict[str, Any]) -> list[di
         try:
             fit = fit_background(options["counts"], options["edges"], mass=mass, degree=options["degree"],
                                  method="tutorial")
-            result = discovery_significance(build_workspace(options["counts"], fit))
+            # cabinetry runs Minuit verbosely: a failed fit prints its whole parameter table; the reason is kept.
+            with contextlib.redirect_stdout(io.StringIO()):
+                result = discovery_significance(build_workspace(options["counts"], fit))
         except StatsError as err:
             hint = "" if fit is None or fit.covariance_ok else "lmfit estimated no covariance, background uncertainty is zero; "
             points.append(_failed(mass, f"{hint}{err}"))
