@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -69,10 +70,10 @@ def inspect_file(url: str, *, tree: str, columns: tuple[str, ...], timeout: floa
     while True:
         attempt += 1
         try:
-            ttree = chunking.open_tree(url, tree, columns, timeout=timeout)
-            with ttree.file:
-                return FileInfo(url, int(ttree.num_entries), tuple(int(x) for x in ttree.common_entry_offsets()))
+            ttree = chunking.trees.get(url, tree, columns, timeout=timeout)
+            return FileInfo(url, int(ttree.num_entries), tuple(int(x) for x in ttree.common_entry_offsets()))
         except Exception as error:  # noqa: BLE001 - classified below, unexpected ones re-raised
+            chunking.trees.discard(url)
             kind, reported = chunking.classify(error, url)
             if kind == chunking.TRANSIENT and attempt <= max_retries:
                 time.sleep(0.5 * 2 ** (attempt - 1))
@@ -144,35 +145,75 @@ class Checkpoint:
         partial.replace(path)
 
 
-def _run_all(
-    client: Any, function: Any, items: Sequence[Any], *, label: str, progress: bool, **kwargs: Any
-) -> Iterator[tuple[Any, Any]]:
-    """Yield (item, result) as tasks finish, on ``client`` or eagerly in this process."""
-    bar = tqdm(total=len(items), desc=label, unit="chunk" if label == "processing" else "file", disable=not progress)
-    try:
-        if client is None:
-            for item in items:
-                yield item, function(item, **kwargs)
-                bar.update()
-            return
-        from distributed import as_completed
+class _Tasks:
+    """Runs file inspections and chunk tasks, on a Dask client or eagerly in this process.
 
-        futures = {client.submit(function, item, pure=False, **kwargs): item for item in items}
-        for future in as_completed(futures):
-            item = futures[future]
-            try:
-                result = future.result()
-            except Exception as error:  # noqa: BLE001 - a worker died too often (KilledWorker) or similar
-                result = error
-            future.release()
-            yield item, result
-            bar.update()
-    finally:
-        bar.close()
+    A file's chunks are submitted as soon as it is inspected, to the worker that opened it (which
+    keeps the tree in its :data:`~processors.chunks.trees` cache), so no file is opened twice and
+    processing starts before the last file is opened.
+    """
+
+    def __init__(self, client: Any, *, progress: bool) -> None:
+        self.client = client
+        # Eager mode: (kind, item, call); tasks placed near a finished one run first, like Dask's priority.
+        self._pending: list[tuple[str, Any, Any]] = []
+        self._first: list[tuple[str, Any, Any]] = []
+        self._futures: dict[Any, tuple[str, Any]] = {}
+        self._completed: Any = None
+        self.bar = tqdm(total=0, unit="task", disable=not progress, desc="processing")
+        if client is not None:
+            from distributed import as_completed
+
+            self._completed = as_completed()
+
+    def submit(self, kind: str, item: Any, function: Any, *, near: Any = None, **kwargs: Any) -> None:
+        """Queue ``function(item, **kwargs)``; ``near`` is a finished future whose worker is preferred."""
+        self.bar.total += 1
+        self.bar.refresh()
+        if self.client is None:
+            (self._pending if near is None else self._first).append((kind, item, lambda: function(item, **kwargs)))
+            return
+        workers = None
+        if near is not None:
+            workers = [address for addresses in self.client.who_has([near]).values() for address in addresses] or None
+        placement = {"workers": workers, "allow_other_workers": True} if workers else {}
+        future = self.client.submit(function, item, pure=False, priority=int(near is not None), **placement, **kwargs)
+        self._futures[future] = (kind, item)
+        self._completed.add(future)
+
+    def results(self) -> Iterator[tuple[str, Any, Any, Any]]:
+        """Yield (kind, item, result or exception, future) as tasks finish; submitting more is allowed."""
+        try:
+            if self.client is None:
+                while self._first or self._pending:
+                    kind, item, call = (self._first or self._pending).pop(0)
+                    yield kind, item, call(), self  # a stand-in for the future: "this process"
+                    self.bar.update()
+                return
+            for future in self._completed:
+                kind, item = self._futures.pop(future)
+                try:
+                    result = future.result()
+                except Exception as error:  # noqa: BLE001 - a worker died too often (KilledWorker) or similar
+                    result = error
+                yield kind, item, result, future
+                future.release()
+                self.bar.update()
+        finally:
+            self.cancel()
+            self.bar.close()
+
+    def cancel(self) -> None:
+        """Drop every task not yet finished (after a fatal error)."""
+        self._pending.clear()
+        self._first.clear()
+        if self._futures:
+            self.client.cancel(list(self._futures))
+            self._futures.clear()
 
 
 def process_files(
-    files: Iterable[str],
+    files: Iterable[str | os.PathLike[str]],
     *,
     processor: coffea_processor.ProcessorABC,
     client: Any = None,
@@ -213,7 +254,7 @@ def process_files(
         ProcessingError: no files, bad options, or (with ``strict``) a bad input file.
     """
     started = time.perf_counter()
-    files = list(files)
+    files = [os.fspath(f) for f in files]
     if not files:
         raise ProcessingError("no input files")
     if not 0.0 < fraction <= 1.0:
@@ -225,54 +266,50 @@ def process_files(
     columns = tuple(processor.columns)
     config = processor.config()
 
-    failed: list[FailedChunk] = []
-    infos: list[FileInfo] = []
-    for url, info in _run_all(
-        client, inspect_file, files, label="opening", progress=progress,
-        tree=tree, columns=columns, timeout=timeout, max_retries=retries,
-    ):
-        if isinstance(info, FileInfo):
-            infos.append(info)
-            continue
-        if isinstance(info, BaseException):
-            info = FailedChunk(url, 0, None, chunking.one_line(info), chunking.WORKER)
-        if strict and info.kind in (chunking.MISSING, chunking.CORRUPT, chunking.SCHEMA):
-            raise ProcessingError(info.error)
-        failed.append(info)
-    infos.sort(key=lambda info: files.index(info.file))
-
-    planned = [chunk for info in infos for chunk in plan_chunks(info, tree=tree, chunksize=chunksize, fraction=fraction)]
     checkpoint = (
         Checkpoint(Path(checkpoint_dir), config={"type": type(processor).__qualname__, **config, "dataset": dataset}, clear=not resume)
         if checkpoint_dir is not None
         else None
     )
+    failed: list[FailedChunk] = []
+    infos: list[FileInfo] = []
     outputs: list[dict[str, Any]] = []
-    todo: list[Chunk] = []
-    for chunk in planned:
-        saved = checkpoint.load(chunk) if checkpoint is not None and resume else None
-        if saved is None:
-            todo.append(chunk)
+    planned = resumed = events_processed = 0
+    tasks = _Tasks(client, progress=progress)
+    for url in files:
+        tasks.submit("file", url, inspect_file, tree=tree, columns=columns, timeout=timeout, max_retries=retries)
+    for kind, item, result, future in tasks.results():
+        if isinstance(result, BaseException):
+            start, stop = (0, None) if kind == "file" else (item.entry_start, item.entry_stop)
+            failed.append(FailedChunk(item if kind == "file" else item.file, start, stop, chunking.one_line(result), chunking.WORKER))
+        elif isinstance(result, FailedChunk):
+            if strict and result.kind in (chunking.MISSING, chunking.CORRUPT, chunking.SCHEMA) and kind == "file":
+                raise ProcessingError(result.error)
+            failed.append(result)
+        elif isinstance(result, FileInfo):
+            infos.append(result)
+            for chunk in plan_chunks(result, tree=tree, chunksize=chunksize, fraction=fraction):
+                planned += 1
+                saved = checkpoint.load(chunk) if checkpoint is not None and resume else None
+                if saved is not None:
+                    outputs.append(saved)
+                    events_processed += saved["events"]
+                    resumed += 1
+                    continue
+                tasks.submit(
+                    "chunk", chunk, chunking.run_chunk, near=future, processor_type=type(processor),
+                    processor_config=config, dataset=dataset, timeout=timeout, max_retries=retries,
+                )
+        elif result.failure is not None:
+            failed.append(result.failure)
         else:
-            outputs.append(saved)
-    resumed = len(planned) - len(todo)
+            outputs.append(result.output)
+            events_processed += result.output["events"]
+            if checkpoint is not None:
+                checkpoint.save(item, result.output)
 
-    events_processed = sum(output["events"] for output in outputs)
-    for chunk, outcome in _run_all(
-        client, chunking.run_chunk, todo, label="processing", progress=progress,
-        processor_type=type(processor), processor_config=config, dataset=dataset, timeout=timeout, max_retries=retries,
-    ):
-        if isinstance(outcome, BaseException):
-            failed.append(FailedChunk(chunk.file, chunk.entry_start, chunk.entry_stop, chunking.one_line(outcome), chunking.WORKER))
-            continue
-        if outcome.failure is not None:
-            failed.append(outcome.failure)
-            continue
-        outputs.append(outcome.output)
-        events_processed += outcome.output["events"]
-        if checkpoint is not None:
-            checkpoint.save(chunk, outcome.output)
-
+    if client is None:
+        chunking.trees.clear()  # leave no file open in the caller's process
     histograms = processor.postprocess(coffea_processor.accumulate(outputs, processor.empty_output()))
     failed.sort(key=lambda f: (files.index(f.file) if f.file in files else len(files), f.entry_start))
     return ProcessingResult(
@@ -282,7 +319,7 @@ def process_files(
         failed_chunks=failed,
         files=files,
         wall_time=time.perf_counter() - started,
-        chunks=len(planned),
+        chunks=planned,
         resumed_chunks=resumed,
         fraction=fraction,
         entries_total=sum(info.num_entries for info in infos),

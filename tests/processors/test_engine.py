@@ -135,6 +135,7 @@ def flaky_open(monkeypatch, failures):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(chunks.uproot, "open", open_)
+    monkeypatch.setattr(chunks, "trees", chunks.TreeCache())  # nothing opened before the patch
     return calls
 
 
