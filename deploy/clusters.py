@@ -158,13 +158,18 @@ def gateway_cluster(settings: GatewaySettings) -> GatewayCluster:
     Raises:
         DeployError: the gateway address is missing or the gateway did not answer.
     """
-    from dask_gateway import Gateway
+    from dask_gateway import GatewayCluster
 
     if not settings.address:
         raise DeployError("cluster.gateway.address is not set (the Dask Gateway URL, e.g. http://host:8000)")
-    gateway = Gateway(address=settings.address, proxy_address=settings.proxy_address, auth=settings.auth)
     try:
-        return gateway.new_cluster(**settings.cluster_options)
+        return GatewayCluster(
+            address=settings.address,
+            proxy_address=settings.proxy_address,
+            auth=settings.auth,
+            shutdown_on_close=True,
+            **settings.cluster_options,
+        )
     except (OSError, TimeoutError) as err:
         raise DeployError(f"cannot reach Dask Gateway at {settings.address}: {err}") from None
     except ValueError as err:
@@ -234,8 +239,7 @@ def dask_client(
             _scale(cluster, config.htcondor.minimum, config.htcondor.maximum)
             client = stack.enter_context(Client(cluster))
         elif config.kind == "gateway":
-            cluster = gateway_cluster(config.gateway)
-            stack.callback(cluster.shutdown)
+            cluster = stack.enter_context(gateway_cluster(config.gateway))
             _scale(cluster, config.gateway.minimum, config.gateway.maximum)
             client = stack.enter_context(cluster.get_client(set_as_default=False))
         else:

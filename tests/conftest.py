@@ -68,11 +68,15 @@ def dask_scheduler_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     dask = [sys.executable, "-m", "dask"]
     processes: list[subprocess.Popen[bytes]] = []
     logs = []
+    # The test modules pytest imported (and their helper functions) must be importable by the workers too.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path for path in sys.path if path))
 
     def spawn(name: str, arguments: list[str]) -> None:
         log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed at teardown
         logs.append(log)
-        processes.append(subprocess.Popen(dask + arguments, stdout=log, stderr=subprocess.STDOUT, cwd=workdir))
+        processes.append(
+            subprocess.Popen(dask + arguments, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
+        )
 
     try:
         spawn("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
