@@ -337,9 +337,10 @@ def _signal_efficiency(signal_mass: float, samples: int = 200_000) -> _Efficienc
 
 
 @functools.lru_cache(maxsize=1)
-def _continuum_efficiency(samples: int = 150_000) -> float:
-    # ~8,000 selected events: the expectation is known to about 1 %.
-    return len(_selected_masses(_skimmed_continuum(np.random.default_rng(2), samples))) / samples
+def _continuum_efficiency(samples: int = 150_000) -> tuple[float, float]:
+    """Fraction of skimmed continuum events selected in the window, and its sampling error (~1 %)."""
+    fraction = len(_selected_masses(_skimmed_continuum(np.random.default_rng(2), samples))) / samples
+    return fraction, float(np.sqrt(fraction * (1.0 - fraction) / samples))
 
 
 # --- the other branches ------------------------------------------------------------------------------
@@ -655,7 +656,8 @@ def generate_dataset(
         16-84 % interval of the selected signal m_yy, GeV), ``signal_events_injected`` (signal events in the
         files), ``expected_selected_signal`` and ``selected_signal_events`` (mean and realised signal passing
         the tutorial selection in 100-160 GeV), ``background_expected_in_window`` and
-        ``selected_background_events`` (the same for the continuum), ``events_written``, and the speed.
+        ``selected_background_events`` (the same for the continuum; the expectation has a sampling error
+        ``background_expected_in_window_error`` of ~1 %), ``events_written``, and the speed.
 
     Raises:
         ProcessingError: an option is out of range, a period unknown, or ``out_dir`` not writable.
@@ -743,6 +745,7 @@ def _truth(
 ) -> dict[str, Any]:
     signal = _signal_efficiency(signal_mass)
     produced = signal_strength * SIGMA_BR_FB * lumi_fb
+    continuum_fraction, continuum_error = _continuum_efficiency()
     masses = np.concatenate([r.signal_masses for r in results])
     entries = sum(r.entries for r in results)
     return {
@@ -764,7 +767,9 @@ def _truth(
         "selected_signal_events": sum(r.signal_selected for r in results),
         "selected_signal_mean_mass": float(masses.mean()) if len(masses) else None,
         "background_events": continuum,
-        "background_expected_in_window": continuum * _continuum_efficiency(),
+        "background_expected_in_window": continuum * continuum_fraction,
+        # The expectation comes from a finite sample: its error, to compare with large realised counts.
+        "background_expected_in_window_error": continuum * continuum_error,
         "selected_background_events": sum(r.continuum_selected for r in results),
         "events_written": entries,
         "files": [Path(r.path).name for r in results],

@@ -120,12 +120,17 @@ def test_truth_counts(signal, background):
     assert truth["background_events"] == 30_000
     assert signal.events_written == 30_000 + truth["signal_events_injected"]
     produced = 40.0 * SIGMA_BR_FB * truth["lumi_fb"]
-    for expected, observed in [
-        (truth["signal_events_expected"], truth["signal_events_injected"]),
-        (truth["expected_selected_signal"], truth["selected_signal_events"]),
-        (truth["background_expected_in_window"], truth["selected_background_events"]),
+    for expected, observed, error in [
+        (truth["signal_events_expected"], truth["signal_events_injected"], 0.0),
+        (truth["expected_selected_signal"], truth["selected_signal_events"], 0.0),
+        (
+            truth["background_expected_in_window"],
+            truth["selected_background_events"],
+            truth["background_expected_in_window_error"],
+        ),
     ]:
-        assert abs(observed - expected) < 4 * np.sqrt(expected)
+        assert abs(observed - expected) < 4 * np.sqrt(expected + error**2)
+    assert 0 < truth["background_expected_in_window_error"] < 0.02 * truth["background_expected_in_window"]
     # Skim acceptance and selection efficiency of a central Higgs decaying to photons.
     assert 0.55 < truth["signal_events_expected"] / produced < 0.85
     assert 0.3 < truth["expected_selected_signal"] / produced < 0.5
