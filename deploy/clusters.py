@@ -12,6 +12,7 @@ import logging
 import shlex
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distributed import Client, LocalCluster
@@ -76,6 +77,10 @@ def resolve_config(
 def _security(tls: TLSSettings | None) -> Security | None:
     if tls is None:
         return None
+    for name in ("ca_file", "cert", "key"):
+        path = getattr(tls, name)
+        if path is not None and not Path(path).is_file():
+            raise DeployError(f"cluster.scheduler.tls.{name}: no such file {path}")
     return Security(
         tls_ca_file=tls.ca_file,
         tls_client_cert=tls.cert,

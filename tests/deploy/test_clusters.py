@@ -176,3 +176,41 @@ def test_gateway_cluster_scales_to_one_worker_and_computes(gateway_address: tupl
         # A builtin: the gateway's workers cannot import this test module.
         assert client.submit(pow, 12, 2).result(timeout=60) == 144
         assert len(client.scheduler_info()["workers"]) == 1
+
+
+@pytest.fixture
+def tls_scheduler(tmp_path: Path):
+    """A ``dask scheduler`` that accepts only TLS clients presenting a certificate signed by its own CA."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not on PATH")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", str(key),
+         "-out", str(cert), "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    port = free_port()
+    tls = ["--tls-ca-file", str(cert), "--tls-cert", str(cert), "--tls-key", str(key)]
+    command = [sys.executable, "-m", "dask", "scheduler", "--protocol", "tls", "--host", "127.0.0.1",
+               "--port", str(port), "--dashboard-address", "127.0.0.1:0", *tls]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield f"tls://127.0.0.1:{port}", cert, key
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def test_tls_scheduler_needs_the_configured_certificates(tls_scheduler: tuple[str, Path, Path], tmp_path: Path) -> None:
+    address, cert, key = tls_scheduler
+    path = tmp_path / "casa.yaml"
+    path.write_text(
+        f"cluster:\n  kind: scheduler\n  scheduler:\n    address: {address}\n    timeout: 30\n"
+        f"    tls: {{ca_file: {cert}, cert: {cert}, key: {key}}}\n"
+    )
+    with dask_client(load_config(path).cluster, announce=False) as client:
+        assert client.scheduler.address == address
+    path.write_text(path.read_text().replace(str(key), str(tmp_path / "nokey.pem")))
+    with pytest.raises(DeployError, match="cluster.scheduler.tls.key: no such file"):
+        with dask_client(load_config(path).cluster):
+            pass
