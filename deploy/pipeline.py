@@ -21,6 +21,7 @@ from processors.engine import DEFAULT_CHUNKSIZE, process_files
 from processors.generate import generate_dataset
 from processors.histograms import save_outputs
 from processors.processor import DiphotonProcessor
+from processors.selection import Cuts
 from processors.schema import TREE_NAME
 from stats.inference import asimov_significance
 from stats.mass_patchset import build_mass_patchset, gaussian_template
@@ -100,6 +101,13 @@ def run_pipeline(
     scale: float = 1.0,
     seed: int | None = None,
     chunksize: int = DEFAULT_CHUNKSIZE,
+    retries: int = 3,
+    timeout: float = 60.0,
+    cuts: Cuts = Cuts(),
+    bins: int = 60,
+    mass_range: tuple[float, float] = (100.0, 160.0),
+    fit_mass: float = 125.0,
+    degree: int | str = "auto",
     masses: np.ndarray | None = None,
     likelihoods: str | pathlib.Path | None = None,
     scan_likelihoods: Callable[..., dict[str, Any]] | None = None,
@@ -116,6 +124,13 @@ def run_pipeline(
         scale: share of the release's events to generate.
         seed: generator seed (default: the generator's).
         chunksize: entries per processing chunk.
+        retries: retries of a chunk after a transient (network) error.
+        timeout: seconds allowed for each remote read.
+        cuts: the diphoton selection.
+        bins: m_yy bins.
+        mass_range: (low, high) of the m_yy histogram in GeV.
+        fit_mass: the Gaussian's fixed centre in the background fit.
+        degree: polynomial degree, or ``"auto"`` for the F-test choice.
         masses: mass-scan grid (default 110-140 GeV in 25 points).
         likelihoods: a HEPData likelihood (tarball, directory) to scan; default: a patchset built from the analysis.
         scan_likelihoods: the PatchSet scan, ``scan_likelihoods(path, out_file, client=...) -> record``.
@@ -143,8 +158,10 @@ def run_pipeline(
     echo("[2/5] processing on Dask")
     files = resolve_files(metadata=data_dir / "metadata.json")
     processing_dir = out_dir / "processing"
-    result = process_files(files, processor=DiphotonProcessor(), client=client, tree=TREE_NAME,
-                           chunksize=chunksize, checkpoint_dir=processing_dir / "checkpoint", progress=progress)
+    processor = DiphotonProcessor(cuts=cuts, bins=bins, mass_range=mass_range)
+    result = process_files(files, processor=processor, client=client, tree=TREE_NAME, chunksize=chunksize,
+                           retries=retries, timeout=timeout, checkpoint_dir=processing_dir / "checkpoint",
+                           progress=progress)
     save_outputs(processing_dir, result, lumi_fb=truth["lumi_fb"])
     failures += [f"chunk {f.file} [{f.entry_start}, {f.entry_stop}): {f.error}" for f in result.failed_chunks]
     results["processing"] = {"directory": str(processing_dir), "events_in_files": result.events_in_files,
@@ -155,7 +172,7 @@ def run_pipeline(
          f"{results['processing']['selected']:,.0f} selected")
 
     echo("[3/5] background fit, workspace, signal strength, significance")
-    fit = fit_spectrum(processing_dir, out_dir / "fit", degree="auto")
+    fit = fit_spectrum(processing_dir, out_dir / "fit", mass=fit_mass, degree=degree)
     results["fit"] = {key: fit.get(key) for key in (
         "degree", "mass", "method", "mu", "mu_unc", "significance", "profile_likelihood", "plots")}
     results["fit"]["background_fit"] = {key: fit["background_fit"][key] for key in (
