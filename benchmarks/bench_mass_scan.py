@@ -9,6 +9,7 @@ events at 125.09 GeV in 60 bins). ``--write`` replaces the "## Mass scan" sectio
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import platform
 import re
@@ -73,17 +74,20 @@ def main() -> None:
              "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     for row in rows:
         per_point = row["wall"] / row["points"]
-        target = TARGETS.get(row["label"].removeprefix(""), None)
+        target = TARGETS.get(row["label"])
         target_text = "-" if target is None else f"<= {target:g} s: {'met' if row['wall'] <= target else 'MISSED'}"
         lines.append(f"| {row['label']} | {row['points']} | {row['wall']:.3f} | {1e3 * per_point:.2f} | "
                      f"{reference / per_point:.0f}x | {row['failed']} | {row['peak']} | {target_text} |")
     table = "\n".join(lines)
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(table)
+    print(f"load average after the run: {load}")
     if args.write:
         source = f"`{args.input}`" if args.input else "a seeded toy (1e5 continuum + 1800 signal events, 60 bins)"
         section = (f"## Mass scan\n\nCommand: `python benchmarks/bench_mass_scan.py --write` on {platform.node()} "
                    f"({platform.machine()}, Python {sys.version.split()[0]}), {args.workers}-worker LocalCluster "
-                   f"(one thread each) already running; input: {source}.\n\n{table}\n\n")
+                   f"(one thread each) already running; input: {source}. Load average after the run: {load} "
+                   f"(the machine is shared, so cluster timings vary).\n\n{table}\n\n")
         text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n\n## Mass scan\n"
         if "## Mass scan" not in text:
             text += "\n## Mass scan\n"

@@ -18,7 +18,7 @@ Every mass is in the result: ``status`` is ``"ok"`` or ``"failed"`` with the rea
 from __future__ import annotations
 
 import contextlib
-import io
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, NamedTuple
@@ -176,8 +176,7 @@ def tutorial_points(masses: Sequence[float], options: dict[str, Any]) -> list[di
         try:
             fit = fit_background(options["counts"], options["edges"], mass=mass, degree=options["degree"],
                                  method="tutorial")
-            # cabinetry runs Minuit verbosely: a failed fit prints its whole parameter table; the reason is kept.
-            with contextlib.redirect_stdout(io.StringIO()):
+            with _quiet_pyhf():
                 result = discovery_significance(build_workspace(options["counts"], fit))
         except StatsError as err:
             hint = "" if fit is None or fit.covariance_ok else "lmfit estimated no covariance, background uncertainty is zero; "
@@ -194,6 +193,18 @@ def _run_batch(task, masses: list[float], options: dict[str, Any]) -> list[dict[
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return task(masses, options)
+
+
+@contextlib.contextmanager
+def _quiet_pyhf():
+    # A failed Minuit fit logs its whole parameter table through pyhf's logger; the point keeps the reason.
+    logger = logging.getLogger("pyhf")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _gather(future: Any, masses: list[float]) -> list[dict[str, Any]]:

@@ -26,15 +26,18 @@ def _run(argv):
 
 
 def test_fit_writes_results_workspace_and_plots(run_dir, capsys):
-    assert _run(["fit", str(run_dir), "--mass", "125"]) == 0
+    assert _run(["fit", str(run_dir), "--mass", "125", "--degree", "auto"]) == 0
     out = capsys.readouterr().out
     assert "workspace significance: observed" in out and "POI: mu" in out
     record = json.loads((run_dir / "fit.json").read_text())
-    assert record["degree"] == 4 and record["lumi_fb"] == 36.1
+    rows = record["degree_scan"]
+    assert [row["degree"] for row in rows] == [2, 3, 4, 5, 6]
+    chosen = next(row["degree"] for row, nxt in zip(rows, rows[1:]) if not nxt["f_p_value"] < 0.05)
+    assert record["degree"] == chosen and record["lumi_fb"] == 36.1
     assert abs(record["background_fit"]["signal_yield"] - 1800.0) < 3 * record["background_fit"]["signal_yield_unc"]
     assert record["significance"]["observed"] > 10 and record["profile_likelihood"]["status"] == "ok"
     pyhf.Workspace(json.loads((run_dir / "workspace.json").read_text()))
-    for stem in ("fit", "data_mc_prefit", "data_mc_postfit"):
+    for stem in ("fit", "degree_scan", "data_mc_prefit", "data_mc_postfit"):
         assert (run_dir / f"{stem}.png").stat().st_size > 0 and (run_dir / f"{stem}.pdf").stat().st_size > 0
 
 

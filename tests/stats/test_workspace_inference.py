@@ -102,3 +102,14 @@ def test_tutorial_workspace_without_covariance_fails_with_a_reason(toy):
     spec = build_workspace(toy.counts, fit)
     with pytest.raises(FitError, match="significance fit failed"):
         discovery_significance(spec)
+
+
+def test_a_deficit_gives_a_valid_workspace_and_zero_significance():
+    toy = make_toy(seed=5, signal_yield=-1500.0)
+    fit = fit_background(toy.counts, toy.edges, mass=125.0)
+    assert fit.signal_yield < 0
+    spec = build_workspace(toy.counts, fit)
+    signal = spec["channels"][0]["samples"][0]["data"]
+    assert min(signal) >= 0 and sum(signal) == pytest.approx(fit.signal_yield_unc, rel=0.05)
+    result = discovery_significance(spec)
+    assert result.observed == pytest.approx(0.0, abs=1e-3) and result.observed_p0 == pytest.approx(0.5, abs=1e-3)
