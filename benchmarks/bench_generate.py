@@ -61,7 +61,8 @@ def main() -> None:
             start = time.perf_counter()
             dataset = generate_dataset(scratch / f"w{workers}", events=args.events, workers=workers)
             seconds = time.perf_counter() - start
-            print(f"{workers:>8} {seconds:>8.1f} {dataset.events_written / seconds:>10,.0f} {_size_mb(dataset.files):>8.1f}")
+            rate = dataset.events_written / seconds
+            print(f"{workers:>8} {seconds:>8.1f} {rate:>10,.0f} {_size_mb(dataset.files):>8.1f}")
 
         print(f"\ncompression of one file of {args.codec_events:,} events (one process)")
         print(f"{'codec':>8} {'write s':>8} {'MB':>7} {'read all s':>11} {'read photons s':>15}")

@@ -10,25 +10,35 @@ import uproot
 from processors.generate import DEFAULT_LUMI_FB, DEFAULT_SEED, DEFAULT_SIGNAL_MASS, PERIODS, generate_dataset
 
 _POSITIVE = click.FloatRange(min=0.0, min_open=True)
-_CODECS = {"lz4": uproot.LZ4(1), "zstd": uproot.ZSTD(1), "zlib": uproot.ZLIB(1), "lzma": uproot.LZMA(1), "none": None}
+_CODECS = {
+    "lz4": uproot.LZ4(1),
+    "zstd": uproot.ZSTD(1),
+    "zlib": uproot.ZLIB(1),
+    "lzma": uproot.LZMA(1),
+    "none": None,
+}
+_OUT = click.Path(file_okay=False, path_type=Path)
 
 
 @click.command()
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory to write.")
-@click.option("--lumi", "lumi_fb", default=DEFAULT_LUMI_FB, show_default=True, type=_POSITIVE, help="Luminosity in fb^-1 (140: full Run 2).")
-@click.option("--scale", default=1.0, show_default=True, type=_POSITIVE, help="Fraction of the luminosity's events to write.")
-@click.option("--events", type=click.IntRange(min=1), help="Write about this many continuum events instead (quick tests).")
-@click.option("--seed", default=DEFAULT_SEED, show_default=True, type=click.IntRange(min=0), help="Random seed.")
-@click.option("--signal-mass", default=DEFAULT_SIGNAL_MASS, show_default=True, type=float, help="Higgs boson mass in GeV.")
-@click.option("--signal-strength", default=1.0, show_default=True, type=click.FloatRange(min=0.0), help="Signal yield over the SM one.")
-@click.option("--background-only", is_flag=True, help="Write no signal.")
+@click.option("--out", "out_dir", required=True, type=_OUT, help="Directory to write.")
 @click.option(
-    "--periods",
-    type=str,
-    help="Comma-separated periods to write (default all 16: " + ", ".join(p.name for p in PERIODS[:2]) + ", ...).",
+    "--lumi", "lumi_fb", default=DEFAULT_LUMI_FB, show_default=True, type=_POSITIVE,
+    help="Luminosity in fb^-1 (140: full Run 2).",
 )
+@click.option("--scale", default=1.0, show_default=True, type=_POSITIVE, help="Fraction of its events to write.")
+@click.option("--events", type=click.IntRange(min=1), help="Write this many continuum events instead (tests).")
+@click.option("--seed", default=DEFAULT_SEED, show_default=True, type=click.IntRange(min=0), help="Random seed.")
+@click.option("--signal-mass", default=DEFAULT_SIGNAL_MASS, show_default=True, help="Higgs boson mass in GeV.")
 @click.option(
-    "--compression", type=click.Choice(list(_CODECS)), default="lz4", show_default=True, help="Basket compression (level 1)."
+    "--signal-strength", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
+    help="Signal yield over the SM one.",
+)
+@click.option("--background-only", is_flag=True, help="Write no signal.")
+@click.option("--periods", help=f"Comma-separated periods to write (default all 16: {PERIODS[0].name}, ...).")
+@click.option(
+    "--compression", type=click.Choice(list(_CODECS)), default="lz4", show_default=True,
+    help="Basket compression (level 1).",
 )
 @click.option("--workers", type=click.IntRange(min=1), help="Files written in parallel (default: one per core).")
 def generate(
@@ -60,8 +70,8 @@ def generate(
     )
     truth = dataset.truth
     click.echo(
-        f"wrote {len(dataset.files)} files, {dataset.events_written:,} events ({truth['lumi_fb']:.3g} fb^-1) to {out_dir} "
-        f"in {truth['generation_seconds']:.1f} s ({truth['events_per_second']:,.0f} events/s)"
+        f"wrote {len(dataset.files)} files, {dataset.events_written:,} events ({truth['lumi_fb']:.3g} fb^-1) "
+        f"to {out_dir} in {truth['generation_seconds']:.1f} s ({truth['events_per_second']:,.0f} events/s)"
     )
     if background_only:
         click.echo("signal: none (background only)")

@@ -303,7 +303,9 @@ def _selected_masses(photons: _Photons) -> np.ndarray:
     The selection of the ATLAS Open Data H->yy notebook on the two leading photons: tight ID, pT > 50 and
     30 GeV, ptcone20/pT < 0.055, outside the calorimeter crack, pT/m_yy > 0.35 for both.
     """
-    pt, eta, phi, ptcone20 = (photons.fields[name][:, :2].astype(np.float64) for name in ("pt", "eta", "phi", "ptcone20"))
+    pt, eta, phi, ptcone20 = (
+        photons.fields[name][:, :2].astype(np.float64) for name in ("pt", "eta", "phi", "ptcone20")
+    )
     # Massless photons: m^2 = 2 pT1 pT2 (cosh(d eta) - cos(d phi)).
     mass = np.sqrt(2.0 * pt[:, 0] * pt[:, 1] * (np.cosh(eta[:, 0] - eta[:, 1]) - np.cos(phi[:, 0] - phi[:, 1])))
     abs_eta = np.abs(eta)
@@ -394,7 +396,8 @@ def _jagged(counts: np.ndarray, fields: dict[str, np.ndarray]) -> ak.Array:
     """A list-of-records array from per-event counts and flat field arrays (built directly: ak.zip is slow)."""
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    record = ak.contents.RecordArray([ak.contents.NumpyArray(v) for v in fields.values()], list(fields), length=int(offsets[-1]))
+    contents = [ak.contents.NumpyArray(values) for values in fields.values()]
+    record = ak.contents.RecordArray(contents, list(fields), length=int(offsets[-1]))
     return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), record))
 
 
@@ -411,9 +414,7 @@ def _event_block(rng: np.random.Generator, photons: _Photons) -> dict[str, Any]:
     n = len(photons.valid)
     block: dict[str, Any] = {}
     for branch in BRANCHES:
-        if branch.counter is not None or branch.name.endswith("_n") or branch.name in ("runNumber", "channelNumber", "eventNumber"):
-            continue
-        if branch.dtype == np.float32:
+        if branch.counter is None and branch.dtype == np.float32:
             block[branch.name] = np.ones(n, dtype=np.float32)  # weights and scale factors are 1 in data
     block["trigP"] = rng.random(n) < 0.99
     block["trigE"] = rng.random(n) < 0.08
@@ -481,11 +482,8 @@ def _write_file(task: _FileTask) -> _FileResult:
     period = PERIODS[task.period_index]
     sizes = _clusters(task.continuum_events, task.basket_entries)
     run_rng = np.random.default_rng([task.seed, task.period_index])
-    runs = np.sort(
-        run_rng.choice(
-            np.arange(period.first_run, period.last_run + 1), size=min(12, period.last_run - period.first_run + 1), replace=False
-        )
-    ).astype(np.uint32)
+    candidates = np.arange(period.first_run, period.last_run + 1)
+    runs = np.sort(run_rng.choice(candidates, size=min(12, len(candidates)), replace=False)).astype(np.uint32)
     # Files are ordered by run, as the real ones: run boundaries at equal shares of the continuum events.
     run_edges = np.linspace(0, task.continuum_events, len(runs) + 1)[1:-1]
     next_event_number = task.period_index * 10**10
@@ -558,7 +556,8 @@ def _check_options(
         raise ProcessingError(f"scale must be positive, got {scale}")
     if not SIGNAL_MASS_RANGE[0] <= signal_mass <= SIGNAL_MASS_RANGE[1]:
         raise ProcessingError(
-            f"signal mass {signal_mass} GeV is outside the supported {SIGNAL_MASS_RANGE[0]:g}-{SIGNAL_MASS_RANGE[1]:g} GeV"
+            f"signal mass {signal_mass} GeV is outside the supported "
+            f"{SIGNAL_MASS_RANGE[0]:g}-{SIGNAL_MASS_RANGE[1]:g} GeV"
         )
     if not signal_strength >= 0:
         raise ProcessingError(f"signal strength must be non-negative, got {signal_strength}")
@@ -582,7 +581,9 @@ def _resolve_periods(periods: Iterable[str] | None) -> list[int]:
     return sorted({_PERIOD_INDEX[name] for name in names})
 
 
-def write_metadata(files_or_urls: Iterable[str | os.PathLike[str]], path: str | os.PathLike[str], *, skim: str = SKIM) -> Path:
+def write_metadata(
+    files_or_urls: Iterable[str | os.PathLike[str]], path: str | os.PathLike[str], *, skim: str = SKIM
+) -> Path:
     """Write a ``metadata.json`` that ``atlasopenmagic.read_metadata`` loads as the ``data`` dataset.
 
     After ``atlasopenmagic.read_metadata(path)``, ``atlasopenmagic.get_urls("data", skim=skim,
@@ -700,7 +701,9 @@ def generate_dataset(
     start = time.perf_counter()
     try:
         if workers > 1:
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            # Spawned, not forked: the caller may hold threads (Dask, the XRootD client).
+            spawn = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn) as pool:
                 # Largest files first, so that no worker is left alone with a big one at the end.
                 by_size = sorted(tasks, key=lambda task: -task.continuum_events)
                 done = {result.path: result for result in pool.map(_write_file, by_size)}

@@ -193,6 +193,13 @@ def test_events_split_by_luminosity(tmp_path):
     assert dataset.truth["lumi_fb"] == pytest.approx(2 / EVENTS_PER_FB)
 
 
+def test_luminosity_and_scale_set_the_size(tmp_path):
+    # Period L holds 7.3 of the release's 36.1 fb^-1; twice the luminosity at a 1/1000 scale.
+    dataset = generate_dataset(tmp_path, lumi_fb=72.2, scale=1e-3, periods=["data16_periodL"], signal_mass=127.0)
+    assert dataset.truth["lumi_fb"] == pytest.approx(2 * 7.3e-3)
+    assert dataset.truth["background_events"] == round(2 * 7.3e-3 * EVENTS_PER_FB)
+
+
 @pytest.mark.slow
 def test_parallel_writing_gives_the_same_files(tmp_path):
     options = dict(events=6_000, periods=["data15_periodD", "data16_periodL"], basket_entries=1_000, seed=5)
@@ -224,7 +231,9 @@ def test_cli_generates(tmp_path):
 
     out = tmp_path / "cli"
     result = CliRunner().invoke(
-        cli, ["generate", "--out", str(out), "--events", "2000", "--periods", "data15_periodD", "--seed", "1", "--signal-mass", "127"]
+        cli,
+        ["generate", "--out", str(out), "--events", "2000", "--periods", "data15_periodD", "--seed", "1"]
+        + ["--signal-mass", "127"],
     )
     assert result.exit_code == 0, result.output
     assert "wrote 1 files, 2,0" in result.output

@@ -16,7 +16,7 @@ def _write(path, branches):
     with uproot.recreate(path) as file:
         tree = file.mktree(
             TREE_NAME,
-            {name: values.type.content if isinstance(values, ak.Array) else values.dtype for name, values in branches.items()},
+            {name: v.type.content if isinstance(v, ak.Array) else v.dtype for name, v in branches.items()},
             counter_name=lambda counted: f"{counted}_n",
             field_name=lambda outer, inner: f"{outer}_{inner}",
         )
