@@ -17,8 +17,6 @@ unless ``--no-write``, replaces the "## Processing" section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,12 +28,14 @@ import vector
 from coffea import processor as coffea_processor
 from coffea.nanoevents import BaseSchema
 
+from _common import machine, replace_section
+
 from deploy.clusters import dask_client
+from processors.chunks import clear_trees
 from processors.engine import process_files
 from processors.generate import generate_dataset
 from processors.processor import DiphotonProcessor
 
-ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = list(DiphotonProcessor.columns)
 SECTION = "## Processing"
 
@@ -79,6 +79,9 @@ def tutorial_loop(files: list[str]) -> int:
 
 
 def processor_run(files: list[str], client=None) -> int:
+    # Start cold like the other readers: no tree left open by the previous repetition.
+    if client is not None:
+        client.run(clear_trees)
     result = process_files(files, processor=DiphotonProcessor(), client=client, progress=False)
     assert not result.failed_chunks
     return result.events_processed
@@ -99,16 +102,6 @@ def best_rate(function: Callable[[], int], repeat: int) -> float:
         events = function()
         rates.append(events / (time.perf_counter() - start))
     return max(rates)
-
-
-def write_section(lines: list[str]) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if SECTION not in text:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n"
-    head, rest = text.split(SECTION, 1)
-    tail = rest[rest.find("\n## "):] if "\n## " in rest else "\n"
-    path.write_text(head + SECTION + "\n\n" + "\n".join(lines) + "\n" + tail)
 
 
 def main() -> None:
@@ -140,7 +133,7 @@ def main() -> None:
     ]
     table = [
         f"`python benchmarks/bench_processing.py --events {args.events} --repeat {args.repeat}` on "
-        f"{platform.node()} ({os.cpu_count()} cores, {platform.processor() or platform.machine()}); "
+        f"{machine()}; "
         f"{events:,} events in {len(files)} generated files (ZSTD), best of {args.repeat}, "
         f"measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
@@ -154,7 +147,7 @@ def main() -> None:
     ]
     print("\n".join(table))
     if not args.no_write:
-        write_section(table)
+        replace_section(SECTION, table)
 
 
 if __name__ == "__main__":

@@ -207,6 +207,11 @@ class TreeCache:
 trees = TreeCache()
 
 
+def clear_trees() -> None:
+    """Close the trees this process keeps open (``client.run(clear_trees)`` does it on every worker)."""
+    trees.clear()
+
+
 def events_array(columns: dict[str, ak.Array], metadata: dict[str, Any]) -> ak.Array:
     """Zip columns of equal length into a light NanoEvents record carrying ``metadata`` like coffea does."""
     names = list(columns)

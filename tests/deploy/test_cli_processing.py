@@ -13,7 +13,7 @@ from deploy.cli import main
 from processors.histograms import read_histograms
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "processors"))
-from _photon_files import write_photon_file  # noqa: E402
+from _photon_files import BAD_FILES, write_photon_file  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +69,7 @@ def test_failed_chunks_exit_1_after_saving_and_resume_completes(inputs, tmp_path
     assert summary["chunks"] == 2 and summary["resumed_chunks"] == 1 and summary["events_processed"] == 40_000
 
 
-@pytest.mark.parametrize(
-    ("make", "message"),
-    [
-        (lambda p: p, "No such file or directory"),
-        (lambda p: p.write_text("hello" * 100) and p, "not a ROOT file"),
-        (lambda p: write_photon_file(p, 10, seed=0, tree="events"), "no tree 'analysis'"),
-        (lambda p: write_photon_file(p, 10, seed=0, drop=("photon_isTightID",)), "photon_isTightID"),
-    ],
-    ids=["missing", "not-root", "missing-tree", "missing-branch"],
-)
+@pytest.mark.parametrize(("make", "message"), BAD_FILES.values(), ids=BAD_FILES.keys())
 def test_bad_input_files_exit_2_with_one_line(tmp_path, capsys, make, message):
     bad = make(tmp_path / "bad.root")
     status, err = run(["process", str(bad), "--workers", "0", "--no-progress", "--out", str(tmp_path / "o")], capsys)

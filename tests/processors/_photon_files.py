@@ -48,3 +48,17 @@ def write_photon_file(
         for start, stop in zip(edges[:-1], edges[1:]):
             out[tree].extend({"photon": photons[start:stop], "eventNumber": np.arange(start, stop)})
     return path
+
+
+def _not_root(path: Path) -> Path:
+    path.write_text("not a ROOT file at all" * 20)
+    return path
+
+
+#: (make a bad file at a path, words its one-line error must contain), one per kind of bad input file.
+BAD_FILES = {
+    "missing": (lambda path: path, "No such file or directory"),
+    "not-root": (_not_root, "not a ROOT file"),
+    "missing-tree": (lambda path: write_photon_file(path, 10, seed=0, tree="events"), "no tree 'analysis'"),
+    "missing-branch": (lambda path: write_photon_file(path, 10, seed=0, drop=("photon_ptcone20",)), "photon_ptcone20"),
+}

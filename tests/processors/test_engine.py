@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import uproot
-from _photon_files import write_photon_file
+from _photon_files import BAD_FILES, write_photon_file
 
 from deploy.clusters import dask_client
 from processors import chunks
@@ -95,16 +95,7 @@ def test_a_fresh_run_ignores_old_checkpoints(files, tmp_path):
     assert other.resumed_chunks == 0  # another configuration never reuses these
 
 
-@pytest.mark.parametrize(
-    ("make", "message"),
-    [
-        (lambda p: p, "No such file"),
-        (lambda p: p.write_text("not root at all" * 20) and p, "not a ROOT file"),
-        (lambda p: write_photon_file(p, 100, seed=1, tree="other"), "no tree 'analysis'"),
-        (lambda p: write_photon_file(p, 100, seed=1, drop=("photon_ptcone20",)), "photon_ptcone20"),
-    ],
-    ids=["missing", "not-root", "missing-tree", "missing-branch"],
-)
+@pytest.mark.parametrize(("make", "message"), BAD_FILES.values(), ids=BAD_FILES.keys())
 def test_bad_files_raise_one_line_errors(files, tmp_path, make, message):
     bad = make(tmp_path / "bad.root")
     with pytest.raises(ProcessingError, match=message) as error:
