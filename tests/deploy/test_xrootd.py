@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import atlasopenmagic
 import awkward as ak
 import pytest
@@ -130,3 +131,31 @@ def test_serve_command_prints_urls_writes_metadata_and_stops_on_ctrl_c(tmp_path:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def _outward_address() -> str | None:
+    import socket
+
+    # Connecting a UDP socket sends nothing; it only picks the interface a packet would leave by.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address = sock.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def test_plain_http_server_answers_loopback_only(tmp_path: Path) -> None:
+    local = write_sample(tmp_path / "served" / "sample.root", seed=3)
+    with XRootDServer(tmp_path / "served", tls=False) as server:
+        handle = server.handle
+        assert handle.http_url.startswith("http://127.0.0.1:") and handle.ca_file is None
+        assert ak.to_list(read(server.urls("http")[0])) == ak.to_list(local)
+        outward = _outward_address()
+        if outward is None:
+            pytest.skip("no non-loopback address to test refusal from")
+        for url in (f"root://{outward}:{handle.port}//sample.root", f"http://{outward}:{handle.http_port}/sample.root"):
+            # The daemon resets the connection: OSError over root://, a disconnect (or reset) over http://.
+            with pytest.raises((OSError, aiohttp.ClientError)):
+                read(url)
