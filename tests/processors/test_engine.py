@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -49,9 +50,14 @@ def test_every_event_is_processed(files, clean):
     assert clean.chunks == 9 and clean.failed_chunks == []
 
 
-def test_dask_with_two_workers_equals_single_process(files, clean):
+@pytest.fixture(scope="module")
+def client():
     with dask_client(workers=2) as client:
-        distributed = process_files(files, processor=DiphotonProcessor(), client=client, chunksize=1, progress=False)
+        yield client
+
+
+def test_dask_with_two_workers_equals_single_process(files, clean, client):
+    distributed = process_files(files, processor=DiphotonProcessor(), client=client, chunksize=1, progress=False)
     assert same_histograms(distributed, clean)
     assert distributed.events_processed == clean.events_processed
 
@@ -170,3 +176,29 @@ def test_bad_options_are_rejected(files):
             process_files(files, processor=DiphotonProcessor(), progress=False, **options)
     with pytest.raises(ProcessingError, match="no input files"):
         process_files([], processor=DiphotonProcessor(), progress=False)
+
+
+class DiesOnce(DiphotonProcessor):
+    """Kills the worker process running the first chunk of a file, once (the marker file remembers)."""
+
+    def __init__(self, *, marker: str, **options):
+        super().__init__(**options)
+        self.marker = marker
+
+    def config(self):
+        return {**super().config(), "marker": self.marker}
+
+    def process(self, events):
+        if events.metadata["entrystart"] == 0 and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(1)
+        return super().process(events)
+
+
+def test_a_killed_worker_loses_no_chunk(files, clean, tmp_path, client):
+    result = process_files(
+        files, processor=DiesOnce(marker=str(tmp_path / "died")), client=client, chunksize=1, progress=False
+    )
+    assert (tmp_path / "died").exists()
+    assert result.failed_chunks == [] and result.events_processed == sum(ENTRIES)
+    assert same_histograms(result, clean)
