@@ -14,7 +14,9 @@ from deploy.xrootd import CLIENT_ENV, XRootDServer
 
 @click.command()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="root:// port (0: a free one).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="root:// port (0: a free one)."
+)
 @click.option(
     "--http-port", type=click.IntRange(0, 65535), default=0, show_default=True, help="https:// port (0: a free one)."
 )
@@ -25,7 +27,9 @@ from deploy.xrootd import CLIENT_ENV, XRootDServer
     type=click.Path(file_okay=False, path_type=Path),
     help="Where to write metadata.json and metadata-https.json (default: DIRECTORY).",
 )
-def serve(directory: Path, port: int, http_port: int, no_http: bool, plain_http: bool, metadata_dir: Path | None) -> None:
+def serve(
+    directory: Path, port: int, http_port: int, no_http: bool, plain_http: bool, metadata_dir: Path | None
+) -> None:
     """Serve DIRECTORY's ROOT files read-only over root:// and https:// on 127.0.0.1 until Ctrl-C.
 
     Writes metadata.json (root:// URLs) and metadata-https.json (https:// URLs) for

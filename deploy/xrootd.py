@@ -323,10 +323,13 @@ class XRootDServer:
             # The double slash makes the path absolute under the exported root.
             return [f"{handle.root_url}/{name}" for name in self.files(pattern)]
         if handle.http_url is None or not handle.http_url.startswith(f"{protocol}://"):
-            raise DeployError(f"this server does not serve {protocol}:// (it serves {handle.http_url or 'root:// only'})")
+            serves = handle.http_url or "root:// only"
+            raise DeployError(f"this server does not serve {protocol}:// (it serves {serves})")
         return [f"{handle.http_url}{name}" for name in self.files(pattern)]
 
-    def write_metadata(self, directory: str | os.PathLike[str] | None = None, *, skim: str | None = None) -> dict[str, Path]:
+    def write_metadata(
+        self, directory: str | os.PathLike[str] | None = None, *, skim: str | None = None
+    ) -> dict[str, Path]:
         """Write ``atlasopenmagic`` metadata files listing the served ROOT files, one per protocol.
 
         ``metadata.json`` lists the root:// URLs and ``metadata-https.json`` (or ``metadata-http.json``) the

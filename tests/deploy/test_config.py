@@ -64,7 +64,11 @@ def test_free_form_mappings_are_replaced_not_merged() -> None:
 
 
 def test_tls_settings_are_read(tmp_path: Path) -> None:
-    path = write(tmp_path, "cluster:\n  kind: scheduler\n  scheduler:\n    address: tls://h:8786\n    tls: {ca_file: ca.pem, cert: c.pem, key: k.pem}\n")
+    path = write(
+        tmp_path,
+        "cluster:\n  kind: scheduler\n  scheduler:\n    address: tls://h:8786\n"
+        "    tls: {ca_file: ca.pem, cert: c.pem, key: k.pem}\n",
+    )
     tls = load_config(path).cluster.scheduler.tls
     assert (tls.ca_file, tls.cert, tls.key, tls.require_encryption) == ("ca.pem", "c.pem", "k.pem", True)
 

@@ -29,7 +29,9 @@ TREE = "analysis"
 
 def write_sample(path: Path, *, seed: int = 1) -> ak.Array:
     """Write a small tree with two jagged branches and return its content."""
-    photons = ak.Array({"photon_pt": [[60.0 + seed, 35.5], [], [51.0, 40.0, 31.0]], "photon_eta": [[0.1, -1.2], [], [2.0, 0.5, -0.3]]})
+    photons = ak.Array(
+        {"photon_pt": [[60.0 + seed, 35.5], [], [51.0, 40.0, 31.0]], "photon_eta": [[0.1, -1.2], [], [2.0, 0.5, -0.3]]}
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     with uproot.recreate(path) as file:
         file[TREE] = {"photon_pt": photons.photon_pt, "photon_eta": photons.photon_eta}
