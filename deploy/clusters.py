@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from distributed import Client, LocalCluster
 from distributed.security import Security
 
-from deploy.config import ClusterConfig, GatewaySettings, HTCondorSettings, TLSSettings, load_config
+from deploy.config import CLUSTER_KINDS, ClusterConfig, GatewaySettings, HTCondorSettings, TLSSettings, load_config
 from deploy.errors import DeployError
 
 if TYPE_CHECKING:
@@ -56,6 +56,8 @@ def resolve_config(
     if scheduler is not None:
         config = config._replace(kind="scheduler", scheduler=config.scheduler._replace(address=scheduler))
     elif kind is not None:
+        if kind not in CLUSTER_KINDS:
+            raise DeployError(f"unknown cluster kind {kind!r} (known: {', '.join(CLUSTER_KINDS)})")
         config = config._replace(kind=kind)
     local = config.local
     if workers is not None:

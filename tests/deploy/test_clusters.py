@@ -66,6 +66,20 @@ def test_gateway_kind_without_address_is_an_error() -> None:
         pass
 
 
+def test_unreachable_gateway_is_a_one_line_error() -> None:
+    address = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(DeployError, match=f"cannot reach Dask Gateway at {address}"):
+        with dask_client(
+            settings_from_dict({"cluster": {"kind": "gateway", "gateway": {"address": address}}}).cluster
+        ):
+            pass
+
+
+def test_unknown_kind_flag_is_an_error() -> None:
+    with pytest.raises(DeployError, match="unknown cluster kind 'k8s'"), dask_client(kind="k8s"):
+        pass
+
+
 def test_flags_override_the_file() -> None:
     config = settings_from_dict(
         {"cluster": {"kind": "htcondor", "local": {"workers": 4}, "htcondor": {"minimum": 0, "maximum": 9}}}
