@@ -174,6 +174,11 @@ def test_metadata_round_trip_through_atlasopenmagic(signal, monkeypatch, tmp_pat
     assert atlasopenmagic.get_urls("data", skim="GamGam", protocol="root") == served
 
 
+def test_metadata_needs_files(tmp_path):
+    with pytest.raises(ProcessingError, match="write_metadata: no files to list"):
+        write_metadata([], tmp_path / "metadata.json")
+
+
 def test_reproducible_with_seed(tmp_path):
     options = dict(events=1_500, periods=["data15_periodD"], basket_entries=500, signal_mass=127.0)
     first = generate_dataset(tmp_path / "a", seed=3, **options)

@@ -63,6 +63,29 @@ def test_validate_accepts_counted_arrays(tmp_path):
     assert validate_file(path, branches=["photon_pt"]) == 2
 
 
+class _Branch:
+    def __init__(self, interpretation, typename):
+        self.interpretation, self.typename = interpretation, typename
+
+
+class _Tree(dict):
+    name = TREE_NAME
+
+
+def test_validate_accepts_the_real_files_vectors():
+    # The real release stores std::vector<T> (uproot: AsJagged with a 10-byte header) and plain scalars.
+    real = _Tree(
+        photon_pt=_Branch(uproot.AsJagged(uproot.AsDtype(">f4"), header_bytes=10), "std::vector<float>"),
+        photon_isTightID=_Branch(uproot.AsJagged(uproot.AsDtype("bool"), header_bytes=10), "std::vector<bool>"),
+        photon_n=_Branch(uproot.AsDtype(">i4"), "int32_t"),
+        eventNumber=_Branch(uproot.AsDtype(">u8"), "uint64_t"),
+        lep_charge=_Branch(uproot.AsObjects(uproot.containers.AsVector(True, np.dtype(">i4"))), "weird"),
+    )
+    validate_tree(real, branches=["photon_pt", "photon_isTightID", "photon_n", "eventNumber"], source="real.root")
+    with pytest.raises(SchemaError, match="real.root: branch 'lep_charge' has type 'weird', expected jagged int32"):
+        validate_tree(real, branches=["lep_charge"], source="real.root")
+
+
 def test_wrong_type_names_file_and_branch(tmp_path):
     path = _write(tmp_path / "wide.root", {"photon": _photons(np.float64)})
     with pytest.raises(SchemaError, match=r"wide\.root: branch 'photon_pt' is jagged float64, expected jagged float32"):
