@@ -9,22 +9,19 @@ events at 125.09 GeV in 60 bins). ``--write`` replaces the "## Mass scan" sectio
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
-import platform
-import re
 import statistics
-import sys
 import time
 
 import numpy as np
 import scipy.special
 
+from _common import machine, replace_section
+
 from deploy.clusters import dask_client
 from stats.mass_scan import DEFAULT_GRID, scan_masses
 from stats.spectrum import Spectrum, load_spectrum
 
-BENCHMARKS_MD = pathlib.Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 TARGETS = {"robust, 25 points, cluster": 3.0, "robust, 601 points, cluster": 60.0}
 
 
@@ -78,21 +75,15 @@ def main() -> None:
         target_text = "-" if target is None else f"<= {target:g} s: {'met' if row['wall'] <= target else 'MISSED'}"
         lines.append(f"| {row['label']} | {row['points']} | {row['wall']:.3f} | {1e3 * per_point:.2f} | "
                      f"{reference / per_point:.0f}x | {row['failed']} | {row['peak']} | {target_text} |")
-    table = "\n".join(lines)
-    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    print(table)
-    print(f"load average after the run: {load}")
+    print("\n".join(lines))
+    print(f"machine: {machine()}")
     if args.write:
         source = f"`{args.input}`" if args.input else "a seeded toy (1e5 continuum + 1800 signal events, 60 bins)"
-        section = (f"## Mass scan\n\nCommand: `python benchmarks/bench_mass_scan.py --write` on {platform.node()} "
-                   f"({platform.machine()}, Python {sys.version.split()[0]}), {args.workers}-worker LocalCluster "
-                   f"(one thread each) already running; input: {source}. Load average after the run: {load} "
-                   f"(the machine is shared, so cluster timings vary).\n\n{table}\n\n")
-        text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n\n## Mass scan\n"
-        if "## Mass scan" not in text:
-            text += "\n## Mass scan\n"
-        text = re.sub(r"## Mass scan\n.*?(?=^## |\Z)", lambda _: section, text, count=1, flags=re.S | re.M)
-        BENCHMARKS_MD.write_text(text)
+        replace_section("## Mass scan", [
+            f"Command: `python benchmarks/bench_mass_scan.py --write`; machine: {machine()} (shared, so cluster "
+            f"timings vary); {args.workers}-worker LocalCluster (one thread each) already running; input: {source}.",
+            "", *lines,
+        ])
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 import scipy.special
+import scipy.stats
 from _toys import CENTRES, EDGES, make_toy
 
 from deploy.clusters import dask_client
