@@ -108,6 +108,8 @@ def classify(error: BaseException, url: str) -> tuple[str, ProcessingError | Bas
         return MISSING, InputFileError(f"{url}: {error.strerror or error}")
     if isinstance(error, (TimeoutError, ConnectionError)) or (isinstance(error, OSError) and is_remote(url)):
         return TRANSIENT, error
+    if isinstance(error, ValueError) and is_remote(url) and "closed file" in str(error):
+        return TRANSIENT, error  # a handle closed by a lost connection ("I/O operation on closed file")
     if isinstance(error, (OSError, ValueError, zlib.error, uproot.deserialization.DeserializationError)):
         reason = " ".join(str(error).split())[:200] or type(error).__name__
         return CORRUPT, InputFileError(f"{url}: not a readable ROOT file ({reason})")

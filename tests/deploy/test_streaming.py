@@ -1,0 +1,224 @@
+"""Streaming from a real XRootD server on 127.0.0.1 while it is stopped and restarted: no event is lost.
+
+The server is this module's own :class:`deploy.xrootd.XRootDServer` over a generated dataset (the session's
+``xrootd_server`` is shared with other tests, so it is never stopped here). Every run is compared bin for bin with
+a clean run over the local files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from coffea.processor import accumulate
+
+from deploy.cli import main
+from deploy.xrootd import XRootDServer
+from processors import chunks
+from processors.engine import inspect_file, plan_chunks, process_files
+from processors.generate import generate_dataset
+from processors.histograms import read_histograms
+from processors.processor import DiphotonProcessor
+
+pytestmark = [
+    pytest.mark.xrootd,
+    pytest.mark.skipif(subprocess.run(["which", "xrootd"], capture_output=True).returncode != 0, reason="no xrootd"),
+    pytest.mark.timeout(120),
+]
+
+PERIODS = ("data15_periodD", "data15_periodE", "data16_periodA")
+#: Fast failure and few, short retries: a stopped server costs seconds, not minutes.
+FAST = dict(chunksize=1, timeout=2, progress=False)
+
+
+class SlowDiphotonProcessor(DiphotonProcessor):
+    """The diphoton processor, 0.15 s slower per chunk, so a run lasts long enough to be interrupted."""
+
+    def process(self, events):
+        time.sleep(0.15)
+        return super().process(events)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """About 40k events in three files of 2,500-event clusters: 17 chunks at ``chunksize=1``."""
+    return generate_dataset(tmp_path_factory.mktemp("stream") / "data", events=40_000, periods=PERIODS, basket_entries=2_500, seed=5)
+
+
+@pytest.fixture(scope="module")
+def local_chunks(dataset):
+    """The chunks of each local file, as the engine plans them at ``chunksize=1``."""
+    columns = tuple(DiphotonProcessor.columns)
+    infos = [inspect_file(str(f), tree="analysis", columns=columns, timeout=5, max_retries=0) for f in dataset.files]
+    return {info.file: plan_chunks(info, tree="analysis", chunksize=1, fraction=1.0) for info in infos}
+
+
+@pytest.fixture(scope="module")
+def clean(dataset):
+    result = process_files([str(f) for f in dataset.files], processor=DiphotonProcessor(), chunksize=1, progress=False)
+    assert result.failed_chunks == [] and result.events_processed == dataset.events_written
+    return result
+
+
+@pytest.fixture
+def server(dataset):
+    with XRootDServer(dataset.files[0].parent, http_port=None) as running:
+        yield running
+
+
+def equal(histograms, reference):
+    return all((histograms[name].values() == reference[name].values()).all() for name in ("mass", "cutflow"))
+
+
+def checkpoints(directory: Path) -> int:
+    return len(list(directory.glob("chunk-*.pkl")))
+
+
+def test_streamed_run_equals_local_run(server, clean, dataset):
+    result = process_files(server.urls("root"), processor=DiphotonProcessor(), retries=0, **FAST)
+    assert result.failed_chunks == [] and result.chunks == clean.chunks == 17
+    assert result.events_processed == result.events_in_files == dataset.events_written
+    assert equal(result.histograms, clean.histograms)
+
+
+def test_server_restart_mid_run_on_dask_loses_no_event(server, clean, dataset, dask_scheduler_address, tmp_path):
+    from distributed import Client
+
+    checkpoint, seen, finished = tmp_path / "checkpoint", {}, threading.Event()
+
+    def stop_then_restart():
+        while checkpoints(checkpoint) < 3 and not finished.is_set():
+            time.sleep(0.01)
+        server.stop()
+        time.sleep(3)
+        seen["done_while_down"] = checkpoints(checkpoint)
+        server.start()
+
+    chaos = threading.Thread(target=stop_then_restart)
+    chaos.start()
+    try:
+        with Client(dask_scheduler_address) as client:
+            result = process_files(
+                server.urls("root"), processor=SlowDiphotonProcessor(), client=client, retries=5,
+                checkpoint_dir=checkpoint, **FAST,
+            )
+    finally:
+        finished.set()
+        chaos.join()
+    assert 3 <= seen["done_while_down"] < result.chunks  # the server was down while chunks were left
+    assert result.failed_chunks == []
+    assert result.events_processed == result.events_in_files == dataset.events_written
+    assert equal(result.histograms, clean.histograms)
+
+
+# Run in a fresh interpreter without the XRD_* settings of tests/conftest.py: the engine's own client settings
+# must bridge the restart. The server stops when the 4th chunk starts and is back 3 s later.
+RESTART_SCRIPT = """
+import json, sys, threading
+from deploy.xrootd import XRootDServer
+from processors import chunks
+from processors.engine import process_files
+from processors.processor import DiphotonProcessor
+
+server = XRootDServer(sys.argv[1], http_port=None)
+server.start()
+calls, original, restart = [], chunks.run_chunk, threading.Timer(3, server.start)
+
+def run_chunk(chunk, **options):
+    calls.append(chunk)
+    if len(calls) == 4:
+        server.stop()
+        restart.start()
+    outcome = original(chunk, **options)
+    calls[-1] = outcome.attempts
+    return outcome
+
+chunks.run_chunk = run_chunk
+try:
+    result = process_files(server.urls("root"), processor=DiphotonProcessor(), chunksize=1, retries=5, timeout=2, progress=False)
+finally:
+    if restart.is_alive():
+        restart.join()
+    server.close()
+mass = result.histograms["mass"].values().tolist()
+print(json.dumps(dict(failed=len(result.failed_chunks), events=result.events_processed, attempts=calls, mass=mass)))
+"""
+
+
+def test_server_restart_bridged_by_the_engines_own_client_settings(clean, dataset, tmp_path):
+    script = tmp_path / "restart.py"
+    script.write_text(textwrap.dedent(RESTART_SCRIPT))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XRD_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    done = subprocess.run(
+        [sys.executable, str(script), str(dataset.files[0].parent)], env=env, capture_output=True, text=True, timeout=100
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["failed"] == 0 and report["events"] == dataset.events_written
+    assert report["attempts"][3] > 1  # the 4th chunk met the stopped server and was retried
+    assert report["mass"] == clean.histograms["mass"].values().tolist()
+
+
+def run_cli(argv, capsys):
+    try:
+        main(argv)
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code
+    return status, capsys.readouterr().err
+
+
+def test_server_gone_for_good_lists_exactly_the_unprocessed_ranges_then_resume_completes(
+    server, clean, dataset, local_chunks, tmp_path, capsys, monkeypatch
+):
+    metadata, files = server.write_metadata(tmp_path)["root"], server.urls("root")
+    out = tmp_path / "out"
+    argv = ["process", "--metadata", str(metadata), "--workers", "0", "--chunksize", "1", "--retries", "1",
+            "--timeout", "2", "--no-progress", "--out", str(out)]  # fmt: skip
+    started, original = [], chunks.run_chunk
+
+    def stop_at_fourth_chunk(chunk, **options):
+        started.append(chunk)
+        if len(started) == 4:
+            server.stop()
+        return original(chunk, **options)
+
+    monkeypatch.setattr(chunks, "run_chunk", stop_at_fourth_chunk)
+    status, err = run_cli(argv, capsys)
+
+    # In one process the chunks run in file order: file 0 (2 chunks), then file 1, whose 2nd chunk meets the
+    # stopped server; file 2 cannot even be opened.
+    plan = list(local_chunks.values())
+    assert [len(p) for p in plan] == [2, 7, 8]
+    expected_failed = [(files[1], c.entry_start, c.entry_stop, "transient") for c in plan[1][1:]]
+    expected_failed.append((files[2], 0, None, "transient"))
+    summary = json.loads((out / "summary.json").read_text())
+    failed = [(f["file"], f["entry_start"], f["entry_stop"], f["kind"]) for f in summary["failed_chunks"]]
+    assert status == 1
+    assert failed == expected_failed
+    assert "error: 7 chunk(s) failed (7 transient)" in err and "--resume" in err
+    assert all("Connection" in f["error"] or "expired" in f["error"] for f in summary["failed_chunks"]), summary
+    # Processed and failed ranges tile every file: nothing lost, nothing counted twice.
+    processed = plan[0] + plan[1][:1]
+    assert summary["events_processed"] == sum(c.entry_stop - c.entry_start for c in processed)
+    # The partial histograms are saved and hold exactly the processed ranges.
+    options = dict(processor_type=DiphotonProcessor, processor_config={}, dataset="data", timeout=5, max_retries=0)
+    partial = accumulate([original(c, **options).output for c in processed])
+    assert equal(read_histograms(out / "histograms.json"), partial)
+
+    monkeypatch.setattr(chunks, "run_chunk", original)
+    server.start()
+    status, err = run_cli([*argv, "--resume"], capsys)
+    summary = json.loads((out / "summary.json").read_text())
+    assert status == 0, err
+    assert summary["failed_chunks"] == [] and summary["resumed_chunks"] == 3 and summary["chunks"] == 17
+    assert summary["events_processed"] == summary["events_in_files"] == dataset.events_written
+    assert equal(read_histograms(out / "histograms.json"), clean.histograms)
