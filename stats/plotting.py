@@ -95,16 +95,30 @@ def plot_mass_scan(scan: MassScan, path: str | pathlib.Path) -> list[pathlib.Pat
         return _save(fig, path)
 
 
-def plot_data_mc(spec: dict[str, Any], path: str | pathlib.Path, *, fit_results: Any = None) -> list[pathlib.Path]:
-    """cabinetry's data/MC figure of a workspace, pre-fit or (with ``fit_results``) post-fit."""
+def plot_data_mc(
+    spec: dict[str, Any],
+    path: str | pathlib.Path,
+    *,
+    fit_results: Any = None,
+    edges: Iterable[float] | np.ndarray | None = None,
+) -> list[pathlib.Path]:
+    """cabinetry's data/MC figure of a workspace, pre-fit or (with ``fit_results``) post-fit.
+
+    A workspace does not record its binning; pass ``edges`` to label the axis in GeV instead of bin numbers.
+    """
     import cabinetry
 
     from stats.inference import model_and_data
 
     model, data = model_and_data(spec)
     prediction = cabinetry.model_utils.prediction(model, fit_results=fit_results)
+    config = None
+    if edges is not None:
+        # The minimal cabinetry configuration that data_mc reads the binning and axis label from.
+        config = {"Regions": [{"Name": name, "Binning": [float(e) for e in edges], "Variable": r"$m_{\gamma\gamma}$ [GeV]"}
+                              for name in model.config.channels]}
     with plt.style.context(mplhep.style.ATLAS):
-        figures = cabinetry.visualize.data_mc(prediction, data, save_figure=False, close_figure=False)
+        figures = cabinetry.visualize.data_mc(prediction, data, config=config, save_figure=False, close_figure=False)
         return _save(figures[0]["figure"], path)
 
 
