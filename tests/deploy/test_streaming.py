@@ -27,23 +27,18 @@ from processors.generate import generate_dataset
 from processors.histograms import read_histograms
 from processors.processor import DiphotonProcessor
 
+# The slow processor must be importable by the Dask workers, which get this process's sys.path.
+sys.path.insert(0, str(Path(__file__).parents[1] / "processors"))
+from test_faults import PERIODS, SlowDiphotonProcessor  # noqa: E402
+
 pytestmark = [
     pytest.mark.xrootd,
     pytest.mark.skipif(subprocess.run(["which", "xrootd"], capture_output=True).returncode != 0, reason="no xrootd"),
     pytest.mark.timeout(120),
 ]
 
-PERIODS = ("data15_periodD", "data15_periodE", "data16_periodA")
 #: Fast failure and few, short retries: a stopped server costs seconds, not minutes.
 FAST = dict(chunksize=1, timeout=2, progress=False)
-
-
-class SlowDiphotonProcessor(DiphotonProcessor):
-    """The diphoton processor, 0.15 s slower per chunk, so a run lasts long enough to be interrupted."""
-
-    def process(self, events):
-        time.sleep(0.15)
-        return super().process(events)
 
 
 @pytest.fixture(scope="module")
