@@ -94,8 +94,8 @@ def fit_spectrum(
     record["profile_likelihood"] = scan_masses(spectrum.counts, spectrum.edges, [mass], degree=int(degree),
                                                resolution=resolution).points[0]
     plots = [*plot_fit(spectrum.counts, spectrum.edges, background, out_dir / "fit"),
-             *plot_data_mc(spec, out_dir / "data_mc_prefit"),
-             *plot_data_mc(spec, out_dir / "data_mc_postfit", fit_results=strength.fit_results)]
+             *plot_data_mc(spec, out_dir / "data_mc_prefit", edges=spectrum.edges),
+             *plot_data_mc(spec, out_dir / "data_mc_postfit", fit_results=strength.fit_results, edges=spectrum.edges)]
     record["plots"] = [str(path) for path in plots]
     write_json(out_dir / "fit.json", record)
     return to_plain(record)

@@ -24,7 +24,8 @@ from processors.processor import DiphotonProcessor
 from processors.selection import Cuts
 from processors.schema import TREE_NAME
 from stats.inference import asimov_significance
-from stats.mass_patchset import build_mass_patchset, gaussian_template
+from stats.mass_patchset import build_mass_patchset
+from stats.profile import gaussian_template
 from stats.spectrum import load_spectrum
 
 #: Parameters of the embedded default dataset; a cached dataset is reused only if its truth.json matches them.
@@ -77,8 +78,7 @@ def _truth_comparison(truth: dict[str, Any], fit: dict[str, Any], best: dict[str
     if truth.get("background_only"):
         return {"background_only": True, "max_local_significance": best and best["significance"]}
     expected = truth["expected_selected_signal"]
-    template = gaussian_template(edges, mass=truth["signal_mass"], resolution=truth["signal_resolution"],
-                                 signal_yield=expected)
+    template = expected * gaussian_template(edges, truth["signal_mass"], truth["signal_resolution"])
     background_fit = fit["background_fit"]
     return {
         "signal_mass": truth["signal_mass"],

@@ -13,9 +13,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyhf
-from scipy.stats import norm
 
 from stats.errors import HistogramError, WorkspaceError
+from stats.profile import gaussian_template
 
 CHANNEL = "Hyy"
 POI = "mu"
@@ -26,12 +26,6 @@ class MassPatchSet(NamedTuple):
 
     background_only: dict[str, Any]
     patchset: dict[str, Any]
-
-
-def gaussian_template(edges: np.ndarray, *, mass: float, resolution: float, signal_yield: float) -> np.ndarray:
-    """Expected signal events per bin: a Gaussian of ``signal_yield`` events integrated over each bin."""
-    cdf = norm.cdf(np.asarray(edges, dtype=float), loc=mass, scale=resolution)
-    return signal_yield * np.diff(cdf)
 
 
 def build_mass_patchset(
@@ -97,7 +91,7 @@ def build_mass_patchset(
     }
     patches = []
     for mass in masses:
-        signal = gaussian_template(edges, mass=mass, resolution=resolution, signal_yield=signal_yield)
+        signal = signal_yield * gaussian_template(edges, mass, resolution)
         sample = {"name": "signal", "data": signal.tolist(),
                   "modifiers": [{"name": POI, "type": "normfactor", "data": None}]}
         patches.append({
