@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import dask
 from distributed import Client, LocalCluster
 from distributed.security import Security
 
@@ -251,6 +252,10 @@ def dask_client(
             client = stack.enter_context(cluster.get_client(set_as_default=False))
         else:
             local = config.local
+            # Dask sets MALLOC_TRIM_THRESHOLD_=65536 in workers, which also freezes glibc's mmap threshold:
+            # every array of a chunk is then mmapped and page-faulted afresh, making the chunk tasks ~1.7x
+            # slower than the same code in the client process (benchmarks/bench_processing.py).
+            stack.enter_context(dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}))
             cluster = stack.enter_context(
                 LocalCluster(
                     n_workers=local.workers,

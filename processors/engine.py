@@ -81,6 +81,38 @@ def inspect_file(url: str, *, tree: str, columns: tuple[str, ...], timeout: floa
             return FailedChunk(url, 0, None, chunking.one_line(reported), kind)
 
 
+class FileStart(NamedTuple):
+    """What :func:`start_file` returns: the file's entries (or failure) and its first chunk's outcome."""
+
+    info: FileInfo | FailedChunk
+    first: ChunkOutcome | None
+
+
+def start_file(
+    url: str, *, tree: str, columns: tuple[str, ...], timeout: float, max_retries: int, chunksize: int,
+    fraction: float, first_chunk: dict[str, Any] | None,
+) -> FileStart:
+    """Inspect ``url`` and, unless ``first_chunk`` is None, process its first chunk in the same task.
+
+    Processing the first chunk right away saves a task and a round trip per file, which matters when
+    files hold one or a few chunks (the release's files do).
+
+    Args:
+        url: the file.
+        tree, columns, timeout, max_retries: as for :func:`inspect_file`.
+        chunksize, fraction: as for :func:`plan_chunks`.
+        first_chunk: keyword arguments of :func:`~processors.chunks.run_chunk` other than the chunk.
+
+    Returns:
+        The file's entries and clusters (or its failure) and the first chunk's outcome.
+    """
+    info = inspect_file(url, tree=tree, columns=columns, timeout=timeout, max_retries=max_retries)
+    if first_chunk is None or not isinstance(info, FileInfo):
+        return FileStart(info, None)
+    planned = plan_chunks(info, tree=tree, chunksize=chunksize, fraction=fraction)
+    return FileStart(info, chunking.run_chunk(planned[0], **first_chunk) if planned else None)
+
+
 def plan_chunks(info: FileInfo, *, tree: str, chunksize: int, fraction: float) -> list[Chunk]:
     """Split the first ``fraction`` of a file's entries into chunks on cluster boundaries.
 
@@ -275,38 +307,55 @@ def process_files(
     infos: list[FileInfo] = []
     outputs: list[dict[str, Any]] = []
     planned = resumed = events_processed = 0
+    chunk_options = dict(
+        processor_type=type(processor), processor_config=config, dataset=dataset, timeout=timeout, max_retries=retries
+    )
+
+    def take(chunk: Chunk, outcome: ChunkOutcome | BaseException) -> None:
+        nonlocal events_processed
+        if isinstance(outcome, BaseException):
+            failed.append(FailedChunk(chunk.file, chunk.entry_start, chunk.entry_stop, chunking.one_line(outcome), chunking.WORKER))
+        elif outcome.failure is not None:
+            failed.append(outcome.failure)
+        else:
+            outputs.append(outcome.output)
+            events_processed += outcome.output["events"]
+            if checkpoint is not None:
+                checkpoint.save(chunk, outcome.output)
+
     tasks = _Tasks(client, progress=progress)
     for url in files:
-        tasks.submit("file", url, inspect_file, tree=tree, columns=columns, timeout=timeout, max_retries=retries)
+        tasks.submit(
+            "file", url, start_file, tree=tree, columns=columns, timeout=timeout, max_retries=retries,
+            chunksize=chunksize, fraction=fraction,
+            # On resume the first chunk may be checkpointed already: then every chunk waits for the plan.
+            first_chunk=None if resume else chunk_options,
+        )
     for kind, item, result, future in tasks.results():
+        if kind == "chunk":
+            take(item, result)
+            continue
         if isinstance(result, BaseException):
-            start, stop = (0, None) if kind == "file" else (item.entry_start, item.entry_stop)
-            failed.append(FailedChunk(item if kind == "file" else item.file, start, stop, chunking.one_line(result), chunking.WORKER))
-        elif isinstance(result, FailedChunk):
-            if strict and result.kind in (chunking.MISSING, chunking.CORRUPT, chunking.SCHEMA) and kind == "file":
-                raise ProcessingError(result.error)
-            failed.append(result)
-        elif isinstance(result, FileInfo):
-            infos.append(result)
-            for chunk in plan_chunks(result, tree=tree, chunksize=chunksize, fraction=fraction):
-                planned += 1
-                saved = checkpoint.load(chunk) if checkpoint is not None and resume else None
-                if saved is not None:
-                    outputs.append(saved)
-                    events_processed += saved["events"]
-                    resumed += 1
-                    continue
-                tasks.submit(
-                    "chunk", chunk, chunking.run_chunk, near=future, processor_type=type(processor),
-                    processor_config=config, dataset=dataset, timeout=timeout, max_retries=retries,
-                )
-        elif result.failure is not None:
-            failed.append(result.failure)
-        else:
-            outputs.append(result.output)
-            events_processed += result.output["events"]
-            if checkpoint is not None:
-                checkpoint.save(item, result.output)
+            failed.append(FailedChunk(item, 0, None, chunking.one_line(result), chunking.WORKER))
+            continue
+        if isinstance(result.info, FailedChunk):
+            if strict and result.info.kind in (chunking.MISSING, chunking.CORRUPT, chunking.SCHEMA):
+                raise ProcessingError(result.info.error)
+            failed.append(result.info)
+            continue
+        infos.append(result.info)
+        for index, chunk in enumerate(plan_chunks(result.info, tree=tree, chunksize=chunksize, fraction=fraction)):
+            planned += 1
+            if index == 0 and result.first is not None:
+                take(chunk, result.first)
+                continue
+            saved = checkpoint.load(chunk) if checkpoint is not None and resume else None
+            if saved is not None:
+                outputs.append(saved)
+                events_processed += saved["events"]
+                resumed += 1
+                continue
+            tasks.submit("chunk", chunk, chunking.run_chunk, near=future, **chunk_options)
 
     if client is None:
         chunking.trees.clear()  # leave no file open in the caller's process
