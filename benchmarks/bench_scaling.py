@@ -14,8 +14,10 @@ One run measures, on the same files and in this order:
 * sweeps on the ``--sweep-size`` set with 1 worker: chunk size, and the 6 branches the processor needs
   against all 80 of the schema.
 
-Per measurement: wall time, events/s, events/s per core (per worker process; the baselines use one core),
-peak RSS per process (sampled every 50 ms with psutil, and the kernel's high-water mark ``VmHWM``; the
+The files are read once before every measurement (page cache warm: the disk is not measured) and every
+process does its imports and a warm-up on the smallest file before the clock starts. Per measurement: wall
+time (the best of ``--repeat``, as in bench_processing), events/s, events/s per core (per worker process; the
+baselines use one core), peak RSS per process (sampled every 50 ms with psutil, and the kernel's high-water mark ``VmHWM``; the
 larger is reported) and bytes read (compressed size of the branches read, which is what uproot requests for
 whole-file ranges: within 0.4 % of its source counter, the rest being headers). Prints the tables and,
 unless ``--no-write``, replaces the "## Scaling" section of BENCHMARKS.md.
@@ -30,7 +32,6 @@ import json
 import multiprocessing
 import os
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -72,7 +73,7 @@ class Measurement(NamedTuple):
     size: int  # multiple of the base size
     events: int
     workers: int  # processes doing the work (cores used)
-    wall: float  # seconds (median over repeats)
+    wall: float  # seconds, the best of the repeats
     walls: tuple[float, ...]
     peak_rss: int  # bytes, the largest over the worker processes (and repeats)
     idle_rss: int  # bytes of a worker (the baseline's process) before the run, imports done
@@ -103,11 +104,20 @@ def dataset(data_dir: Path, *, lumi: float, scale: float, seed: int) -> tuple[li
     return sorted(str(p) for p in directory.glob("*.root")), seconds
 
 
+def page_cache(files: list[str]) -> None:
+    """Read the files once so that every measurement starts from the page cache, not the disk."""
+    for path in files:
+        with open(path, "rb") as stream:
+            while stream.read(1 << 24):
+                pass
+
+
 # --- baselines, each in a fresh process --------------------------------------------------------------
 
 
 def _baseline_task(kind: str, files: list[str]) -> tuple[float, int, int, int]:
     function = {"bare": bare_read, "tutorial": tutorial_loop}[kind]
+    function(files[:1])  # warm-up on the first (smallest) file, like the engine's workers
     idle = _rss([os.getpid()])
     start = time.perf_counter()
     events = function(files)
@@ -119,17 +129,19 @@ def baseline(kind: str, files: list[str], *, size: int, repeat: int, bytes_read:
     walls, peak, idle, events = [], 0, 0, 0
     context = multiprocessing.get_context("spawn")
     for _ in range(repeat):
+        page_cache(files)
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
             wall, events, rss, before = pool.submit(_baseline_task, kind, files).result()
         walls.append(wall)
         peak, idle = max(peak, rss), max(idle, before)
     label = {"bare": "bare uproot read (6 branches)", "tutorial": "tutorial loop"}[kind]
-    return Measurement(label, size, events, 1, statistics.median(walls), tuple(walls), peak, idle, bytes_read, 0, 0)
+    return Measurement(label, size, events, 1, min(walls), tuple(walls), peak, idle, bytes_read, 0, 0)
 
 
 def _parallel_bare_task(files: list[str], barrier: Any, queue: Any) -> None:
+    bare_read(files[-1:])  # warm-up on the smallest file of the share
     idle = _rss([os.getpid()])
-    barrier.wait()  # both processes have done their imports
+    barrier.wait()  # both processes have done their imports and warm-up
     start = time.time()
     events = bare_read(files)
     queue.put((start, time.time(), events, max_rss_bytes(), idle))
@@ -146,6 +158,7 @@ def parallel_bare(files: list[str], *, size: int, repeat: int, bytes_read: int, 
     context = multiprocessing.get_context("spawn")
     walls, peak, idle, events = [], 0, 0, 0
     for _ in range(repeat):
+        page_cache(files)
         barrier, queue = context.Barrier(processes), context.Queue()
         workers = [context.Process(target=_parallel_bare_task, args=(share, barrier, queue)) for share in shares]
         for worker in workers:
@@ -157,7 +170,7 @@ def parallel_bare(files: list[str], *, size: int, repeat: int, bytes_read: int, 
         events = sum(r[2] for r in results)
         peak, idle = max(peak, *(r[3] for r in results)), max(idle, *(r[4] for r in results))
     return Measurement(f"bare uproot read, {processes} processes at once", size, events, processes,
-                       statistics.median(walls), tuple(walls), peak, idle, bytes_read, 0, 0)
+                       min(walls), tuple(walls), peak, idle, bytes_read, 0, 0)
 
 
 # --- the engine on a fresh local cluster -------------------------------------------------------------
@@ -170,6 +183,7 @@ def engine(
     processor = AllBranchesProcessor() if all_branches else DiphotonProcessor()
     walls, peak, idle, growth, result = [], 0, 0, 0, None
     for _ in range(repeat):
+        page_cache(files)
         with dask_client(workers=workers) as client:
             pids = list(client.run(warm_worker).values())
             process_files(files[:1], processor=processor, client=client, chunksize=chunksize, progress=False)
@@ -188,7 +202,7 @@ def engine(
         "" if chunksize == DEFAULT_CHUNKSIZE else f", chunks {_chunk_label(chunksize)}"
     )
     return Measurement(
-        label, size, result.events_processed, workers, statistics.median(walls), tuple(walls), peak, idle,
+        label, size, result.events_processed, workers, min(walls), tuple(walls), peak, idle,
         bytes_read, result.chunks, growth,
     )
 
@@ -254,7 +268,7 @@ def report(args: argparse.Namespace, sizes: dict[int, dict[str, Any]], runs: lis
         f"`{args.command}`",
         "",
         f"Machine: {machine()}. Started {started}, took {seconds / 60:.1f} min; load average (1/5/15 min) "
-        f"{load_before} before, {load_after} after. Wall times are the median of {args.repeat} run(s).",
+        f"{load_before} before, {load_after} after. Wall times are the best of {args.repeat} run(s), the range in brackets.",
         "",
         "| size | lumi fb^-1 x scale | files | M events | MiB on disk | MiB of the 6 branches | MiB of all 80 |",
         "|---|---|---|---|---|---|---|",
