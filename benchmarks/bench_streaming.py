@@ -19,26 +19,23 @@ import time
 from pathlib import Path
 
 from _common import branch_bytes, machine, replace_section, warm_worker
+from bench_processing import dataset as processing_dataset
 
 from deploy.clusters import dask_client
 from deploy.xrootd import XRootDServer
 from processors.chunks import clear_trees
 from processors.engine import process_files
-from processors.generate import generate_dataset
 from processors.processor import DiphotonProcessor
 
 SECTION = "## Streaming"
 
 
 def dataset(directory: Path, events: int) -> list[str]:
-    """The benchmark's files, generated once and reused while the event count matches."""
-    marker = directory / f"events-{events}"
-    if not marker.exists():
-        generate_dataset(directory, events=events, seed=2015, basket_entries=100_000)
-        marker.touch()
-    for path in [directory, *directory.iterdir()]:  # the daemon runs as nobody: serve in place, no staged copy
+    """The processing benchmark's files (generated once, reused), readable by the daemon's user (nobody)."""
+    files = processing_dataset(directory, events)
+    for path in [directory, *directory.iterdir()]:  # so it serves them in place, without a staged copy
         path.chmod(0o755 if path.is_dir() else 0o644)
-    return sorted(str(p) for p in directory.glob("*.root"))
+    return files
 
 
 def one_run(files: list[str], client, chunksize: int) -> tuple[float, int]:
