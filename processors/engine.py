@@ -64,8 +64,13 @@ class ProcessingResult(NamedTuple):
     entries_total: int
 
 
-def inspect_file(url: str, *, tree: str, columns: tuple[str, ...], timeout: float, max_retries: int) -> FileInfo | FailedChunk:
-    """Open ``url`` and return its entries and clusters, or the failure (a plain Dask task)."""
+def inspect_file(
+    url: str, *, tree: str, columns: tuple[str, ...], timeout: float, max_retries: int, backoff: float = 0.5
+) -> FileInfo | FailedChunk:
+    """Open ``url`` and return its entries and clusters, or the failure (a plain Dask task).
+
+    Transient errors are retried ``max_retries`` times, ``backoff`` seconds after the first, doubling.
+    """
     attempt = 0
     while True:
         attempt += 1
@@ -76,7 +81,7 @@ def inspect_file(url: str, *, tree: str, columns: tuple[str, ...], timeout: floa
             chunking.trees.discard(url)
             kind, reported = chunking.classify(error, url)
             if kind == chunking.TRANSIENT and attempt <= max_retries:
-                time.sleep(0.5 * 2 ** (attempt - 1))
+                time.sleep(backoff * 2 ** (attempt - 1))
                 continue
             return FailedChunk(url, 0, None, chunking.one_line(reported), kind)
 
@@ -90,7 +95,7 @@ class FileStart(NamedTuple):
 
 def start_file(
     url: str, *, tree: str, columns: tuple[str, ...], timeout: float, max_retries: int, chunksize: int,
-    fraction: float, first_chunk: dict[str, Any] | None,
+    fraction: float, first_chunk: dict[str, Any] | None, backoff: float = 0.5,
 ) -> FileStart:
     """Inspect ``url`` and, unless ``first_chunk`` is None, process its first chunk in the same task.
 
@@ -99,14 +104,14 @@ def start_file(
 
     Args:
         url: the file.
-        tree, columns, timeout, max_retries: as for :func:`inspect_file`.
+        tree, columns, timeout, max_retries, backoff: as for :func:`inspect_file`.
         chunksize, fraction: as for :func:`plan_chunks`.
         first_chunk: keyword arguments of :func:`~processors.chunks.run_chunk` other than the chunk.
 
     Returns:
         The file's entries and clusters (or its failure) and the first chunk's outcome.
     """
-    info = inspect_file(url, tree=tree, columns=columns, timeout=timeout, max_retries=max_retries)
+    info = inspect_file(url, tree=tree, columns=columns, timeout=timeout, max_retries=max_retries, backoff=backoff)
     if first_chunk is None or not isinstance(info, FileInfo):
         return FileStart(info, None)
     planned = plan_chunks(info, tree=tree, chunksize=chunksize, fraction=fraction)
@@ -253,6 +258,7 @@ def process_files(
     chunksize: int = DEFAULT_CHUNKSIZE,
     fraction: float = 1.0,
     retries: int = 3,
+    backoff: float = 0.5,
     timeout: float = 60.0,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
@@ -271,6 +277,7 @@ def process_files(
         chunksize: target entries per chunk (clusters are never split).
         fraction: share of each file to process, from its start (the tutorial's ``fraction``).
         retries: attempts after the first for transient (network) errors, with doubling back-off.
+        backoff: seconds before the first retry (then 2x, 4x, ...): retries x back-off must outlast an outage.
         timeout: seconds for each remote read.
         checkpoint_dir: directory for one checkpoint file per finished chunk.
         resume: reuse the checkpoints in ``checkpoint_dir`` and process only the missing chunks.
@@ -293,6 +300,8 @@ def process_files(
         raise ProcessingError(f"fraction must be in (0, 1], got {fraction}")
     if chunksize < 1:
         raise ProcessingError(f"chunksize must be positive, got {chunksize}")
+    if retries < 0 or backoff < 0:
+        raise ProcessingError(f"retries and backoff must not be negative, got {retries} and {backoff}")
     if resume and checkpoint_dir is None:
         raise ProcessingError("resume needs a checkpoint directory")
     columns = tuple(processor.columns)
@@ -308,7 +317,8 @@ def process_files(
     outputs: list[dict[str, Any]] = []
     planned = resumed = events_processed = 0
     chunk_options = dict(
-        processor_type=type(processor), processor_config=config, dataset=dataset, timeout=timeout, max_retries=retries
+        processor_type=type(processor), processor_config=config, dataset=dataset, timeout=timeout, max_retries=retries,
+        backoff=backoff,
     )
 
     def take(chunk: Chunk, outcome: ChunkOutcome | BaseException) -> None:
@@ -327,7 +337,7 @@ def process_files(
     for url in files:
         tasks.submit(
             "file", url, start_file, tree=tree, columns=columns, timeout=timeout, max_retries=retries,
-            chunksize=chunksize, fraction=fraction,
+            backoff=backoff, chunksize=chunksize, fraction=fraction,
             # On resume the first chunk may be checkpointed already: then every chunk waits for the plan.
             first_chunk=None if resume else chunk_options,
         )
