@@ -1,0 +1,127 @@
+"""Patches of a published patchset: lookup, listing, and the CLs hypotest of one patch with pyhf."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any, NamedTuple
+
+import pyhf
+
+from stats.errors import FitError, UnknownPatchError
+
+#: pyhf's recommended interpolation for published likelihoods (what the ATLAS results used).
+DEFAULT_MODIFIER_SETTINGS = {"normsys": {"interpcode": "code4"}, "histosys": {"interpcode": "code4p"}}
+
+
+class HypotestSettings(NamedTuple):
+    """How a patch is tested: signal strength, test statistic, interpolation codes, backend."""
+
+    mu: float = 1.0
+    test_stat: str = "qtilde"
+    normsys: str = "code4"
+    histosys: str = "code4p"
+    backend: str = "numpy"
+
+    def modifier_settings(self) -> dict[str, dict[str, str]]:
+        return {"normsys": {"interpcode": self.normsys}, "histosys": {"interpcode": self.histosys}}
+
+
+class CLsResult(NamedTuple):
+    """Observed CLs and the expected band (-2, -1, 0, +1, +2 sigma) at one signal strength."""
+
+    CLs_obs: float
+    CLs_exp: tuple[float, float, float, float, float]
+
+
+class PatchSummary(NamedTuple):
+    name: str
+    values: tuple[float, ...]
+
+
+def _parse_values(values: str | tuple | list) -> tuple[float, ...]:
+    if isinstance(values, str):
+        try:
+            return tuple(float(v) for v in values.split(","))
+        except ValueError:
+            raise UnknownPatchError(f"patch values must be numbers separated by commas, got {values!r}") from None
+    return tuple(float(v) for v in values)
+
+
+def find_patch(patchset: pyhf.PatchSet, key: str | tuple | list) -> pyhf.patchset.Patch:
+    """Return the patch named ``key`` or with values ``key`` (``"900,250"`` or ``(900, 250)``).
+
+    Raises:
+        UnknownPatchError: no such patch; the message names the closest ones.
+    """
+    by_name = {patch.name: patch for patch in patchset.patches}
+    if isinstance(key, str) and key in by_name:
+        return by_name[key]
+    if isinstance(key, str) and not any(ch.isdigit() for ch in key.split(",")[0][:1]) and "," not in key:
+        close = difflib.get_close_matches(key, list(by_name), n=3, cutoff=0.6)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise UnknownPatchError(f"no patch named {key!r}{hint}")
+    values = _parse_values(key)
+    for patch in patchset.patches:
+        if len(patch.values) == len(values) and all(math.isclose(a, b) for a, b in zip(patch.values, values)):
+            return patch
+    labels = ",".join(patchset.labels)
+    nearest = sorted(
+        patchset.patches,
+        key=lambda p: sum((a - b) ** 2 for a, b in zip(p.values, values)) if len(p.values) == len(values) else math.inf,
+    )[:3]
+    hint = "; closest: " + ", ".join(f"{p.name} ({','.join(f'{v:g}' for v in p.values)})" for p in nearest)
+    raise UnknownPatchError(f"no patch with values ({labels}) = {','.join(f'{v:g}' for v in values)}{hint}")
+
+
+def select_patches(patchset: pyhf.PatchSet, keys: list | None = None) -> list[pyhf.patchset.Patch]:
+    """The patches named or valued by ``keys`` (all when empty), in the given order, without repeats."""
+    if not keys:
+        return list(patchset.patches)
+    chosen: dict[str, pyhf.patchset.Patch] = {}
+    for key in keys:
+        patch = find_patch(patchset, key)
+        chosen.setdefault(patch.name, patch)
+    return list(chosen.values())
+
+
+def describe(patchset: pyhf.PatchSet) -> dict[str, Any]:
+    """Description, labels, references, digests and patch list of a patchset, as plain data."""
+    return {
+        "description": patchset.description,
+        "labels": list(patchset.labels),
+        "references": dict(patchset.references),
+        "digests": dict(patchset.digests),
+        "version": patchset.version,
+        "patches": [PatchSummary(p.name, tuple(p.values))._asdict() for p in patchset.patches],
+    }
+
+
+def patched_model(bkg_only: dict, patch: dict, settings: HypotestSettings) -> tuple[pyhf.pdf.Model, list[float]]:
+    """Model and observed data of ``bkg_only`` with the JSON patch ``patch`` applied (inputs validated on load)."""
+    workspace = pyhf.Workspace(pyhf.patchset.Patch(patch).apply(bkg_only), validate=False)
+    model = workspace.model(modifier_settings=settings.modifier_settings(), validate=False)
+    return model, workspace.data(model)
+
+
+def check_cls(cls_obs: Any, cls_exp: Any) -> CLsResult:
+    """Convert pyhf's output to floats; a non-finite CLs is a FitError."""
+    result = CLsResult(float(cls_obs), tuple(float(v) for v in cls_exp))
+    if not all(math.isfinite(v) for v in (result.CLs_obs, *result.CLs_exp)):
+        raise FitError(f"non-finite CLs: {result.CLs_obs}, {list(result.CLs_exp)}")
+    return result
+
+
+def hypotest(model: pyhf.pdf.Model, data: Any, settings: HypotestSettings) -> CLsResult:
+    """CLs at ``settings.mu`` with the expected band, as :func:`pyhf.infer.hypotest` computes it."""
+    cls_obs, cls_exp = pyhf.infer.hypotest(
+        settings.mu, data, model, test_stat=settings.test_stat, return_expected_set=True
+    )
+    return check_cls(cls_obs, cls_exp)
+
+
+def hypotest_patch(bkg_only: dict, patch: dict, settings: HypotestSettings = HypotestSettings()) -> CLsResult:
+    """CLs of one patch with plain pyhf (the slow reference path; see :mod:`stats.patchfast`)."""
+    pyhf.set_backend(settings.backend)
+    model, data = patched_model(bkg_only, patch, settings)
+    return hypotest(model, data, settings)

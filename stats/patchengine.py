@@ -1,0 +1,65 @@
+"""A child process that computes patch CLs, so a hung fit can be killed without losing the Dask worker.
+
+Protocol over stdin/stdout: length-prefixed pickles. First message ``(bkg_only, settings, shared,
+target)``; then one patch dict per request, answered ``("ok", (CLs_obs, CLs_exp))`` or ``("error", text)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import struct
+import sys
+from typing import Any, BinaryIO
+
+_HEADER = struct.Struct("!Q")
+
+
+def send(stream: BinaryIO, message: Any) -> None:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(payload)) + payload)
+    stream.flush()
+
+
+def receive(stream: BinaryIO) -> Any:
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise EOFError("engine stream closed")
+    (size,) = _HEADER.unpack(header)
+    return pickle.loads(stream.read(size))
+
+
+def default_target(bkg_only: dict, settings: Any, shared: dict):
+    """The function that computes one patch: the compiled-template engine for jax, plain pyhf otherwise."""
+    from stats.likelihoods import hypotest_patch
+
+    if settings.backend == "jax":
+        from stats.patchfast import PatchEngine
+
+        return PatchEngine(bkg_only, settings, shared).run
+    return lambda patch: hypotest_patch(bkg_only, patch, settings)
+
+
+def main() -> None:
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    # Anything the libraries print must not corrupt the protocol stream.
+    sys.stdout = sys.stderr
+    bkg_only, settings, shared, target = receive(stdin)
+    module, _, name = target.partition(":")
+    compute = getattr(importlib.import_module(module), name)(bkg_only, settings, shared)
+    while True:
+        try:
+            patch = receive(stdin)
+        except EOFError:
+            return
+        try:
+            result = compute(patch)
+            send(stdout, ("ok", (float(result[0]), [float(v) for v in result[1]])))
+        except Exception as err:  # every failure is reported for its point, never lost
+            send(stdout, ("error", f"{type(err).__name__}: {err}".splitlines()[0][:500]))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()

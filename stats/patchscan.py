@@ -1,0 +1,196 @@
+"""Scan the patches of a patchset as Dask tasks: one CLs hypotest per patch, resumable, time-limited.
+
+Each worker keeps one engine child process (:mod:`stats.patchengine`) per background-only workspace
+and settings; it holds the compiled likelihoods between patches. A point that runs past the time
+limit has its engine killed and is reported ``failed`` with ``timeout after Ns``; the scan goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from stats.errors import WorkspaceError
+from stats.hepdata import Likelihoods
+from stats.likelihoods import HypotestSettings
+from stats.patchengine import receive, send
+
+DEFAULT_TARGET = "stats.patchengine:default_target"
+
+
+class PointResult(NamedTuple):
+    """CLs of one patch, or why it failed."""
+
+    name: str
+    values: list[float]
+    CLs_obs: float | None
+    CLs_exp: list[float] | None
+    status: str
+    error: str | None
+    seconds: float
+
+
+class ScanResult(NamedTuple):
+    results: list[PointResult]
+    wall_time: float
+    settings: HypotestSettings
+
+    @property
+    def failed(self) -> list[PointResult]:
+        return [r for r in self.results if r.status != "ok"]
+
+
+_ENGINES: dict[tuple, subprocess.Popen] = {}
+
+
+def _engine(key: tuple, init: tuple) -> subprocess.Popen:
+    proc = _ENGINES.get(key)
+    if proc is not None and proc.poll() is None:
+        return proc
+    env = dict(os.environ, OMP_NUM_THREADS="1", XLA_FLAGS="--xla_cpu_multi_thread_eigen=false")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stats.patchengine"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+        cwd=os.getcwd(),
+    )
+    send(proc.stdin, init)
+    _ENGINES[key] = proc
+    return proc
+
+
+def run_point(bkg_only: dict, digest: str, patch: dict, settings: tuple, shared: dict, timeout: float | None,
+              target: str = DEFAULT_TARGET) -> dict:
+    """Dask task: CLs of one patch as a plain dict (a :class:`PointResult`)."""
+    settings = HypotestSettings(*settings)
+    meta = patch["metadata"]
+    key = (digest, settings, target)
+    start = time.perf_counter()
+
+    def failed(reason: str) -> dict:
+        return PointResult(meta["name"], list(meta["values"]), None, None, "failed", reason,
+                           time.perf_counter() - start)._asdict()
+
+    proc = _engine(key, (bkg_only, settings, shared, target))
+    try:
+        send(proc.stdin, patch)
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        if not ready:
+            proc.kill()
+            proc.wait()
+            _ENGINES.pop(key, None)
+            return failed(f"timeout after {timeout:g}s")
+        status, payload = receive(proc.stdout)
+    except (EOFError, BrokenPipeError, OSError) as err:
+        _ENGINES.pop(key, None)
+        return failed(f"engine died: {err}")
+    if status != "ok":
+        return failed(payload)
+    cls_obs, cls_exp = payload
+    if not all(math.isfinite(v) for v in (cls_obs, *cls_exp)):
+        return failed(f"non-finite CLs: {cls_obs}, {cls_exp}")
+    return PointResult(meta["name"], list(meta["values"]), cls_obs, cls_exp, "ok", None,
+                       time.perf_counter() - start)._asdict()
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    """Read a scan output file; ``{}`` when absent."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise WorkspaceError(f"cannot resume from {path}: invalid JSON ({err})") from None
+
+
+def write_results(path: str | Path, results: list[PointResult], settings: HypotestSettings, wall_time: float,
+                  source: str) -> None:
+    """Write results atomically (a killed scan never leaves a truncated file)."""
+    path = Path(path)
+    doc = {"source": source, "settings": settings._asdict(), "wall_time": wall_time,
+           "results": [r._asdict() for r in sorted(results, key=lambda r: r.name)]}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(path)
+
+
+def scan_patches(
+    likelihoods: Likelihoods,
+    client: Any,
+    *,
+    patches: Sequence[Any] | None = None,
+    settings: HypotestSettings = HypotestSettings(),
+    timeout: float | None = None,
+    out: str | Path | None = None,
+    progress: Callable[[PointResult], None] | None = None,
+    target: str = DEFAULT_TARGET,
+) -> ScanResult:
+    """CLs of every selected patch, computed on a Dask cluster.
+
+    Args:
+        likelihoods: loaded, validated likelihoods.
+        client: a ``distributed.Client``.
+        patches: pyhf patches to scan (default: all).
+        settings: hypotest settings.
+        timeout: per-point time limit in seconds (a hung point is failed, the scan continues).
+        out: output JSON; points already ``ok`` there (same settings) are skipped, and it is rewritten as points finish.
+        progress: called with each finished point.
+        target: ``module:function`` building the per-patch compute function (for tests).
+
+    Returns:
+        Every selected point, ``ok`` or ``failed`` with its reason, and the wall time.
+    """
+    from distributed import as_completed
+
+    start = time.perf_counter()
+    chosen = list(patches) if patches is not None else list(likelihoods.patchset.patches)
+    done: dict[str, PointResult] = {}
+    if out is not None:
+        previous = read_results(out)
+        if previous and previous.get("settings") != settings._asdict():
+            raise WorkspaceError(f"cannot resume from {out}: it was computed with other settings {previous.get('settings')}")
+        wanted = {p.name for p in chosen}
+        for row in previous.get("results", []):
+            if row.get("status") == "ok" and row.get("name") in wanted:
+                done[row["name"]] = PointResult(**row)
+    todo = [p for p in chosen if p.name not in done]
+    specs = [{"metadata": dict(p.metadata), "patch": list(p.patch)} for p in todo]
+    from stats.patchfast import shared_modifiers
+
+    shared = shared_modifiers(likelihoods.bkg_only, [{"patch": list(p.patch)} for p in chosen])
+    results = dict(done)
+    if specs:
+        bkg = client.scatter(likelihoods.bkg_only, broadcast=True, hash=False)
+        futures = [
+            client.submit(run_point, bkg, likelihoods.digest, spec, tuple(settings), shared, timeout, target,
+                          key=f"patch-{likelihoods.digest[:12]}-{spec['metadata']['name']}-{hash(settings) & 0xffffff:x}",
+                          pure=False, retries=1)
+            for spec in specs
+        ]
+        last_write = time.perf_counter()
+        for future in as_completed(futures):
+            try:
+                point = PointResult(**future.result())
+            except Exception as err:  # a task lost beyond its retries is still reported
+                name = str(future.key).split("-", 2)[-1].rsplit("-", 1)[0]
+                spec = next(s for s in specs if s["metadata"]["name"] == name)
+                point = PointResult(name, list(spec["metadata"]["values"]), None, None, "failed",
+                                    f"{type(err).__name__}: {err}", 0.0)
+            results[point.name] = point
+            if progress is not None:
+                progress(point)
+            if out is not None and time.perf_counter() - last_write > 2:
+                write_results(out, list(results.values()), settings, time.perf_counter() - start, likelihoods.source)
+                last_write = time.perf_counter()
+    ordered = [results[p.name] for p in chosen]
+    wall = time.perf_counter() - start
+    if out is not None:
+        write_results(out, ordered, settings, wall, likelihoods.source)
+    return ScanResult(ordered, wall, settings)
