@@ -105,7 +105,9 @@ def classify(error: BaseException, url: str) -> tuple[str, ProcessingError | Bas
         key = error.key if isinstance(error.key, str) else str(error.key)
         return SCHEMA, SchemaError(f"{url}: {key!r} not found")
     if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)) and not is_remote(url):
-        return MISSING, InputFileError(f"{url}: {error.strerror or error}")
+        # uproot's memory-mapped source raises FileNotFoundError with a multi-line hint and no strerror.
+        reason = error.strerror or ("No such file or directory" if isinstance(error, FileNotFoundError) else one_line(error))
+        return MISSING, InputFileError(f"{url}: {reason}")
     if isinstance(error, (TimeoutError, ConnectionError)) or (isinstance(error, OSError) and is_remote(url)):
         return TRANSIENT, error
     if isinstance(error, ValueError) and is_remote(url) and "closed file" in str(error):
@@ -134,8 +136,11 @@ def open_tree(url: str, tree: str, columns: tuple[str, ...], *, timeout: float) 
     # No array cache: every entry range is read once, and the open trees are kept (TreeCache), so uproot's
     # default 100 MB cache per file would keep up to that much per cached file for nothing (memory grows
     # with the data size: 360 MiB more per worker on a 4.7 M-event set, benchmarks/bench_scaling.py).
+    # Local files are memory-mapped: uproot's default fsspec source costs a third more CPU per file (its
+    # event-loop thread and copies), a fifth of the processor's whole budget (benchmarks/bench_processing.py).
+    options = {} if is_remote(url) else {"handler": uproot.source.file.MemmapSource}
     file = uproot.open(
-        url, timeout=max(1, math.ceil(timeout)) if url.startswith("root://") else timeout, array_cache=None
+        url, timeout=max(1, math.ceil(timeout)) if url.startswith("root://") else timeout, array_cache=None, **options
     )
     try:
         ttree = file[tree]
