@@ -1,9 +1,11 @@
 """The chunk engine: split files into cluster-aligned chunks, run a processor on each, merge the outputs.
 
-Each chunk is one Dask task (``client.submit``) taking plain inputs and returning a plain
-:class:`~processors.chunks.ChunkOutcome`; without a client the chunks run in this process. Nothing is
-lost silently: every chunk either contributes to the histograms or is listed in ``failed_chunks``.
-Finished chunks are checkpointed one file each, so an interrupted run resumes with the missing ones.
+One task per file opens it, plans its chunks and processes the first; each further chunk is one more
+task, sent to the worker that holds the file open. Tasks (``client.submit``) take plain inputs and
+return plain results (:class:`FileStart`, :class:`~processors.chunks.ChunkOutcome`); without a client
+they run in this process. Nothing is lost silently: every chunk either contributes to the histograms or
+is listed in ``failed_chunks``. Finished chunks are checkpointed one file each, so an interrupted run
+resumes with the missing ones.
 """
 
 from __future__ import annotations
