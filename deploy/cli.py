@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 import click
 
@@ -17,15 +18,17 @@ from stats.errors import StatsError
 
 __all__ = ["DeployError", "cli", "main"]
 
-#: Modules that each define a ``commands`` list of click commands, registered in this order.
-COMMAND_MODULES = (
-    "deploy.cli_generate",
-    "deploy.cli_processing",
-    "deploy.cli_stats",
-    "deploy.cli_likelihoods",
-    "deploy.cli_services",
-    "deploy.cli_pipeline",
-)
+#: Which module defines each command (in its ``commands`` list), so running one imports only that module.
+COMMAND_OF = {
+    "generate": "deploy.cli_generate",
+    "process": "deploy.cli_processing",
+    "fit": "deploy.cli_stats",
+    "scan-mass": "deploy.cli_stats",
+    "patchset": "deploy.cli_likelihoods",
+    "scan-patchset": "deploy.cli_likelihoods",
+    "serve": "deploy.cli_services",
+    "run": "deploy.cli_pipeline",
+}
 
 #: Exit status for bad input (missing file, invalid workspace, wrong flag value).
 EXIT_BAD_INPUT = 2
@@ -33,28 +36,40 @@ EXIT_BAD_INPUT = 2
 EXIT_PARTIAL = 1
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when that command runs (or help lists it).
+
+    Dask's local worker processes are spawned and re-import the console script; importing every command module
+    (pyhf, lmfit, cabinetry, matplotlib) there would cost each worker seconds for nothing.
+    """
+
+    def _modules(self) -> dict[str, Any]:
+        loaded = {}
+        for name in dict.fromkeys(COMMAND_OF.values()):
+            loaded.update({command.name: command for command in importlib.import_module(name).commands})
+        return loaded
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self._modules()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        module = COMMAND_OF.get(cmd_name)
+        if module is not None:
+            for command in importlib.import_module(module).commands:
+                if command.name == cmd_name:
+                    return command
+        return self._modules().get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="opendata-stats")
 def cli() -> None:
     """ATLAS open-data H->yy analysis: process on Dask, fit, build workspaces, scan likelihoods.
 
     Start with `opendata-stats run`, which does everything on generated data.
     """
-
-
-def _register() -> None:
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-            continue
-        for command in module.commands:
-            cli.add_command(command)
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> None:
