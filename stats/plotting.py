@@ -75,8 +75,10 @@ def plot_mass_scan(scan: MassScan, path: str | pathlib.Path) -> list[pathlib.Pat
     ok = [point for point in scan.points if point["status"] == "ok"]
     masses = np.array([point["mass"] for point in ok])
     with plt.style.context(mplhep.style.ATLAS):
-        fig, (top, bottom) = plt.subplots(2, 1, sharex=True, gridspec_kw={"hspace": 0.05})
-        top.plot(masses, [point["significance"] for point in ok], "k.-", label=f"{scan.method} method")
+        fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(8, 8), gridspec_kw={"hspace": 0.05})
+        significance = [point["significance"] for point in ok]
+        top.plot(masses, significance, "k.-", label=f"{scan.method} method")
+        top.set_ylim(min(0.0, *significance) - 0.5, max(6.0, *significance) * 1.15)
         bottom.semilogy(masses, [max(point["p0"], 1e-300) for point in ok], "k.-")
         for n_sigma in range(1, 6):
             top.axhline(n_sigma, color="r", linestyle=":", linewidth=0.8)
@@ -87,9 +89,9 @@ def plot_mass_scan(scan: MassScan, path: str | pathlib.Path) -> list[pathlib.Pat
             top.axvline(point["mass"], color="grey", alpha=0.5)
         if scan.failed:
             top.plot([], [], color="grey", alpha=0.5, label=f"failed ({len(scan.failed)})")
-        top.set_ylabel(r"Local significance [$\sigma$]")
+        top.set_ylabel(r"Local significance [$\sigma$]", loc="center")
         top.legend(fontsize="small")
-        bottom.set_ylabel(r"Local $p_0$")
+        bottom.set_ylabel(r"Local $p_0$", loc="center")
         bottom.set_xlabel(r"$m_H$ [GeV]")
         fig.align_ylabels()
         return _save(fig, path)
