@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import threading
 import time
 import zlib
@@ -25,6 +26,12 @@ from processors.schema import validate_tree
 
 #: Failure kinds: permanent ones are never retried.
 MISSING, CORRUPT, SCHEMA, TRANSIENT, WORKER = "missing", "corrupt", "schema", "transient", "worker"
+
+#: XRootD server answers that are final, not worth a retry (error codes of XProtocol.hh): not authorized, no such
+#: file, not a file, a directory, authentication failed make the file missing; an invalid argument or a
+#: file-system error, as for a read past the end of a truncated file ("illegal seek"), make it corrupt. Other
+#: answers (overloaded, timed out, no server, ...) and lost connections stay transient.
+XROOTD_MISSING, XROOTD_CORRUPT = {"3010", "3011", "3015", "3016", "3030"}, {"3000", "3005"}
 
 #: XRootD client settings, read once when its library loads (so set here, before any root:// read of this
 #: process; Dask workers import this module first), unless the user set them: time-outs checked every second,
@@ -108,6 +115,13 @@ def classify(error: BaseException, url: str) -> tuple[str, ProcessingError | Bas
         # uproot's memory-mapped source raises FileNotFoundError with a multi-line hint and no strerror.
         reason = error.strerror or ("No such file or directory" if isinstance(error, FileNotFoundError) else one_line(error))
         return MISSING, InputFileError(f"{url}: {reason}")
+    if isinstance(error, OSError) and is_remote(url):
+        code = re.search(r"Server responded with an error: \[(\d+)\]", str(error))
+        reason = " ".join(str(error).split())[:200]
+        if code is not None and code[1] in XROOTD_MISSING:
+            return MISSING, InputFileError(f"{url}: {reason}")
+        if (code is not None and code[1] in XROOTD_CORRUPT) or str(error).startswith("expected Chunk of length"):
+            return CORRUPT, InputFileError(f"{url}: not a readable ROOT file ({reason})")
     if isinstance(error, (TimeoutError, ConnectionError)) or (isinstance(error, OSError) and is_remote(url)):
         return TRANSIENT, error
     if isinstance(error, ValueError) and is_remote(url) and "closed file" in str(error):

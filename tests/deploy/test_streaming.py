@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -29,6 +30,7 @@ from processors.processor import DiphotonProcessor
 
 # The slow processor must be importable by the Dask workers, which get this process's sys.path.
 sys.path.insert(0, str(Path(__file__).parents[1] / "processors"))
+from _photon_files import write_photon_file  # noqa: E402
 from test_faults import PERIODS, SlowDiphotonProcessor  # noqa: E402
 
 pytestmark = [
@@ -220,3 +222,31 @@ def test_server_gone_for_good_lists_exactly_the_unprocessed_ranges_then_resume_c
     assert summary["failed_chunks"] == [] and summary["resumed_chunks"] == 3 and summary["chunks"] == 17
     assert summary["events_processed"] == summary["events_in_files"] == dataset.events_written
     assert equal(read_histograms(out / "histograms.json"), clean.histograms)
+
+
+def test_broken_files_over_root_fail_like_local_ones_without_retries(dataset, tmp_path):
+    """Truncated, header-only, branch-less and missing files: same kinds and ranges over root:// as locally."""
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(dataset.files[0], served / "good.root")
+    original = dataset.files[1].read_bytes()
+    (served / "truncated.root").write_bytes(original[: int(len(original) * 0.6)])
+    (served / "header_only.root").write_bytes(original[:2000])
+    write_photon_file(served / "no_branch.root", 5_000, seed=3, drop=("photon_isTightID",))
+    names = ["good.root", "truncated.root", "header_only.root", "no_branch.root", "missing.root"]
+    local = process_files([str(served / name) for name in names], processor=DiphotonProcessor(), strict=False, **FAST)
+    with XRootDServer(served, http_port=None) as server:
+        urls = [server.handle.root_url + "/" + name for name in names]
+        # 3 retries 1 s apart would cost 7 s per failure: permanent answers must not be retried.
+        remote = process_files(urls, processor=DiphotonProcessor(), strict=False, retries=3, **{**FAST, "backoff": 1.0})
+
+    def failures(result):
+        return [(Path(f.file).name, f.entry_start, f.entry_stop, f.kind) for f in result.failed_chunks]
+
+    kinds = [kind for *_, kind in failures(local)]
+    assert kinds.count("corrupt") >= 2 and kinds[-2:] == ["schema", "missing"]
+    assert failures(remote) == failures(local)
+    assert "photon_isTightID" in remote.failed_chunks[-2].error and "no such file" in remote.failed_chunks[-1].error
+    assert remote.events_processed == local.events_processed > 0
+    assert equal(remote.histograms, local.histograms)
+    assert remote.wall_time < 5
