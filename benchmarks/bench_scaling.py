@@ -1,6 +1,6 @@
 """Scaling to full Run-2: throughput, memory per worker and 1 -> 2 worker scaling at 1x, 2x and 4x a base size.
 
-    /work/venv/bin/python benchmarks/bench_scaling.py [--base-lumi 36.1] [--base-scale 0.25] [--sizes 1,2,4]
+    /work/venv/bin/python benchmarks/bench_scaling.py [--base-lumi 36.1] [--base-scale 0.5] [--sizes 1,2,4]
         [--workers 1,2] [--chunksizes 100000,250000,500000,1000000,whole] [--repeat 1] [--quick] [--no-write]
 
 One run measures, on the same files and in this order:
@@ -270,6 +270,9 @@ def report(args: argparse.Namespace, sizes: dict[int, dict[str, Any]], runs: lis
         f"Machine: {machine()}. Started {started}, took {seconds / 60:.1f} min; load average (1/5/15 min) "
         f"{load_before} before, {load_after} after. Wall times are the best of {args.repeat} run(s), the range in brackets.",
         "",
+        f"Data sets (generated, {args.seed} seed; the full Run-2 GamGam skim would be {RUN2_LUMI_FB:g} fb^-1 x 1 = "
+        f"{RUN2_LUMI_FB * EVENTS_PER_FB / 1e6:.1f} M events):",
+        "",
         "| size | lumi fb^-1 x scale | files | M events | MiB on disk | MiB of the 6 branches | MiB of all 80 |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -351,7 +354,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/opendata-bench"))
     parser.add_argument("--base-lumi", type=float, default=36.1, help="luminosity of the 1x set, fb^-1")
-    parser.add_argument("--base-scale", type=float, default=0.25, help="fraction of the luminosity's events written")
+    parser.add_argument("--base-scale", type=float, default=0.5, help="fraction of the luminosity's events written")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--sizes", default="1,2,4", help="multiples of the base luminosity")
     parser.add_argument("--workers", default="1,2")
