@@ -126,10 +126,22 @@ def classify(error: BaseException, url: str) -> tuple[str, ProcessingError | Bas
         return TRANSIENT, error
     if isinstance(error, ValueError) and is_remote(url) and "closed file" in str(error):
         return TRANSIENT, error  # a handle closed by a lost connection ("I/O operation on closed file")
+    if isinstance(error, TypeError) and is_remote(url) and _raised_in(error, "uproot/source/coalesce.py"):
+        # uproot's coalesced reads slice what a failed range returned, so a lost https connection surfaces
+        # as "TypeError: 'ClientConnectorError' object is not subscriptable".
+        return TRANSIENT, error
     if isinstance(error, (OSError, ValueError, zlib.error, uproot.deserialization.DeserializationError)):
         reason = " ".join(str(error).split())[:200] or type(error).__name__
         return CORRUPT, InputFileError(f"{url}: not a readable ROOT file ({reason})")
     raise error
+
+
+def _raised_in(error: BaseException, path: str) -> bool:
+    """True if the innermost frame of ``error``'s traceback is in a file ending with ``path``."""
+    traceback = error.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return traceback is not None and traceback.tb_frame.f_code.co_filename.replace("\\", "/").endswith(path)
 
 
 def one_line(error: BaseException) -> str:
