@@ -78,7 +78,7 @@ def plot_mass_scan(scan: MassScan, path: str | pathlib.Path) -> list[pathlib.Pat
         fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(8, 8), gridspec_kw={"hspace": 0.05})
         significance = [point["significance"] for point in ok]
         top.plot(masses, significance, "k.-", label=f"{scan.method} method")
-        top.set_ylim(min(0.0, *significance) - 0.5, max(6.0, *significance) * 1.15)
+        top.set_ylim(min([0.0, *significance]) - 0.5, max([6.0, *significance]) * 1.15)
         bottom.semilogy(masses, [max(point["p0"], 1e-300) for point in ok], "k.-")
         for n_sigma in range(1, 6):
             top.axhline(n_sigma, color="r", linestyle=":", linewidth=0.8)
