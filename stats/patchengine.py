@@ -1,7 +1,7 @@
 """A child process that computes patch CLs, so a hung fit can be killed without losing the Dask worker.
 
 Protocol over stdin/stdout: length-prefixed pickles. First message ``(bkg_only, settings, shared,
-target)``; then one patch dict per request, answered ``("ok", (CLs_obs, CLs_exp))`` or ``("error", text)``.
+target)``; answered ``("ready", None)`` once imports are done; then one patch dict per request, answered ``("ok", (CLs_obs, CLs_exp))`` or ``("error", text)``.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def main() -> None:
     bkg_only, settings, shared, target = receive(stdin)
     module, _, name = target.partition(":")
     compute = getattr(importlib.import_module(module), name)(bkg_only, settings, shared)
+    send(stdout, ("ready", None))
     while True:
         try:
             patch = receive(stdin)

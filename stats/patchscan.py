@@ -61,6 +61,9 @@ def _engine(key: tuple, init: tuple) -> subprocess.Popen:
         cwd=os.getcwd(),
     )
     send(proc.stdin, init)
+    # Start-up (imports) is not part of any point's time limit.
+    if receive(proc.stdout)[0] != "ready":
+        raise RuntimeError("patch engine failed to start")
     _ENGINES[key] = proc
     return proc
 
@@ -77,8 +80,9 @@ def run_point(bkg_only: dict, digest: str, patch: dict, settings: tuple, shared:
         return PointResult(meta["name"], list(meta["values"]), None, None, "failed", reason,
                            time.perf_counter() - start)._asdict()
 
-    proc = _engine(key, (bkg_only, settings, shared, target))
     try:
+        proc = _engine(key, (bkg_only, settings, shared, target))
+        start = time.perf_counter()
         send(proc.stdin, patch)
         ready, _, _ = select.select([proc.stdout], [], [], timeout)
         if not ready:
@@ -87,7 +91,7 @@ def run_point(bkg_only: dict, digest: str, patch: dict, settings: tuple, shared:
             _ENGINES.pop(key, None)
             return failed(f"timeout after {timeout:g}s")
         status, payload = receive(proc.stdout)
-    except (EOFError, BrokenPipeError, OSError) as err:
+    except (EOFError, OSError, RuntimeError) as err:
         _ENGINES.pop(key, None)
         return failed(f"engine died: {err}")
     if status != "ok":
@@ -167,7 +171,7 @@ def scan_patches(
     shared = shared_modifiers(likelihoods.bkg_only, [{"patch": list(p.patch)} for p in chosen])
     results = dict(done)
     if specs:
-        bkg = client.scatter(likelihoods.bkg_only, broadcast=True, hash=False)
+        [bkg] = client.scatter([likelihoods.bkg_only], broadcast=True, hash=False)
         futures = [
             client.submit(run_point, bkg, likelihoods.digest, spec, tuple(settings), shared, timeout, target,
                           key=f"patch-{likelihoods.digest[:12]}-{spec['metadata']['name']}-{hash(settings) & 0xffffff:x}",

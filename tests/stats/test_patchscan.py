@@ -1,0 +1,175 @@
+"""Patchset scans: CLs against pyhf and the published reference, time limits, resume, lost workers."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pyhf
+import pytest
+
+from deploy.clusters import dask_client
+from stats.errors import WorkspaceError
+from stats.hepdata import load_likelihoods
+from stats.likelihoods import HypotestSettings, select_patches
+from stats.patchfast import PatchEngine, canonical_patch, shared_modifiers
+from stats.patchscan import scan_patches
+from tests.stats.test_hepdata import SIGNALS, TARBALL, small_bkg_only, small_patchset
+
+REFERENCE = TARBALL.parent / "1Lbb-reference-cls.json"
+needs_1lbb = pytest.mark.skipif(not (TARBALL.exists() and REFERENCE.exists()), reason="shared 1Lbb data absent")
+#: A representative subset for the default run: the tutorial points, both grid edges, low and high CLs.
+SUBSET = ["C1N2_Wh_hbb_650_0", "C1N2_Wh_hbb_1000_0", "C1N2_Wh_hbb_300_150",
+          "C1N2_Wh_hbb_900_250"]
+
+
+def agrees(value: float, reference: float) -> bool:
+    return abs(value - reference) <= max(1e-4, 1e-3 * abs(reference))
+
+
+def hang_target(bkg_only, settings, shared):
+    """A compute function whose point sig_400_100 never finishes."""
+    from stats.likelihoods import hypotest_patch
+
+    def compute(patch):
+        if patch["metadata"]["name"] == "sig_400_100":
+            time.sleep(3600)
+        return hypotest_patch(bkg_only, patch, settings)
+
+    return compute
+
+
+@pytest.fixture(scope="module")
+def client():
+    with dask_client(workers=2) as dask:
+        yield dask
+
+
+@pytest.fixture
+def toy(tmp_path: Path):
+    bkg = small_bkg_only()
+    (tmp_path / "BkgOnly.json").write_text(json.dumps(bkg))
+    (tmp_path / "patchset.json").write_text(json.dumps(small_patchset(bkg, SIGNALS)))
+    return load_likelihoods(tmp_path)
+
+
+def direct_cls(likelihoods, patch, backend="numpy"):
+    pyhf.set_backend(backend)
+    workspace = likelihoods.patchset.apply(pyhf.Workspace(likelihoods.bkg_only), patch.name)
+    model = workspace.model(modifier_settings={"normsys": {"interpcode": "code4"}, "histosys": {"interpcode": "code4p"}})
+    obs, exp = pyhf.infer.hypotest(1.0, workspace.data(model), model, test_stat="qtilde", return_expected_set=True)
+    return float(obs), [float(v) for v in exp]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_toy_scan_matches_pyhf_hypotest(toy, client, tmp_path, backend):
+    if backend == "jax":
+        pytest.importorskip("jax")
+    out = tmp_path / "scan.json"
+    result = scan_patches(toy, client, settings=HypotestSettings(backend=backend), out=out)
+    assert [r.status for r in result.results] == ["ok"] * 3
+    for point, patch in zip(result.results, toy.patchset.patches):
+        obs, exp = direct_cls(toy, patch)
+        assert agrees(point.CLs_obs, obs)
+        assert all(agrees(a, b) for a, b in zip(point.CLs_exp, exp))
+    written = json.loads(out.read_text())
+    assert {r["name"] for r in written["results"]} == {"sig_300_100", "sig_400_100", "sig_500_100"}
+    assert written["wall_time"] > 0 and len(written["results"][0]["CLs_exp"]) == 5
+
+
+def test_hanging_point_is_stopped_and_resume_skips_done(toy, client, tmp_path):
+    out = tmp_path / "scan.json"
+    start = time.perf_counter()
+    result = scan_patches(toy, client, timeout=15, out=out, target="tests.stats.test_patchscan:hang_target")
+    assert time.perf_counter() - start < 90
+    by_name = {r.name: r for r in result.results}
+    assert by_name["sig_400_100"].status == "failed" and by_name["sig_400_100"].error == "timeout after 15s"
+    assert by_name["sig_300_100"].status == by_name["sig_500_100"].status == "ok", result.results
+    # Resume: only the failed point runs again (now with a compute function that finishes).
+    seen = []
+    again = scan_patches(toy, client, out=out, progress=seen.append)
+    assert [p.name for p in seen] == ["sig_400_100"]
+    assert all(r.status == "ok" for r in again.results)
+    assert again.results[0].CLs_obs == by_name["sig_300_100"].CLs_obs
+
+
+def test_resume_refuses_other_settings(toy, client, tmp_path):
+    out = tmp_path / "scan.json"
+    scan_patches(toy, client, patches=select_patches(toy.patchset, ["sig_500_100"]), out=out)
+    with pytest.raises(WorkspaceError, match="other settings"):
+        scan_patches(toy, client, out=out, settings=HypotestSettings(mu=2.0))
+
+
+def test_canonical_patch_adds_only_neutral_modifiers():
+    bkg = small_bkg_only()
+    spec = small_patchset(bkg, SIGNALS)["patches"]
+    spec[0]["patch"][0]["value"]["modifiers"].pop()  # drop bkg_norm from the first signal
+    shared = shared_modifiers(bkg, spec)
+    canonical = canonical_patch(spec[0], shared)
+    added = canonical["patch"][0]["value"]["modifiers"][-1]
+    assert added == {"name": "bkg_norm", "type": "normsys", "data": {"hi": 1.0, "lo": 1.0}}
+    assert spec[0]["patch"][0]["value"]["modifiers"][-1]["name"] == "mu"  # input untouched
+
+
+@needs_1lbb
+def test_1lbb_subset_matches_reference_and_tutorial(client, tmp_path):
+    pytest.importorskip("jax")
+    likelihoods = load_likelihoods(TARBALL)
+    reference = json.loads(REFERENCE.read_text())
+    expected = {row["name"]: row for row in reference["results"]}
+    result = scan_patches(likelihoods, client, patches=select_patches(likelihoods.patchset, SUBSET),
+                          settings=HypotestSettings(backend="jax"), out=tmp_path / "scan.json")
+    for point in result.results:
+        assert point.status == "ok", point.error
+        ref = expected[point.name]
+        assert agrees(point.CLs_obs, ref["CLs_obs"]), point
+        assert all(agrees(a, b) for a, b in zip(point.CLs_exp, ref["CLs_exp"])), point
+    tutorial = {r.name: r for r in result.results}
+    assert round(tutorial["C1N2_Wh_hbb_650_0"].CLs_obs, 6) == 0.017137
+    assert round(tutorial["C1N2_Wh_hbb_1000_0"].CLs_obs, 5) == 0.58568
+    for name, seed in reference["seed_values"].items():
+        assert all(agrees(a, b) for a, b in zip(tutorial[name].CLs_exp, seed["CLs_exp"]))
+
+
+@needs_1lbb
+@pytest.mark.slow
+def test_1lbb_all_patches_match_reference(client, tmp_path):
+    pytest.importorskip("jax")
+    likelihoods = load_likelihoods(TARBALL)
+    expected = {row["name"]: row for row in json.loads(REFERENCE.read_text())["results"]}
+    result = scan_patches(likelihoods, client, settings=HypotestSettings(backend="jax"), out=tmp_path / "all.json")
+    assert len(result.results) == 125
+    bad = [p.name for p in result.results if p.status != "ok" or not agrees(p.CLs_obs, expected[p.name]["CLs_obs"])
+           or not all(agrees(a, b) for a, b in zip(p.CLs_exp, expected[p.name]["CLs_exp"]))]
+    assert not bad
+
+
+@needs_1lbb
+@pytest.mark.slow
+def test_killed_worker_loses_no_point(tmp_path):
+    pytest.importorskip("jax")
+    import os
+    import signal
+    import threading
+
+    likelihoods = load_likelihoods(TARBALL)
+    chosen = select_patches(likelihoods.patchset, SUBSET)
+    with dask_client(workers=2) as dask:
+        victim = next(iter(dask.run(os.getpid).values()))
+        threading.Timer(20, os.kill, (victim, signal.SIGKILL)).start()
+        result = scan_patches(likelihoods, dask, patches=chosen, settings=HypotestSettings(backend="jax"))
+    assert [p.name for p in result.results] == [p.name for p in chosen]
+    assert all(p.status == "ok" for p in result.results), [p.error for p in result.results]
+
+
+def test_engine_direct_on_toy(toy):
+    pytest.importorskip("jax")
+    specs = [{"metadata": p.metadata, "patch": p.patch} for p in toy.patchset.patches]
+    engine = PatchEngine(toy.bkg_only, HypotestSettings(backend="jax"), shared_modifiers(toy.bkg_only, specs))
+    for patch, spec in zip(toy.patchset.patches, specs):
+        obs, exp = direct_cls(toy, patch)
+        got = engine.run(spec)
+        assert agrees(got.CLs_obs, obs) and all(agrees(a, b) for a, b in zip(got.CLs_exp, exp))
+    assert engine.fallbacks == 0
+    pyhf.set_backend("numpy")
