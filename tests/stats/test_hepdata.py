@@ -192,3 +192,14 @@ def test_1lbb_tarball_loads_and_verifies():
     assert len(loaded.patchset.patches) == 125 and loaded.patchset.labels == ["m1", "m2"]
     assert loaded.digest.startswith("2563672e") and loaded.digest.endswith("f820")
     assert find_patch(loaded.patchset, "900,250").name == "C1N2_Wh_hbb_900_250"
+
+
+def test_cli_patchset_lists_and_reports_errors(toy_dir: Path, capsys):
+    from deploy.cli import main
+
+    main(["patchset", str(toy_dir), "--patch", "400,100"])
+    assert "sig_400_100" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["patchset", str(toy_dir), "--patch", "sig_40_100"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("error: no patch named 'sig_40_100'")
