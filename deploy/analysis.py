@@ -129,3 +129,52 @@ def scan_spectrum(
     write_json(out_dir / "mass_scan.json", record)
     return scan, to_plain(record)
 
+
+
+def scan_likelihoods(
+    likelihoods: pathlib.Path,
+    out: pathlib.Path,
+    *,
+    client: Any,
+    patches: list[str] | None = None,
+    settings: Any = None,
+    timeout: float | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """CLs of the patches of a HEPData likelihood on Dask; write ``out`` (resumable) and the CLs plot.
+
+    A 2D patchset gets the exclusion contour, a 1D one (the analysis's mass patchset) CLs against its label.
+
+    Args:
+        likelihoods: tarball, directory or ``BkgOnly.json`` of the likelihood.
+        out: result JSON; a rerun with the same file skips the points already done.
+        client: the Dask client.
+        patches: patch names or values (``"900,250"``); default all.
+        settings: a ``stats.likelihoods.HypotestSettings`` (default: mu = 1, qtilde, code4/code4p, numpy).
+        timeout: per-point time limit in seconds.
+        progress: called with each finished point.
+
+    Returns:
+        The content of ``out`` plus ``plots`` (paths) and ``plot_error`` where no plot could be drawn.
+    """
+    from stats.contour import plot_cls_1d, plot_exclusion
+    from stats.errors import StatsError
+    from stats.hepdata import load_likelihoods
+    from stats.likelihoods import HypotestSettings, select_patches
+    from stats.patchscan import read_results, scan_patches
+
+    loaded = load_likelihoods(likelihoods)
+    chosen = select_patches(loaded.patchset, patches or None)
+    result = scan_patches(loaded, client, patches=chosen, settings=settings or HypotestSettings(), timeout=timeout,
+                          out=out, progress=progress)
+    record = read_results(out)
+    labels = list(loaded.patchset.labels)
+    try:
+        if len(labels) == 2:
+            plots = plot_exclusion(result.results, labels, out.with_suffix(""))
+        else:
+            plots = plot_cls_1d(result.results, labels[0], out.with_suffix(""))
+        record["plots"] = [str(path) for path in plots]
+    except StatsError as err:
+        record["plots"], record["plot_error"] = [], str(err)
+    return record

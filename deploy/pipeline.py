@@ -109,6 +109,7 @@ def run_pipeline(
     fit_mass: float = 125.0,
     degree: int | str = "auto",
     masses: np.ndarray | None = None,
+    patch_masses: np.ndarray | None = None,
     likelihoods: str | pathlib.Path | None = None,
     scan_likelihoods: Callable[..., dict[str, Any]] | None = None,
     echo: Callable[[str], None] = print,
@@ -132,6 +133,8 @@ def run_pipeline(
         fit_mass: the Gaussian's fixed centre in the background fit.
         degree: polynomial degree, or ``"auto"`` for the F-test choice.
         masses: mass-scan grid (default 110-140 GeV in 25 points).
+        patch_masses: masses of the analysis's own patchset (default 110-140 GeV in 7 points: each patch is a
+            full CLs hypotest with the 60 per-bin ``shapesys`` parameters, seconds each).
         likelihoods: a HEPData likelihood (tarball, directory) to scan; default: a patchset built from the analysis.
         scan_likelihoods: the PatchSet scan, ``scan_likelihoods(path, out_file, client=...) -> record``.
         echo: progress output.
@@ -198,15 +201,16 @@ def run_pipeline(
     patchset_dir = out_dir / "patchset"
     patchset_dir.mkdir(parents=True, exist_ok=True)
     if likelihoods is None:
+        patch_masses = np.linspace(110.0, 140.0, 7) if patch_masses is None else np.asarray(patch_masses, float)
         resolution = fit["background_fit"]["sigma"]
         signal_yield = max(fit["background_fit"]["signal_yield"], 1.0)
         built = build_mass_patchset(spectrum.counts, spectrum.edges, fit["background"], fit["background_unc"],
-                                    masses=grid, resolution=resolution, signal_yield=signal_yield)
+                                    masses=patch_masses, resolution=resolution, signal_yield=signal_yield)
         likelihoods = patchset_dir / "likelihoods"
         likelihoods.mkdir(exist_ok=True)
         write_json(likelihoods / "BkgOnly.json", built.background_only)
         write_json(likelihoods / "patchset.json", built.patchset)
-        echo(f"  no published likelihood given: scanning the analysis's own mass patchset ({grid.size} patches)")
+        echo(f"  no published likelihood given: scanning the analysis's own mass patchset ({patch_masses.size} patches)")
     if scan_likelihoods is None:
         results["patchset"] = {"skipped": "no PatchSet scanner available"}
     else:

@@ -52,10 +52,43 @@ def plot_exclusion(results: Sequence, labels: Sequence[str], path: str | pathlib
         ax.set_ylabel(labels[1])
         ax.legend(loc="upper right")
         mplhep.atlas.label(ax=ax, data=True, label="Open Data", rlabel="published likelihood")
-        written = []
-        for suffix in FORMATS:
-            out = path.with_suffix(suffix)
-            fig.savefig(out)
-            written.append(out)
-        plt.close(fig)
+        return _save(fig, path)
+
+
+def plot_cls_1d(results: Sequence, label: str, path: str | pathlib.Path, *, level: float = 0.05
+                ) -> list[pathlib.Path]:
+    """CLs against the one label of a 1D scan (e.g. a signal-mass patchset): observed, expected and its bands.
+
+    Raises:
+        StatsError: no usable point, or the scan is not one-dimensional.
+    """
+    points = sorted((r for r in results if r.status == "ok" and len(r.values) == 1), key=lambda r: r.values[0])
+    if not points:
+        raise StatsError("a CLs curve needs a 1D scan with at least one ok point")
+    x = np.array([r.values[0] for r in points], dtype=float)
+    obs = np.array([r.CLs_obs for r in points])
+    exp = np.array([r.CLs_exp for r in points])
+    path = pathlib.Path(path)
+    with plt.style.context(mplhep.style.ATLAS):
+        fig, ax = plt.subplots()
+        ax.fill_between(x, exp[:, 0], exp[:, 4], color="yellow", label=r"Expected $\pm 2\sigma$")
+        ax.fill_between(x, exp[:, 1], exp[:, 3], color="limegreen", label=r"Expected $\pm 1\sigma$")
+        ax.plot(x, exp[:, 2], "k--", label="Expected")
+        ax.plot(x, obs, "k.-", label="Observed")
+        ax.axhline(level, color="r", linestyle=":", label=f"CLs = {level:g}")
+        ax.set_yscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("CLs")
+        ax.legend(loc="lower right", fontsize="small")
+        mplhep.atlas.label(ax=ax, data=True, label="Open Data")
+        return _save(fig, path)
+
+
+def _save(fig, path: pathlib.Path) -> list[pathlib.Path]:
+    written = []
+    for suffix in FORMATS:
+        out = path.with_suffix(suffix)
+        fig.savefig(out)
+        written.append(out)
+    plt.close(fig)
     return written
