@@ -6,7 +6,6 @@ import pathlib
 
 import click
 
-from deploy.analysis import scan_likelihoods
 from deploy.clusters import dask_client
 from deploy.config import load_config
 from deploy.pipeline import run_pipeline
@@ -62,7 +61,7 @@ def run(ctx: click.Context, config_path: pathlib.Path | None, out: pathlib.Path,
                       pt_over_m=cuts.pt_over_mass, mass_window=(histogram.low, histogram.high)),
             bins=histogram.bins, mass_range=(histogram.low, histogram.high), fit_mass=settings.fit.mass,
             degree="auto" if config_path is None else settings.fit.degree, masses=grid, likelihoods=likelihoods,
-            scan_likelihoods=scan_likelihoods, echo=echo, progress=progress)
+            echo=echo, progress=progress)
     click.echo(f"results: {result.results_path}")
     click.echo(f"report:  {result.report_path}")
     click.echo(f"plots:   {result.out_dir}/{{fit,mass_scan,patchset}}/*.png")

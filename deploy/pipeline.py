@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from deploy.analysis import fit_spectrum, scan_spectrum, to_plain, write_json
+from deploy.analysis import fit_spectrum, scan_likelihoods, scan_spectrum, to_plain, write_json
 from processors.datasets import resolve_files
 from processors.engine import DEFAULT_CHUNKSIZE, process_files
 from processors.generate import generate_dataset
@@ -111,7 +111,6 @@ def run_pipeline(
     masses: np.ndarray | None = None,
     patch_masses: np.ndarray | None = None,
     likelihoods: str | pathlib.Path | None = None,
-    scan_likelihoods: Callable[..., dict[str, Any]] | None = None,
     echo: Callable[[str], None] = print,
     progress: bool = True,
 ) -> PipelineResult:
@@ -136,7 +135,6 @@ def run_pipeline(
         patch_masses: masses of the analysis's own patchset (default 110-140 GeV in 7 points: each patch is a
             full CLs hypotest with the 60 per-bin ``shapesys`` parameters, seconds each).
         likelihoods: a HEPData likelihood (tarball, directory) to scan; default: a patchset built from the analysis.
-        scan_likelihoods: the PatchSet scan, ``scan_likelihoods(path, out_file, client=...) -> record``.
         echo: progress output.
         progress: show progress bars.
 
@@ -211,16 +209,13 @@ def run_pipeline(
         write_json(likelihoods / "BkgOnly.json", built.background_only)
         write_json(likelihoods / "patchset.json", built.patchset)
         echo(f"  no published likelihood given: scanning the analysis's own mass patchset ({patch_masses.size} patches)")
-    if scan_likelihoods is None:
-        results["patchset"] = {"skipped": "no PatchSet scanner available"}
-    else:
-        record = scan_likelihoods(likelihoods, patchset_dir / "cls.json", client=client)
-        failed = [r for r in record["results"] if r["status"] != "ok"]
-        failures += [f"patch {r['name']}: {r['error']}" for r in failed]
-        results["patchset"] = {"likelihoods": str(likelihoods), "points": len(record["results"]),
-                               "failed": len(failed), "wall_time": record.get("wall_time"),
-                               "plots": record.get("plots", [])}
-        echo(f"  {len(record['results'])} patches, {len(failed)} failed")
+    record = scan_likelihoods(likelihoods, patchset_dir / "cls.json", client=client)
+    failed = [r for r in record["results"] if r["status"] != "ok"]
+    failures += [f"patch {r['name']}: {r['error']}" for r in failed]
+    results["patchset"] = {"likelihoods": str(likelihoods), "points": len(record["results"]),
+                           "failed": len(failed), "wall_time": record.get("wall_time"),
+                           "plots": record.get("plots", []), "plot_error": record.get("plot_error")}
+    echo(f"  {len(record['results'])} patches, {len(failed)} failed, {record.get('wall_time', 0):.1f} s")
 
     results["failures"] = failures
     results["wall_time"] = time.perf_counter() - started
@@ -267,11 +262,10 @@ def render_report(results: dict[str, Any], out_dir: pathlib.Path) -> str:
                   f"{scan['best']['mass']:g} GeV; {scan['failed']} failed points; {scan['wall_time']:.1f} s.", ""]
     lines += [*(link(p) for p in scan["plots"] if p.endswith(".png")), "", "## PatchSet scan", ""]
     patchset = results["patchset"]
-    if "skipped" in patchset:
-        lines += [f"Skipped: {patchset['skipped']}.", ""]
-    else:
-        lines += [f"{patchset['points']} patches of `{patchset['likelihoods']}`, {patchset['failed']} failed, "
-                  f"{patchset['wall_time']:.1f} s.", "", *(link(p) for p in patchset["plots"] if p.endswith(".png")), ""]
+    lines += [f"{patchset['points']} patches of `{patchset['likelihoods']}`, {patchset['failed']} failed, "
+              f"{patchset['wall_time']:.1f} s.", "", *(link(p) for p in patchset["plots"] if p.endswith(".png")), ""]
+    if patchset["plot_error"]:
+        lines += [f"No CLs plot: {patchset['plot_error']}", ""]
     if results["failures"]:
         lines += ["## Failures", "", *(f"- {line}" for line in results["failures"]), ""]
     return "\n".join(lines)
