@@ -41,7 +41,23 @@ def default_target(bkg_only: dict, settings: Any, shared: dict):
     return lambda patch: hypotest_patch(bkg_only, patch, settings)
 
 
+def _exit_with_parent(interval: float = 2.0) -> None:
+    """Stop when the Dask worker that started us is gone (a killed worker must not leave a busy engine)."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main() -> None:
+    _exit_with_parent()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     # Anything the libraries print must not corrupt the protocol stream.
     sys.stdout = sys.stderr
