@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from deploy.clusters import dask_client
+from deploy.config import load_config, selection_cuts
 from processors.datasets import resolve_files
 from processors.engine import DEFAULT_CHUNKSIZE, ProcessingResult, process_files
 from processors.histograms import save_outputs
@@ -34,11 +35,11 @@ def _lumi_of_inputs(metadata: str | None, paths: tuple[str, ...]) -> float:
 
 
 @contextlib.contextmanager
-def _client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
+def _client(workers: int | None, scheduler: str | None, config: Any = None) -> Iterator[Any]:
     if workers == 0 and scheduler is None:
         yield None
         return
-    with dask_client(workers=workers, scheduler=scheduler) as client:
+    with dask_client(config, workers=workers, scheduler=scheduler) as client:
         yield client
 
 
@@ -66,19 +67,21 @@ def _report(result: ProcessingResult, out: Path) -> None:
 
 @click.command("process")
 @click.argument("paths", nargs=-1)
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Project config (YAML): cluster, processing, selection and histogram sections; flags override.")
 @click.option("--release", help="atlasopenmagic release, resolved online (e.g. 2025e-13tev-beta).")
 @click.option("--metadata", type=click.Path(dir_okay=False), help="atlasopenmagic metadata JSON, for offline use.")
 @click.option("--skim", default="GamGam", show_default=True)
-@click.option("--protocol", type=click.Choice(["root", "https", "eos"]), default="root", show_default=True)
+@click.option("--protocol", type=click.Choice(["root", "https", "eos"]), help="URL kind [default: root].")
 @click.option("--workers", type=click.IntRange(min=0), help="Local Dask workers (default: one per core; 0: no Dask).")
 @click.option("--scheduler", help="Address of an existing Dask scheduler.")
-@click.option("--chunksize", type=click.IntRange(min=1), default=DEFAULT_CHUNKSIZE, show_default=True)
+@click.option("--chunksize", type=click.IntRange(min=1), help=f"Entries per chunk [default: {DEFAULT_CHUNKSIZE}].")
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Share of each file to process, from its start; the luminosity is scaled to match.")
-@click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True, help="Retries of transient errors.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
-              help="Seconds for each remote read.")
-@click.option("--bins", type=click.IntRange(min=1), default=60, show_default=True, help="m_yy bins in [100, 160] GeV.")
+@click.option("--retries", type=click.IntRange(min=0), help="Retries of transient errors [default: 3].")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+              help="Seconds for each remote read [default: 60].")
+@click.option("--bins", type=click.IntRange(min=1), help="m_yy bins [default: 60 in 100-160 GeV].")
 @click.option("--lumi", type=click.FloatRange(min=0, min_open=True),
               help="Luminosity of all input files in fb^-1 (default: truth.json beside the inputs, else 36.1).")
 @click.option("--resume", is_flag=True, help="Reuse finished chunks from OUT/checkpoint.")
@@ -87,9 +90,9 @@ def _report(result: ProcessingResult, out: Path) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.pass_context
 def process(
-    ctx: click.Context, paths: tuple[str, ...], release: str | None, metadata: str | None, skim: str,
-    protocol: str, workers: int | None, scheduler: str | None, chunksize: int, fraction: float,
-    retries: int, timeout: float, bins: int, lumi: float | None, resume: bool, skip_bad_files: bool,
+    ctx: click.Context, paths: tuple[str, ...], config_path: str | None, release: str | None, metadata: str | None, skim: str,
+    protocol: str | None, workers: int | None, scheduler: str | None, chunksize: int | None, fraction: float,
+    retries: int | None, timeout: float | None, bins: int | None, lumi: float | None, resume: bool, skip_bad_files: bool,
     progress: bool, out: str,
 ) -> None:
     """Select diphoton events and histogram m_yy; writes OUT/histograms.json and OUT/summary.json.
@@ -99,13 +102,19 @@ def process(
     """
     if workers is not None and scheduler is not None:
         raise click.UsageError("give --workers or --scheduler, not both")
-    files = resolve_files(release=release, metadata=metadata, skim=skim, protocol=protocol, paths=paths or None)
+    settings = load_config(config_path)
+    options = settings.processing
+    files = resolve_files(release=release, metadata=metadata, skim=skim, protocol=protocol or options.protocol,
+                          paths=paths or None)
     out_dir = Path(out)
-    processor = DiphotonProcessor(bins=bins)
-    with _client(workers, scheduler) as client:
+    histogram = settings.histogram
+    processor = DiphotonProcessor(cuts=selection_cuts(settings), bins=bins or histogram.bins,
+                                  mass_range=(histogram.low, histogram.high))
+    with _client(workers, scheduler, settings.cluster) as client:
         result = process_files(
-            files, processor=processor, client=client, tree=TREE_NAME, chunksize=chunksize, fraction=fraction,
-            retries=retries, timeout=timeout, checkpoint_dir=out_dir / CHECKPOINT_SUBDIR, resume=resume,
+            files, processor=processor, client=client, tree=TREE_NAME, chunksize=chunksize or options.chunksize,
+            fraction=fraction, retries=options.retries if retries is None else retries,
+            timeout=timeout or options.timeout, checkpoint_dir=out_dir / CHECKPOINT_SUBDIR, resume=resume,
             progress=progress, strict=not skip_bad_files,
         )
     total_lumi = lumi if lumi is not None else _lumi_of_inputs(metadata, paths)

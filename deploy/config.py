@@ -21,7 +21,7 @@ from deploy.errors import DeployError
 #: Cluster kinds understood by :func:`deploy.clusters.dask_client`.
 CLUSTER_KINDS = ("local", "scheduler", "htcondor", "gateway")
 #: Protocols used to read the input files.
-PROTOCOLS = ("file", "root", "http", "https")
+PROTOCOLS = ("root", "https", "eos")  # what atlasopenmagic resolves
 
 #: Default settings; a config file overrides any subset of them.
 DEFAULTS: dict[str, Any] = {
@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
             "maximum": 10,
         },
     },
-    "processing": {"chunksize": 100_000, "retries": 2, "timeout": 60.0, "protocol": "root"},
+    "processing": {"chunksize": 500_000, "retries": 3, "timeout": 60.0, "protocol": "root"},
     "selection": {
         "lead_photon_pt": 50.0,
         "sublead_photon_pt": 30.0,
@@ -428,3 +428,13 @@ def load_config(path: str | Path | None = None) -> Settings:
 def load_cluster_config(path: str | Path | None = None) -> ClusterConfig:
     """Read only the ``cluster`` section's settings of a config file (see :func:`load_config`)."""
     return load_config(path).cluster
+
+
+def selection_cuts(settings: Settings) -> Any:
+    """The ``selection`` and ``histogram`` sections as the processor's :class:`processors.selection.Cuts`."""
+    from processors.selection import Cuts
+
+    cuts, histogram = settings.selection, settings.histogram
+    return Cuts(lead_pt=cuts.lead_photon_pt, sublead_pt=cuts.sublead_photon_pt,
+                isolation=cuts.isolation_ptcone20_over_pt, crack=tuple(cuts.crack_eta), pt_over_m=cuts.pt_over_mass,
+                mass_window=(histogram.low, histogram.high))
