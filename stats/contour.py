@@ -28,10 +28,8 @@ def plot_exclusion(results: Sequence, labels: Sequence[str], path: str | pathlib
     points = [r for r in results if r.status == "ok" and len(r.values) == 2]
     if len(labels) != 2 or len(points) < 3:
         raise StatsError(f"an exclusion contour needs a 2D scan with at least 3 ok points, got {len(points)}")
-    x = np.array([r.values[0] for r in points], dtype=float)
+    x, obs, exp = _arrays(points)
     y = np.array([r.values[1] for r in points], dtype=float)
-    obs = np.array([r.CLs_obs for r in points])
-    exp = np.array([r.CLs_exp for r in points])
     path = pathlib.Path(path)
     with plt.style.context(mplhep.style.ATLAS):
         fig, ax = plt.subplots()
@@ -65,9 +63,7 @@ def plot_cls_1d(results: Sequence, label: str, path: str | pathlib.Path, *, leve
     points = sorted((r for r in results if r.status == "ok" and len(r.values) == 1), key=lambda r: r.values[0])
     if not points:
         raise StatsError("a CLs curve needs a 1D scan with at least one ok point")
-    x = np.array([r.values[0] for r in points], dtype=float)
-    obs = np.array([r.CLs_obs for r in points])
-    exp = np.array([r.CLs_exp for r in points])
+    x, obs, exp = _arrays(points)
     path = pathlib.Path(path)
     with plt.style.context(mplhep.style.ATLAS):
         fig, ax = plt.subplots()
@@ -92,3 +88,9 @@ def _save(fig, path: pathlib.Path) -> list[pathlib.Path]:
         written.append(out)
     plt.close(fig)
     return written
+
+
+def _arrays(points: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First label's values, observed CLs and the expected band (rows: points; columns: -2..+2 sigma)."""
+    x = np.array([r.values[0] for r in points], dtype=float)
+    return x, np.array([r.CLs_obs for r in points]), np.array([r.CLs_exp for r in points])
