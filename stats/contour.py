@@ -49,7 +49,7 @@ def plot_exclusion(results: Sequence, labels: Sequence[str], path: str | pathlib
         ax.set_xlabel(labels[0])
         ax.set_ylabel(labels[1])
         ax.legend(loc="upper right")
-        mplhep.atlas.label(ax=ax, data=True, label="Open Data", rlabel="published likelihood")
+        mplhep.atlas.label(ax=ax, data=True, text="Open Data", rlabel="published likelihood")
         return _save(fig, path)
 
 
@@ -76,7 +76,7 @@ def plot_cls_1d(results: Sequence, label: str, path: str | pathlib.Path, *, leve
         ax.set_xlabel(label)
         ax.set_ylabel("CLs")
         ax.legend(loc="lower right", fontsize="small")
-        mplhep.atlas.label(ax=ax, data=True, label="Open Data")
+        mplhep.atlas.label(ax=ax, data=True, text="Open Data")
         return _save(fig, path)
 
 
