@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import pathlib
 from collections.abc import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
+# mplhep's sqrt(s) label has a glyph the PDF font lacks; matplotlib logs that for every figure, harmlessly.
+logging.getLogger("matplotlib.mathtext").setLevel(logging.ERROR)
 
 import matplotlib.pyplot as plt  # noqa: E402
 import mplhep  # noqa: E402
