@@ -200,21 +200,27 @@ def test_server_gone_for_good_lists_exactly_the_unprocessed_ranges_then_resume_c
     monkeypatch.setattr(chunks, "run_chunk", stop_at_fourth_chunk)
     status, err = run_cli(argv, capsys)
 
-    # In one process the chunks run in file order: file 0 (2 chunks), then file 1, whose 2nd chunk meets the
-    # stopped server; file 2 cannot even be opened.
     plan = list(local_chunks.values())
     assert [len(p) for p in plan] == [2, 7, 8]
-    expected_failed = [(files[1], c.entry_start, c.entry_stop, "transient") for c in plan[1][1:]]
-    expected_failed.append((files[2], 0, None, "transient"))
     summary = json.loads((out / "summary.json").read_text())
     failed = [(f["file"], f["entry_start"], f["entry_stop"], f["kind"]) for f in summary["failed_chunks"]]
-    assert status == 1
-    assert failed == expected_failed
-    assert "error: 7 chunk(s) failed (7 transient)" in err and "--resume" in err
+    assert status == 1 and failed
+    assert f"error: {len(failed)} chunk(s) failed ({len(failed)} transient)" in err and "--resume" in err
     assert all(re.search("(?i)connect|expired", f["error"]) for f in summary["failed_chunks"]), summary
-    # Processed and failed ranges tile every file: nothing lost, nothing counted twice.
-    processed = plan[0] + plan[1][:1]
-    assert summary["events_processed"] == sum(c.entry_stop - c.entry_start for c in processed)
+    if protocol == "root":
+        # In one process the chunks run in file order: file 0 (2 chunks), then file 1, whose 2nd chunk meets the
+        # stopped server; file 2 cannot even be opened.
+        expected_failed = [(files[1], c.entry_start, c.entry_stop, "transient") for c in plan[1][1:]]
+        assert failed == [*expected_failed, (files[2], 0, None, "transient")]
+    # Over https, which ranges meet the stopped server depends on what uproot had already fetched; whatever they
+    # are, the failed ranges are planned chunks (or whole files) and, with the processed ones, tile every file.
+    whole = {url for url, _, stop, _ in failed if stop is None}
+    ranges = {(url, start, stop) for url, start, stop, _ in failed if stop is not None}
+    planned = {(url, c.entry_start, c.entry_stop) for url, chunks_ in zip(files, plan) for c in chunks_}
+    assert ranges <= planned and not any(url in whole for url, _, _ in ranges)
+    processed = [c for url, chunks_ in zip(files, plan) for c in chunks_
+                 if url not in whole and (url, c.entry_start, c.entry_stop) not in ranges]
+    assert processed and summary["events_processed"] == sum(c.entry_stop - c.entry_start for c in processed)
     # The partial histograms are saved and hold exactly the processed ranges.
     options = dict(processor_type=DiphotonProcessor, processor_config={}, dataset="data", timeout=5, max_retries=0)
     partial = accumulate([original(c, **options).output for c in processed])
@@ -225,7 +231,7 @@ def test_server_gone_for_good_lists_exactly_the_unprocessed_ranges_then_resume_c
     status, err = run_cli([*argv, "--resume"], capsys)
     summary = json.loads((out / "summary.json").read_text())
     assert status == 0, err
-    assert summary["failed_chunks"] == [] and summary["resumed_chunks"] == 3 and summary["chunks"] == 17
+    assert summary["failed_chunks"] == [] and summary["resumed_chunks"] == len(processed) and summary["chunks"] == 17
     assert summary["events_processed"] == summary["events_in_files"] == dataset.events_written
     assert equal(read_histograms(out / "histograms.json"), clean.histograms)
 
