@@ -7,6 +7,13 @@ compiled likelihood differs only in the numbers the patch brings. So the first p
 runtime inputs, carried behind the observed data so that :func:`pyhf.infer.hypotest` runs unchanged
 and jax reuses its compiled objective. Fixed parameters are stitched out instead of constrained.
 
+All patches of a patchset share one template: :func:`canonical_patch` adds the modifiers other patches
+put on a sample with no effect, and adds the samples other patches add (to channels this patch leaves
+alone) with zero yields. Such padding may reorder pyhf's parameters, so the hypotest runs in the padded
+model's order. Per patch, the models are built from a shallow copy of the workspace (only the touched
+channels are copied) and the numpy models are dropped before switching to jax, since pyhf re-prepares
+every live model, eagerly, on a backend switch.
+
 Every patch is checked: the template's log-likelihood must equal the patch's own pyhf (numpy) model
 at two parameter points, else the patch falls back to plain pyhf. The transformation is exact.
 """
@@ -14,6 +21,7 @@ at two parameter points, else the patch falls back to plain pyhf. The transforma
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import numpy as np
@@ -175,54 +183,128 @@ class _TemplatePdf:
 
 
 _NEUTRAL_TYPES = ("normsys", "histosys")
+#: On a zero-yield padding sample these modifiers have no effect either (0 times anything adds 0).
+_PADDING_TYPES = ("normsys", "histosys", "staterror", "lumi", "normfactor")
 
 
-def shared_modifiers(bkg_only: dict, patches: list[dict]) -> dict[str, list[tuple[str, str]]]:
-    """Per added sample (JSON-patch path): every normsys/histosys that some patch puts there.
+def _added_sample(op: dict) -> bool:
+    return op.get("op") == "add" and isinstance(op.get("value"), dict) and "modifiers" in op["value"]
 
-    Only parameters of the background-only workspace count, so that adding a missing one with no
-    effect (normsys hi = lo = 1, histosys hi = lo = nominal) leaves the model's parameters unchanged.
+
+def shared_modifiers(bkg_only: dict, patches: list[dict]) -> dict[str, dict]:
+    """Per added sample (JSON-patch path): its name, bin count, and every modifier some patch puts there.
+
+    :func:`canonical_patch` pads each patch with these, with no effect, so that all patches share one
+    model structure (one jax compilation). Only parameters the patch's model already has are added
+    (see :func:`canonical_patch`), so the model's parameters are unchanged.
     """
-    known = {
-        modifier["name"]
-        for channel in bkg_only["channels"]
-        for sample in channel["samples"]
-        for modifier in sample["modifiers"]
-    }
-    union: dict[str, set] = {}
+    union: dict[str, dict] = {}
     for patch in patches:
         for op in patch["patch"]:
-            if op.get("op") == "add" and isinstance(op.get("value"), dict) and "modifiers" in op["value"]:
-                union.setdefault(op["path"], set()).update(
-                    (m["name"], m["type"]) for m in op["value"]["modifiers"]
-                    if m["type"] in _NEUTRAL_TYPES and m["name"] in known
-                )
-    return {path: sorted(items) for path, items in union.items()}
+            if _added_sample(op):
+                entry = union.setdefault(op["path"], {"name": op["value"].get("name"),
+                                                      "nbins": len(op["value"].get("data", [])), "modifiers": set()})
+                entry["modifiers"].update((m["name"], m["type"]) for m in op["value"]["modifiers"])
+    return {path: {**entry, "modifiers": sorted(entry["modifiers"])} for path, entry in union.items()}
 
 
-def canonical_patch(patch: dict, shared: dict[str, list[tuple[str, str]]]) -> dict:
-    """The patch with every shared modifier it lacks added with no effect (an exact transformation)."""
+def _neutral_data(kind: str, nominal: list) -> Any:
+    if kind == "normsys":
+        return {"hi": 1.0, "lo": 1.0}
+    if kind == "histosys":
+        return {"hi_data": list(nominal), "lo_data": list(nominal)}
+    if kind == "staterror":
+        return [0.0] * len(nominal)
+    return None
+
+
+def _channel_index(op: dict) -> int:
+    match = re.fullmatch(r"/channels/(\d+)/samples/\d+", op.get("path", ""))
+    return int(match.group(1)) if match else -1
+
+
+def canonical_patch(patch: dict, shared: dict[str, dict], bkg_only: dict | None = None) -> dict:
+    """The patch padded to the shared structure with no effect (an exact transformation).
+
+    Added samples get every shared normsys/histosys they lack (hi = lo = 1, hi = lo = nominal). With
+    ``bkg_only`` given, a sample path the patch does not add is added with zero yields and the shared
+    modifiers of the padding kinds. Only modifiers whose parameter the patched model already has are
+    added (those of ``bkg_only`` and of the patch), so the parameters stay the same.
+    """
     spec = copy.deepcopy(patch)
+    known = {m["name"] for op in spec["patch"] if _added_sample(op) for m in op["value"]["modifiers"]}
+    if bkg_only is not None:
+        known |= {m["name"] for channel in bkg_only["channels"] for sample in channel["samples"]
+                  for m in sample["modifiers"]}
+    else:
+        known = None
+    present = set()
     for op in spec["patch"]:
-        extra = shared.get(op.get("path"))
-        if not extra or op.get("op") != "add":
+        entry = shared.get(op.get("path"))
+        if not entry or not _added_sample(op):
             continue
+        present.add(op["path"])
         sample = op["value"]
         have = {(m["name"], m["type"]) for m in sample["modifiers"]}
-        for name, kind in extra:
-            if (name, kind) in have:
+        for name, kind in entry["modifiers"]:
+            if (name, kind) in have or kind not in _NEUTRAL_TYPES or (known is not None and name not in known):
                 continue
-            data = {"hi": 1.0, "lo": 1.0} if kind == "normsys" else {"hi_data": list(sample["data"]), "lo_data": list(sample["data"])}
-            sample["modifiers"].append({"name": name, "type": kind, "data": data})
+            sample["modifiers"].append({"name": name, "type": kind, "data": _neutral_data(kind, sample["data"])})
+    if bkg_only is None or not all(op.get("op") == "add" and _channel_index(op) >= 0 for op in spec["patch"]):
+        return spec
+    touched = {_channel_index(op) for op in spec["patch"]}
+    names = [op["value"].get("name") for op in spec["patch"] if _added_sample(op)]
+    for path, entry in shared.items():
+        if path in present or _channel_index({"path": path}) in touched:
+            continue
+        zeros = [0.0] * entry["nbins"]
+        modifiers = [{"name": name, "type": kind, "data": _neutral_data(kind, zeros)}
+                     for name, kind in entry["modifiers"] if kind in _PADDING_TYPES and name in known]
+        spec["patch"].append({"op": "add", "path": path,
+                              "value": {"name": names[0] if names else entry["name"], "data": zeros, "modifiers": modifiers}})
+    spec["patch"].sort(key=_channel_index)
     return spec
 
 
 def _signature(patch: dict) -> tuple:
     return tuple(
-        (op.get("op"), op.get("path"), tuple(sorted((m["name"], m["type"]) for m in op["value"].get("modifiers", [])))
-         if isinstance(op.get("value"), dict) else None)
+        (op.get("op"), op.get("path"), tuple(sorted((m["name"], m["type"]) for m in op["value"].get("modifiers", []))))
+        if isinstance(op.get("value"), dict) else (op.get("op"), op.get("path"), None)
         for op in patch["patch"]
     )
+
+
+def _shallow_apply(channels: list, patch: dict) -> list | None:
+    """``channels`` with the patch's added samples, copying only the touched channels (None: other ops)."""
+    channels = list(channels)
+    for op in patch["patch"]:
+        match = re.fullmatch(r"/channels/(\d+)/samples/(\d+|-)", op.get("path", ""))
+        if op.get("op") != "add" or not match or int(match.group(1)) >= len(channels):
+            return None
+        index = int(match.group(1))
+        channel = dict(channels[index])
+        samples = list(channel["samples"])
+        where = len(samples) if match.group(2) == "-" else int(match.group(2))
+        if where > len(samples):
+            return None
+        samples.insert(where, op["value"])
+        channel["samples"] = samples
+        channels[index] = channel
+    return channels
+
+
+def _permutation(config: Any, own: Any) -> np.ndarray | None:
+    """Indices taking a parameter vector in ``own``'s order to ``config``'s order (None: other parameters)."""
+    if sorted(config.par_order) != sorted(own.par_order) or config.npars != own.npars:
+        return None
+    index = np.arange(own.npars)
+    order = []
+    for name in config.par_order:
+        mine, theirs = config.par_slice(name), own.par_slice(name)
+        if mine.stop - mine.start != theirs.stop - theirs.start:
+            return None
+        order.extend(index[theirs])
+    return np.asarray(order)
 
 
 class PatchEngine:
@@ -238,38 +320,62 @@ class PatchEngine:
         self.bkg_only, self.settings, self.shared = bkg_only, settings, shared or {}
         self._templates: dict[tuple, _Template] = {}
         self.fallbacks = 0
+        workspace = pyhf.Workspace(bkg_only, validate=False)
+        self._measurement = workspace.get_measurement()
+        self._observations = dict(workspace.observations)
 
-    def _agrees(self, pdf: _TemplatePdf, model: pyhf.pdf.Model, data: list[float], flat: Any) -> bool:
-        import jax.numpy as jnp
+    def _model(self, patch: dict) -> tuple[pyhf.pdf.Model, list[float]]:
+        """What :func:`stats.likelihoods.patched_model` returns, without deep-copying the workspace thrice."""
+        channels = _shallow_apply(self.bkg_only["channels"], patch)
+        if channels is None:
+            return patched_model(self.bkg_only, patch, self.settings)
+        config = self._measurement["config"]
+        model = pyhf.Model({"channels": channels, "parameters": config["parameters"]}, poi_name=config["poi"],
+                           modifier_settings=self.settings.modifier_settings(), validate=False)
+        data = sum((list(self._observations[c]) for c in model.config.channels), []) + list(model.config.auxdata)
+        return model, data
 
-        init = np.asarray(model.config.suggested_init(), dtype=float)
-        bounds = np.asarray(model.config.suggested_bounds(), dtype=float)
+    @staticmethod
+    def _check_points(config: Any) -> tuple[np.ndarray, np.ndarray]:
+        init = np.asarray(config.suggested_init(), dtype=float)
+        bounds = np.asarray(config.suggested_bounds(), dtype=float)
         trial = np.clip(init + 0.1 * np.sin(np.arange(init.size) + 1.0), bounds[:, 0], bounds[:, 1])
-        pyhf.set_backend("numpy")
-        expected = [float(model.logpdf(point, np.asarray(data))[0]) for point in (init, trial)]
-        pyhf.set_backend("jax", _StitchingOptimizer())
-        got = [float(pdf.template.logpdf(jnp.asarray(point), jnp.asarray(data), flat)[0]) for point in (init, trial)]
-        return np.allclose(got, expected, rtol=1e-12, atol=1e-10)
+        return init, trial
 
     def run(self, patch: dict) -> CLsResult:
-        """CLs of one patch (a ``{"metadata": ..., "patch": [...]}`` dict)."""
+        """CLs of one patch (a ``{"metadata": ..., "patch": [...]}`` dict).
+
+        The patch's own pyhf (numpy) model is built and evaluated first, then dropped before the switch
+        to jax: pyhf re-prepares every live model on a backend switch, eagerly and slowly under jax.
+        """
         import jax.numpy as jnp
 
         pyhf.set_backend("numpy")
-        model, data = patched_model(self.bkg_only, patch, self.settings)
-        canonical = canonical_patch(patch, self.shared)
+        model, data = self._model(patch)
+        canonical = canonical_patch(patch, self.shared, self.bkg_only)
         key = _signature(canonical)
         if key not in self._templates:
             self._templates[key] = _Template(self.bkg_only, canonical, self.settings)
+            pyhf.set_backend("numpy")
         template = self._templates[key]
-        canonical_model, _ = patched_model(self.bkg_only, canonical, self.settings)
-        same_pars = tuple(canonical_model.config.par_order) == tuple(model.config.par_order)
-        flat = jnp.asarray(template.leaves(canonical_model))
-        pdf = _TemplatePdf(template, model.config, flat)
-        if not same_pars or not self._agrees(pdf, model, data, flat):
+        canonical_model, canonical_data = self._model(canonical)
+        # Padding may reorder the parameters (pyhf orders them by first appearance): the hypotest runs in
+        # the canonical (template) order, the check maps the patch's own parameter points onto it.
+        order = _permutation(canonical_model.config, model.config)
+        flat_values = template.leaves(canonical_model)
+        points = self._check_points(model.config)
+        # Safety check: the template must reproduce the patch's own pyhf model (numpy) exactly.
+        expected = [float(model.logpdf(point, np.asarray(data))[0]) for point in points]
+        config = canonical_model.config
+        del model, canonical_model
+        pyhf.set_backend("jax", _StitchingOptimizer())
+        flat = jnp.asarray(flat_values)
+        pdf = _TemplatePdf(template, config, flat)
+        data = canonical_data
+        got = ([float(template.logpdf(jnp.asarray(point[order]), jnp.asarray(data), flat)[0]) for point in points]
+               if order is not None else None)
+        if got is None or not np.allclose(got, expected, rtol=1e-12, atol=1e-10):
             self.fallbacks += 1
-            pyhf.set_backend("jax", _StitchingOptimizer())
             jax_model, jax_data = patched_model(self.bkg_only, patch, self.settings)
             return hypotest(jax_model, jax_data, self.settings)
-        pyhf.set_backend("jax", _StitchingOptimizer())
         return hypotest(pdf, jnp.concatenate([jnp.asarray(data), flat]), self.settings)

@@ -172,3 +172,36 @@ def test_engine_direct_on_toy(toy):
         assert agrees(got.CLs_obs, obs) and all(agrees(a, b) for a, b in zip(got.CLs_exp, exp))
     assert engine.fallbacks == 0
     pyhf.set_backend("numpy")
+
+
+def test_engine_pads_missing_samples_to_one_compiled_structure():
+    """A patch that adds no sample to a channel shares the template of one that does (zero-yield padding)."""
+    pytest.importorskip("jax")
+    from stats.likelihoods import hypotest_patch
+
+    bkg = small_bkg_only()
+    bkg["channels"].insert(0, {"name": "CR", "samples": [{"name": "bkg", "data": [100.0], "modifiers": [
+        {"name": "bkg_norm", "type": "normsys", "data": {"hi": 1.1, "lo": 0.9}},
+        {"name": "stat_CR", "type": "staterror", "data": [4.0]}]}]})
+    bkg["observations"].insert(0, {"name": "CR", "data": [98.0]})
+
+    def signal(data, extra):
+        return {"name": "signal", "data": data, "modifiers": [{"name": "mu", "type": "normfactor", "data": None}, *extra]}
+
+    both = {"metadata": {"name": "both"}, "patch": [
+        {"op": "add", "path": "/channels/0/samples/1",
+         "value": signal([3.0], [{"name": "stat_CR", "type": "staterror", "data": [0.5]}])},
+        {"op": "add", "path": "/channels/1/samples/1",
+         "value": signal([6.0, 3.0], [{"name": "bkg_norm", "type": "normsys", "data": {"hi": 1.05, "lo": 0.95}}])}]}
+    only_sr = {"metadata": {"name": "only_sr"}, "patch": [
+        {"op": "add", "path": "/channels/1/samples/1", "value": signal([5.0, 4.0], [])}]}
+    specs = [both, only_sr]
+    engine = PatchEngine(bkg, HypotestSettings(backend="jax"), shared_modifiers(bkg, specs))
+    padded = canonical_patch(only_sr, engine.shared, bkg)["patch"][0]
+    assert padded["path"] == "/channels/0/samples/1" and padded["value"]["data"] == [0.0]
+    for spec in specs:
+        want = hypotest_patch(bkg, spec)
+        got = engine.run(spec)
+        assert agrees(got.CLs_obs, want.CLs_obs) and all(agrees(a, b) for a, b in zip(got.CLs_exp, want.CLs_exp))
+    assert engine.fallbacks == 0 and len(engine._templates) == 1
+    pyhf.set_backend("numpy")
