@@ -77,6 +77,14 @@ def warm_worker() -> int:
     return os.getpid()
 
 
+def anon_rss_bytes(pid: int) -> int:
+    """Anonymous resident memory of ``pid`` (``RssAnon``: heap and arrays, not mapped file pages), bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 class RssSampler:
     """Sample the resident memory of some processes in a background thread; keep each one's peak.
 
@@ -88,6 +96,8 @@ class RssSampler:
     def __init__(self, pids: Iterable[int], *, interval: float = 0.05) -> None:
         self._processes = {pid: psutil.Process(pid) for pid in pids}
         self.peak = {pid: 0 for pid in self._processes}
+        #: Peak anonymous resident memory (RssAnon): RSS less the pages of memory-mapped files.
+        self.peak_anon = {pid: 0 for pid in self._processes}
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -97,7 +107,8 @@ class RssSampler:
             for pid, process in self._processes.items():
                 try:
                     self.peak[pid] = max(self.peak[pid], process.memory_info().rss)
-                except psutil.Error:
+                    self.peak_anon[pid] = max(self.peak_anon[pid], anon_rss_bytes(pid))
+                except (psutil.Error, OSError):
                     pass
             self._stop.wait(self._interval)
 

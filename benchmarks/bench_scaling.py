@@ -80,6 +80,7 @@ class Measurement(NamedTuple):
     bytes_read: int  # compressed bytes of the branches read
     chunks: int
     client_rss_growth: int  # bytes the client process grew by while merging (engine runs only)
+    peak_anon: int = 0  # bytes, peak anonymous RSS (without mapped file pages), sampled
 
     @property
     def rate(self) -> float:
@@ -119,23 +120,25 @@ def _baseline_task(kind: str, files: list[str]) -> tuple[float, int, int, int]:
     function = {"bare": bare_read, "tutorial": tutorial_loop}[kind]
     function(files[:1])  # warm-up on the first (smallest) file, like the engine's workers
     idle = _rss([os.getpid()])
-    start = time.perf_counter()
-    events = function(files)
-    return time.perf_counter() - start, events, max_rss_bytes(), idle
+    with RssSampler([os.getpid()]) as sampler:
+        start = time.perf_counter()
+        events = function(files)
+        wall = time.perf_counter() - start
+    return wall, events, max_rss_bytes(), idle, max(sampler.peak_anon.values())
 
 
 def baseline(kind: str, files: list[str], *, size: int, repeat: int, bytes_read: int) -> Measurement:
     """Run ``bench_processing.bare_read`` or ``tutorial_loop`` in a fresh process ``repeat`` times."""
-    walls, peak, idle, events = [], 0, 0, 0
+    walls, peak, idle, events, anon = [], 0, 0, 0, 0
     context = multiprocessing.get_context("spawn")
     for _ in range(repeat):
         page_cache(files)
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-            wall, events, rss, before = pool.submit(_baseline_task, kind, files).result()
+            wall, events, rss, before, peak_anon = pool.submit(_baseline_task, kind, files).result()
         walls.append(wall)
-        peak, idle = max(peak, rss), max(idle, before)
+        peak, idle, anon = max(peak, rss), max(idle, before), max(anon, peak_anon)
     label = {"bare": "bare uproot read (6 branches)", "tutorial": "tutorial loop"}[kind]
-    return Measurement(label, size, events, 1, min(walls), tuple(walls), peak, idle, bytes_read, 0, 0)
+    return Measurement(label, size, events, 1, min(walls), tuple(walls), peak, idle, bytes_read, 0, 0, anon)
 
 
 def _parallel_bare_task(files: list[str], barrier: Any, queue: Any) -> None:
@@ -181,7 +184,7 @@ def engine(
 ) -> Measurement:
     """``process_files`` on a fresh ``workers``-process local cluster; memory sampled on every worker."""
     processor = AllBranchesProcessor() if all_branches else DiphotonProcessor()
-    walls, peak, idle, growth, result = [], 0, 0, 0, None
+    walls, peak, idle, growth, result, anon = [], 0, 0, 0, None, 0
     for _ in range(repeat):
         page_cache(files)
         with dask_client(workers=workers) as client:
@@ -198,12 +201,13 @@ def engine(
         walls.append(result.wall_time)
         peak = max(peak, high_water, *(sampler.peak[pid] for pid in pids))
         growth = max(growth, sampler.peak[me] - before)
+        anon = max(anon, *(sampler.peak_anon[pid] for pid in pids))
     label = ("engine, all 80 branches" if all_branches else "engine") + (
         "" if chunksize == DEFAULT_CHUNKSIZE else f", chunks {_chunk_label(chunksize)}"
     )
     return Measurement(
         label, size, result.events_processed, workers, min(walls), tuple(walls), peak, idle,
-        bytes_read, result.chunks, growth,
+        bytes_read, result.chunks, growth, anon,
     )
 
 
@@ -247,15 +251,15 @@ def _row(m: Measurement, *, bare: Measurement | None, tutorial: Measurement | No
     versus = [f"{m.per_core / ref.per_core:.2f}" if ref else "" for ref in (bare, tutorial)]
     return (
         f"| {m.size}x | {m.events / 1e6:.2f} | {m.label} | {m.workers} | {m.chunks or ''} | {m.wall:.1f}{spread} | "
-        f"{m.rate / 1e6:.3f} | {m.per_core / 1e6:.3f} | {versus[0]} | {versus[1]} | {m.peak_rss / MiB:.0f} | "
+        f"{m.rate / 1e6:.3f} | {m.per_core / 1e6:.3f} | {versus[0]} | {versus[1]} | {m.peak_rss / MiB:.0f} | {f'{m.peak_anon / MiB:.0f}' if m.peak_anon else ''} | "
         f"{m.idle_rss / MiB:.0f} | {m.bytes_read / MiB:.0f} | {m.bytes_read / MiB / m.wall:.0f} |"
     )
 
 
 HEADER = [
     "| size | M events | reader | cores | chunks | wall s | M ev/s | M ev/s/core | /core vs bare | /core vs tutorial "
-    "| peak RSS/process MiB | idle worker MiB | MiB read | MiB/s |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "| peak RSS/process MiB | of it anonymous MiB | idle worker MiB | MiB read | MiB/s |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 
 
@@ -292,7 +296,9 @@ def report(args: argparse.Namespace, sizes: dict[int, dict[str, Any]], runs: lis
         if a and b:
             ratio = b.peak_rss / a.peak_rss
             checks.append(f"peak RSS per worker, {workers} worker(s), {large}x / {small}x = {b.peak_rss / MiB:.0f} / "
-                          f"{a.peak_rss / MiB:.0f} MiB = {ratio:.2f} (target <= 1.2: {'met' if ratio <= 1.2 else 'NOT met'})")
+                          f"{a.peak_rss / MiB:.0f} MiB = {ratio:.2f} (target <= 1.2: {'met' if ratio <= 1.2 else 'NOT met'}); "
+                          f"anonymous (without mapped file pages) {b.peak_anon / MiB:.0f} / {a.peak_anon / MiB:.0f} MiB = "
+                          f"{b.peak_anon / max(a.peak_anon, 1):.2f}")
     for kind in ("tutorial loop", "bare uproot read (6 branches)"):
         a, b = find(kind, small), find(kind, large)
         if a and b:
@@ -328,7 +334,7 @@ def report(args: argparse.Namespace, sizes: dict[int, dict[str, Any]], runs: lis
                   "| chunk size | events | chunks | cores busy | wall s |", "|---|---|---|---|---|"]
         for chunksize in (DEFAULT_CHUNKSIZE, 100_000):
             events, chunks, wall = extrapolate(one.per_core, cores=200, chunksize=chunksize)
-            lines.append(f"| {_chunk_label(chunksize)} | {events / 1e6:.1f} M | {chunks} | {min(chunks, 200)} | {wall:.1f} |")
+            lines.append(f"| {_chunk_label(chunksize)} | {events / 1e6:.1f} M | {chunks} | {min(chunks, 200)} | {wall:.2f} |")
         per_event = one.bytes_read / one.events
         lines += [
             "",
