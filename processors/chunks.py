@@ -8,9 +8,11 @@ one plain result per chunk.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import re
+import ssl
 import threading
 import time
 import zlib
@@ -152,6 +154,24 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+@functools.lru_cache(maxsize=8)
+def _trusting(cafile: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=cafile)
+
+
+def https_options(url: str) -> dict[str, Any]:
+    """uproot options that make an https read trust the CA bundle ``SSL_CERT_FILE`` names now.
+
+    aiohttp builds its default TLS context once, when it is imported; a ``SSL_CERT_FILE`` set later (a
+    self-signed facility or test server, ``opendata-stats serve``) would otherwise be ignored. One context
+    per bundle, so fsspec keeps reusing its cached filesystem and connections.
+    """
+    cafile = os.environ.get("SSL_CERT_FILE")
+    if not url.startswith("https://") or not cafile:
+        return {}
+    return {"ssl": _trusting(cafile)}
+
+
 def open_tree(url: str, tree: str, columns: tuple[str, ...], *, timeout: float) -> uproot.TTree:
     """Open ``tree`` in ``url`` and check that it has ``columns``; the caller closes ``tree.file``.
 
@@ -165,6 +185,7 @@ def open_tree(url: str, tree: str, columns: tuple[str, ...], *, timeout: float) 
     # Local files are memory-mapped: uproot's default fsspec source costs a third more CPU per file (its
     # event-loop thread and copies), a fifth of the processor's whole budget (benchmarks/bench_processing.py).
     options = {} if is_remote(url) else {"handler": uproot.source.file.MemmapSource}
+    options.update(https_options(url))
     file = uproot.open(
         url, timeout=max(1, math.ceil(timeout)) if url.startswith("root://") else timeout, array_cache=None, **options
     )

@@ -231,7 +231,11 @@ def test_server_gone_for_good_lists_exactly_the_unprocessed_ranges_then_resume_c
 
     monkeypatch.setattr(chunks, "run_chunk", original)
     server.start()
-    status, err = run_cli([*argv, "--resume"], capsys)
+    # The XRootD client keeps a just-failed server marked down for StreamErrorWindow (1 s here): the resume's
+    # retries must outlast it (0.5 + 1 + 2 s), as a user resuming later never notices.
+    resume = [*argv, "--resume"]
+    resume[resume.index("--retries") + 1] = "3"
+    status, err = run_cli(resume, capsys)
     summary = json.loads((out / "summary.json").read_text())
     assert status == 0, err
     assert summary["failed_chunks"] == [] and summary["resumed_chunks"] == len(processed) and summary["chunks"] == 17

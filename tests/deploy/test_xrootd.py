@@ -62,6 +62,27 @@ def test_https_rejects_clients_without_the_certificate(xrootd_server: XRootDServ
         read(https_url, ssl=ssl.create_default_context())
 
 
+def test_certificate_named_after_aiohttp_was_imported_is_trusted(xrootd_server: XRootDServer, monkeypatch) -> None:
+    # aiohttp (imported at the top of this module) read the CA bundle once, before SSL_CERT_FILE was set.
+    from processors.chunks import open_tree
+
+    path = xrootd_server.handle.served_dir / "late-ca" / "sample.root"
+    path.parent.mkdir(parents=True)
+    local = ak.values_astype(ak.Array({"photon_pt": [[60.0, 35.5], [], [51.0]], "photon_eta": [[0.1, -1.2], [], [2.0]]}), "float32")
+    with uproot.recreate(path) as file:
+        file.mktree(TREE, {"photon_pt": "var * float32", "photon_eta": "var * float32"}).extend(
+            {"photon_pt": local.photon_pt, "photon_eta": local.photon_eta}
+        )
+    path.chmod(0o644)
+    [https_url] = [url for url in xrootd_server.urls("https") if "late-ca" in url]
+    monkeypatch.setenv("SSL_CERT_FILE", str(xrootd_server.handle.ca_file))
+    tree = open_tree(https_url, TREE, ("photon_pt", "photon_eta"), timeout=5)
+    try:
+        assert ak.to_list(tree.arrays(["photon_pt", "photon_eta"])) == ak.to_list(local)
+    finally:
+        tree.file.close()
+
+
 def test_metadata_files_list_urls_per_protocol(xrootd_server: XRootDServer, tmp_path: Path) -> None:
     write_sample(xrootd_server.handle.served_dir / "metadata" / "sample.root")
     written = xrootd_server.write_metadata(tmp_path)
