@@ -20,8 +20,11 @@ at two parameter points, else the patch falls back to plain pyhf. The transforma
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
+import types
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -31,6 +34,33 @@ from pyhf.optimize.opt_scipy import scipy_optimizer
 from stats.likelihoods import CLsResult, HypotestSettings, hypotest, patched_model
 
 _PERTURB_SCALE, _PERTURB_SHIFT = 1.37, 0.113
+
+
+def _switch_backend(name: str, optimizer: Any = None) -> None:
+    """``pyhf.set_backend`` without re-preparing the models still alive.
+
+    pyhf converts every live model to the new backend on a switch (eagerly, a second per switch here);
+    the engine builds each model under the backend it is used with, so nothing needs converting.
+    """
+    pyhf.events.disable("tensorlib_changed")
+    try:
+        pyhf.set_backend(name, optimizer)
+    finally:
+        pyhf.events.enable("tensorlib_changed")
+
+
+@contextlib.contextmanager
+def _no_spec_copy() -> Iterator[None]:
+    """Build pyhf models without their defensive deep copy of the specification (most of the build time).
+
+    Safe here: the engine never changes a specification after building a model from it.
+    """
+    module = pyhf.pdf.copy
+    pyhf.pdf.copy = types.SimpleNamespace(deepcopy=lambda spec: spec)
+    try:
+        yield
+    finally:
+        pyhf.pdf.copy = module
 
 
 class _StitchingOptimizer(scipy_optimizer):
@@ -98,7 +128,7 @@ class _Template:
     """A compiled-once jax model whose patch-dependent arrays are swapped in from the data vector."""
 
     def __init__(self, bkg_only: dict, patch: dict, settings: HypotestSettings):
-        pyhf.set_backend("numpy")
+        _switch_backend("numpy")
         model, data = patched_model(bkg_only, patch, settings)
         other, _ = patched_model(bkg_only, _perturbed(patch), settings)
         mine, theirs = _walk(model), _walk(other)
@@ -111,12 +141,14 @@ class _Template:
                 key=repr,
             )
         )
-        pyhf.set_backend("jax", _StitchingOptimizer())
+        _switch_backend("jax", _StitchingOptimizer())
         self.model, _ = patched_model(bkg_only, patch, settings)
         jax_leaves = _walk(self.model)
         self.kinds = [(tuple(np.shape(jax_leaves[p])), np.asarray(jax_leaves[p]).dtype == bool) for p in self.paths]
         self.ndata = len(data)
         self.signature = (tuple(model.config.par_order), self.ndata, tuple((p, s) for p, (s, _) in zip(self.paths, self.kinds)))
+        # jax hashes the model (a static argument) at every objective call: hash the long signature once.
+        self.hash = hash(self.signature)
 
         import jax
 
@@ -166,7 +198,7 @@ class _TemplatePdf:
         self.template, self.config, self._flat = template, config, flat
 
     def __hash__(self) -> int:
-        return hash(self.template.signature)
+        return self.template.hash
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _TemplatePdf) and other.template is self.template
@@ -320,6 +352,7 @@ class PatchEngine:
         self.bkg_only, self.settings, self.shared = bkg_only, settings, shared or {}
         self._templates: dict[tuple, _Template] = {}
         self.fallbacks = 0
+        self._padding_checked: set[tuple] = set()
         workspace = pyhf.Workspace(bkg_only, validate=False)
         self._measurement = workspace.get_measurement()
         self._observations = dict(workspace.observations)
@@ -330,8 +363,9 @@ class PatchEngine:
         if channels is None:
             return patched_model(self.bkg_only, patch, self.settings)
         config = self._measurement["config"]
-        model = pyhf.Model({"channels": channels, "parameters": config["parameters"]}, poi_name=config["poi"],
-                           modifier_settings=self.settings.modifier_settings(), validate=False)
+        with _no_spec_copy():
+            model = pyhf.Model({"channels": channels, "parameters": config["parameters"]}, poi_name=config["poi"],
+                               modifier_settings=self.settings.modifier_settings(), validate=False)
         data = sum((list(self._observations[c]) for c in model.config.channels), []) + list(model.config.auxdata)
         return model, data
 
@@ -345,37 +379,52 @@ class PatchEngine:
     def run(self, patch: dict) -> CLsResult:
         """CLs of one patch (a ``{"metadata": ..., "patch": [...]}`` dict).
 
-        The patch's own pyhf (numpy) model is built and evaluated first, then dropped before the switch
-        to jax: pyhf re-prepares every live model on a backend switch, eagerly and slowly under jax.
+        Two checks guard the template, at two parameter points each: its log-likelihood must equal the
+        padded (canonical) pyhf model's, for every patch (no patch-dependent array was missed); and the
+        canonical model's must equal the patch's own model's, for the first patch of each structure
+        (padding has no effect; it is exact for any numbers, so one patch per structure shows it).
         """
         import jax.numpy as jnp
 
-        pyhf.set_backend("numpy")
-        model, data = self._model(patch)
+        _switch_backend("numpy")
         canonical = canonical_patch(patch, self.shared, self.bkg_only)
         key = _signature(canonical)
         if key not in self._templates:
             self._templates[key] = _Template(self.bkg_only, canonical, self.settings)
-            pyhf.set_backend("numpy")
+            _switch_backend("numpy")
         template = self._templates[key]
         canonical_model, canonical_data = self._model(canonical)
-        # Padding may reorder the parameters (pyhf orders them by first appearance): the hypotest runs in
-        # the canonical (template) order, the check maps the patch's own parameter points onto it.
-        order = _permutation(canonical_model.config, model.config)
+        points = self._check_points(canonical_model.config)
+        expected = [float(canonical_model.logpdf(point, np.asarray(canonical_data))[0]) for point in points]
+        own = _signature(patch)
+        if own not in self._padding_checked:
+            model, data = self._model(patch)
+            # Padding may reorder the parameters (pyhf orders them by first appearance): map the patch's
+            # own parameter points onto the canonical order.
+            order = _permutation(canonical_model.config, model.config)
+            own_points = self._check_points(model.config)
+            padded_ok = order is not None and np.allclose(
+                [float(canonical_model.logpdf(point[order], np.asarray(canonical_data))[0]) for point in own_points],
+                [float(model.logpdf(point, np.asarray(data))[0]) for point in own_points], rtol=1e-12, atol=1e-10,
+            )
+            del model
+            if not padded_ok:
+                return self._fallback(patch)
+            self._padding_checked.add(own)
         flat_values = template.leaves(canonical_model)
-        points = self._check_points(model.config)
-        # Safety check: the template must reproduce the patch's own pyhf model (numpy) exactly.
-        expected = [float(model.logpdf(point, np.asarray(data))[0]) for point in points]
         config = canonical_model.config
-        del model, canonical_model
-        pyhf.set_backend("jax", _StitchingOptimizer())
+        del canonical_model
+        _switch_backend("jax", _StitchingOptimizer())
         flat = jnp.asarray(flat_values)
+        got = [float(template.logpdf(jnp.asarray(point), jnp.asarray(canonical_data), flat)[0]) for point in points]
+        if not np.allclose(got, expected, rtol=1e-12, atol=1e-10):
+            return self._fallback(patch)
         pdf = _TemplatePdf(template, config, flat)
-        data = canonical_data
-        got = ([float(template.logpdf(jnp.asarray(point[order]), jnp.asarray(data), flat)[0]) for point in points]
-               if order is not None else None)
-        if got is None or not np.allclose(got, expected, rtol=1e-12, atol=1e-10):
-            self.fallbacks += 1
-            jax_model, jax_data = patched_model(self.bkg_only, patch, self.settings)
-            return hypotest(jax_model, jax_data, self.settings)
-        return hypotest(pdf, jnp.concatenate([jnp.asarray(data), flat]), self.settings)
+        return hypotest(pdf, jnp.concatenate([jnp.asarray(canonical_data), flat]), self.settings)
+
+    def _fallback(self, patch: dict) -> CLsResult:
+        """Plain pyhf (jax) for a patch the template does not reproduce."""
+        self.fallbacks += 1
+        _switch_backend("jax", _StitchingOptimizer())
+        jax_model, jax_data = patched_model(self.bkg_only, patch, self.settings)
+        return hypotest(jax_model, jax_data, self.settings)

@@ -10,6 +10,7 @@ two ``dask worker`` processes (one thread each) connected.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -26,6 +27,11 @@ from deploy.xrootd import CLIENT_ENV, XRootDServer, free_port
 # Before any root:// access in this process or the workers it starts: fail fast on a stopped server.
 for _name, _value in CLIENT_ENV.items():
     os.environ.setdefault(_name, _value)
+
+# Compiled likelihoods are shared by the test session's engines, not left in the user's cache.
+if "OPENDATA_STATS_JAX_CACHE" not in os.environ:
+    os.environ["OPENDATA_STATS_JAX_CACHE"] = tempfile.mkdtemp(prefix="opendata-stats-jax-")
+    atexit.register(shutil.rmtree, os.environ["OPENDATA_STATS_JAX_CACHE"], ignore_errors=True)
 
 #: Seconds the Dask processes get to start and connect.
 DASK_START_TIMEOUT = 60

@@ -13,6 +13,7 @@ from deploy.clusters import dask_client
 from stats.errors import WorkspaceError
 from stats.hepdata import load_likelihoods
 from stats.likelihoods import HypotestSettings, select_patches
+from stats.patchengine import compilation_cache_dir
 from stats.patchfast import PatchEngine, canonical_patch, shared_modifiers
 from stats.patchscan import scan_patches
 from tests.stats.test_hepdata import SIGNALS, TARBALL, small_bkg_only, small_patchset
@@ -75,6 +76,18 @@ def test_toy_scan_matches_pyhf_hypotest(toy, client, tmp_path, backend):
     written = json.loads(out.read_text())
     assert {r["name"] for r in written["results"]} == {"sig_300_100", "sig_400_100", "sig_500_100"}
     assert written["wall_time"] > 0 and len(written["results"][0]["CLs_exp"]) == 5
+    if backend == "jax":  # the engines keep what they compiled for the next engine
+        assert any(path.is_file() for path in compilation_cache_dir().rglob("*"))
+
+
+def test_compilation_cache_location(monkeypatch, tmp_path):
+    monkeypatch.setenv("OPENDATA_STATS_JAX_CACHE", str(tmp_path))
+    assert compilation_cache_dir() == tmp_path
+    monkeypatch.setenv("OPENDATA_STATS_JAX_CACHE", "")
+    assert compilation_cache_dir() is None
+    monkeypatch.delenv("OPENDATA_STATS_JAX_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert compilation_cache_dir() == tmp_path / "opendata-stats" / "jax"
 
 
 def test_hanging_point_is_stopped_and_resume_skips_done(toy, client, tmp_path):
@@ -171,6 +184,44 @@ def test_engine_direct_on_toy(toy):
         got = engine.run(spec)
         assert agrees(got.CLs_obs, obs) and all(agrees(a, b) for a, b in zip(got.CLs_exp, exp))
     assert engine.fallbacks == 0
+    pyhf.set_backend("numpy")
+
+
+def test_engine_falls_back_to_pyhf_when_the_template_misses_a_patch_number(toy, monkeypatch):
+    """The per-patch check: a template fed wrong patch numbers is caught, and plain pyhf answers instead."""
+    pytest.importorskip("jax")
+    from stats import patchfast
+
+    specs = [{"metadata": p.metadata, "patch": p.patch} for p in toy.patchset.patches]
+    engine = PatchEngine(toy.bkg_only, HypotestSettings(backend="jax"), shared_modifiers(toy.bkg_only, specs))
+    leaves = patchfast._Template.leaves
+    monkeypatch.setattr(patchfast._Template, "leaves", lambda self, model: leaves(self, model) * 1.01)
+    got = engine.run(specs[0])
+    obs, exp = direct_cls(toy, toy.patchset.patches[0])
+    assert engine.fallbacks == 1
+    assert agrees(got.CLs_obs, obs) and all(agrees(a, b) for a, b in zip(got.CLs_exp, exp))
+    pyhf.set_backend("numpy")
+
+
+def test_engine_falls_back_when_padding_would_change_the_model(toy, monkeypatch):
+    """The per-structure check: padding that is not neutral (here: a yield of 1 instead of 0) is caught."""
+    pytest.importorskip("jax")
+    from stats import patchfast
+
+    specs = [{"metadata": p.metadata, "patch": p.patch} for p in toy.patchset.patches]
+    engine = PatchEngine(toy.bkg_only, HypotestSettings(backend="jax"), shared_modifiers(toy.bkg_only, specs))
+    canonical = patchfast.canonical_patch
+
+    def tampered(patch, shared, bkg_only=None):
+        spec = canonical(patch, shared, bkg_only)
+        spec["patch"][0]["value"]["data"] = [v + 1.0 for v in spec["patch"][0]["value"]["data"]]
+        return spec
+
+    monkeypatch.setattr(patchfast, "canonical_patch", tampered)
+    got = engine.run(specs[1])
+    obs, exp = direct_cls(toy, toy.patchset.patches[1])
+    assert engine.fallbacks == 1
+    assert agrees(got.CLs_obs, obs) and all(agrees(a, b) for a, b in zip(got.CLs_exp, exp))
     pyhf.set_backend("numpy")
 
 
