@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import mmap
 import os
 import re
 import ssl
@@ -279,6 +280,21 @@ def events_array(columns: dict[str, ak.Array], metadata: dict[str, Any]) -> ak.A
     return ak.Array(record, behavior=base.behavior)
 
 
+def release_mapped_pages(ttree: uproot.TTree) -> None:
+    """Unmap the pages of a memory-mapped local file from this process; they stay in the page cache.
+
+    A kept-open file (:data:`trees`) would otherwise keep every page read so far resident, counted in the
+    worker's memory (and by Dask's memory limit), growing with the file size instead of the chunk size.
+    The mapping is shared and read-only, so arrays that still view it stay valid: an access faults the page
+    back in from the page cache.
+    """
+    source = getattr(ttree.file, "source", None)
+    mapped = getattr(getattr(source, "_file", None), "_mmap", None) if isinstance(source, uproot.source.file.MemmapSource) else None
+    if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
+        with contextlib.suppress(OSError, ValueError):
+            mapped.madvise(mmap.MADV_DONTNEED)
+
+
 def run_chunk(
     chunk: Chunk,
     *,
@@ -312,6 +328,7 @@ def run_chunk(
         try:
             ttree = trees.get(chunk.file, chunk.tree, columns, timeout=timeout)
             arrays = ttree.arrays(columns, entry_start=chunk.entry_start, entry_stop=chunk.entry_stop, how=dict)
+            release_mapped_pages(ttree)
             metadata = {
                 "dataset": dataset,
                 "filename": chunk.file,

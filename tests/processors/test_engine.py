@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import uproot
@@ -202,3 +203,32 @@ def test_a_killed_worker_loses_no_chunk(files, clean, tmp_path, client):
     assert (tmp_path / "died").exists()
     assert result.failed_chunks == [] and result.events_processed == sum(ENTRIES)
     assert same_histograms(result, clean)
+
+
+def resident_kib(path: str) -> int:
+    """This process's resident pages of the memory-mapped ``path`` (Linux smaps), in KiB."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if line[:1].isdigit() or line[:1] in "abcdef":  # a mapping's header line
+            inside = line.rstrip().endswith(path)
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+def test_kept_open_local_file_holds_no_resident_pages_after_a_chunk(files, monkeypatch):
+    # Without the release, a worker's memory grows with the size of the files it keeps open.
+    monkeypatch.setattr(chunks, "trees", chunks.TreeCache())
+    path = str(Path(files[1]).resolve())
+    outcome = chunks.run_chunk(
+        Chunk(path, "analysis", 0, ENTRIES[1]), processor_type=DiphotonProcessor, processor_config={},
+        dataset="data", timeout=5, max_retries=0,
+    )
+    assert outcome.failure is None and outcome.output["events"] == ENTRIES[1]
+    ttree = chunks.trees.get(path, "analysis", tuple(DiphotonProcessor.columns), timeout=5)  # still open, mapped
+    assert isinstance(ttree.file.source, uproot.source.file.MemmapSource)
+    assert resident_kib(path) == 0
+    ttree.arrays(list(DiphotonProcessor.columns))  # a read without the release leaves the pages resident
+    assert resident_kib(path) > 0
+    chunks.trees.clear()
