@@ -69,7 +69,7 @@ def main() -> None:
     print(f"| pyhf numpy hypotest, serial | {len(serial)} | {sum(serial):.1f} | {per_patch_serial:.2f} | 1 |")
     print(f"| pyhf numpy serial, extrapolated | {n} | {per_patch_serial * n:.0f} | {per_patch_serial:.2f} | 1 |")
     for label, (wall, res, _) in runs.items():
-        print(f"| scan-patchset jax template, {args.workers} workers, {label} | {n} | {wall:.1f} | {wall / n:.2f} | "
+        print(f"| scan-patchset compact jax engine, {args.workers} workers, {label} | {n} | {wall:.1f} | {wall / n:.2f} | "
               f"{per_patch_serial * n / wall:.1f}x |")
     ok = min(n - len(res.failed) for _, res, _ in runs.values())
     print(f"ok {ok}/{n} in each run; worst deviation from reference {worst:.2e} of the tolerance max(1e-4, 1e-3 rel)")

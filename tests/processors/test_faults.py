@@ -7,7 +7,6 @@ checked exactly.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
