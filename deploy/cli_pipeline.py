@@ -17,7 +17,8 @@ DEFAULT_SCALE = 1.0
 
 @click.command("run")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
-              help="Project config (YAML: cluster, processing, selection, histogram, fit, mass_scan); flags override.")
+              help="Project config (YAML: cluster, processing, selection, histogram, fit, mass_scan, patchset); "
+                   "flags override.")
 @click.option("--out", default="output", show_default=True, type=click.Path(file_okay=False, path_type=pathlib.Path),
               help="Output directory.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=pathlib.Path),
@@ -57,6 +58,7 @@ def run(ctx: click.Context, config_path: pathlib.Path | None, out: pathlib.Path,
             cuts=selection_cuts(settings),
             bins=histogram.bins, mass_range=(histogram.low, histogram.high), fit_mass=settings.fit.mass,
             degree="auto" if config_path is None else settings.fit.degree, masses=grid, likelihoods=likelihoods,
+            hypotest=settings.patchset.hypotest_settings(), patch_timeout=settings.patchset.timeout,
             echo=echo, progress=progress)
     click.echo(f"results: {result.results_path}")
     click.echo(f"report:  {result.report_path}")

@@ -17,6 +17,7 @@ import jsonschema
 import yaml
 
 from deploy.errors import DeployError
+from stats.likelihoods import HypotestSettings, default_backend
 
 #: Cluster kinds understood by :func:`deploy.clusters.dask_client`.
 CLUSTER_KINDS = ("local", "scheduler", "htcondor", "gateway")
@@ -62,7 +63,8 @@ DEFAULTS: dict[str, Any] = {
     "histogram": {"bins": 60, "low": 100.0, "high": 160.0},
     "fit": {"mass": 125.0, "degree": 4},
     "mass_scan": {"low": 110.0, "high": 140.0, "points": 25},
-    "patchset": {"mu": 1.0, "test_stat": "qtilde", "timeout": 600.0},
+    "patchset": {"mu": 1.0, "test_stat": "qtilde", "timeout": 600.0, "normsys": "code4", "histosys": "code4p",
+                 "backend": "auto"},
 }
 
 _NUMBER = {"type": "number"}
@@ -157,7 +159,9 @@ SCHEMA: dict[str, Any] = _section(
         "histogram": _section({"bins": {"type": "integer", "minimum": 1}, "low": _NUMBER, "high": _NUMBER}),
         "fit": _section({"mass": _POSITIVE, "degree": {"type": "integer", "minimum": 0, "maximum": 10}}),
         "mass_scan": _section({"low": _POSITIVE, "high": _POSITIVE, "points": {"type": "integer", "minimum": 1}}),
-        "patchset": _section({"mu": _NUMBER, "test_stat": {"enum": ["q", "qtilde", "q0"]}, "timeout": _POSITIVE}),
+        "patchset": _section({"mu": _NUMBER, "test_stat": {"enum": ["q", "qtilde", "q0"]}, "timeout": _POSITIVE,
+                              "normsys": {"enum": ["code1", "code4"]}, "histosys": {"enum": ["code0", "code2", "code4p"]},
+                              "backend": {"enum": ["auto", "numpy", "jax"]}}),
     }
 )
 
@@ -268,11 +272,20 @@ class MassScanGrid(NamedTuple):
 
 
 class PatchsetSettings(NamedTuple):
-    """Hypothesis tests over a patchset: signal strength tested, test statistic, time limit per point (s)."""
+    """Hypothesis tests over a patchset: signal strength, test statistic, time limit per point (s),
+    interpolation codes, and backend (``auto``: jax when installed)."""
 
     mu: float
     test_stat: str
     timeout: float
+    normsys: str
+    histosys: str
+    backend: str
+
+    def hypotest_settings(self) -> HypotestSettings:
+        backend = default_backend() if self.backend == "auto" else self.backend
+        return HypotestSettings(mu=self.mu, test_stat=self.test_stat, normsys=self.normsys, histosys=self.histosys,
+                                backend=backend)
 
 
 class Settings(NamedTuple):

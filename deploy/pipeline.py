@@ -24,6 +24,7 @@ from processors.processor import DiphotonProcessor
 from processors.selection import Cuts
 from processors.schema import TREE_NAME
 from stats.inference import asimov_significance
+from stats.likelihoods import HypotestSettings, default_backend
 from stats.mass_patchset import build_mass_patchset
 from stats.profile import gaussian_template
 from stats.spectrum import load_spectrum
@@ -111,6 +112,8 @@ def run_pipeline(
     masses: np.ndarray | None = None,
     patch_masses: np.ndarray | None = None,
     likelihoods: str | pathlib.Path | None = None,
+    hypotest: HypotestSettings | None = None,
+    patch_timeout: float | None = None,
     echo: Callable[[str], None] = print,
     progress: bool = True,
 ) -> PipelineResult:
@@ -135,6 +138,8 @@ def run_pipeline(
         patch_masses: masses of the analysis's own patchset (default 110-140 GeV in 7 points: each patch is a
             full CLs hypotest with the 60 per-bin ``shapesys`` parameters, seconds each).
         likelihoods: a HEPData likelihood (tarball, directory) to scan; default: a patchset built from the analysis.
+        hypotest: how each patch is tested (default: mu = 1, qtilde, code4/code4p, jax when installed).
+        patch_timeout: per-patch time limit in seconds (a point past it is recorded as failed).
         echo: progress output.
         progress: show progress bars.
 
@@ -209,7 +214,9 @@ def run_pipeline(
         write_json(likelihoods / "BkgOnly.json", built.background_only)
         write_json(likelihoods / "patchset.json", built.patchset)
         echo(f"  no published likelihood given: scanning the analysis's own mass patchset ({patch_masses.size} patches)")
-    record = scan_likelihoods(likelihoods, patchset_dir / "cls.json", client=client)
+    hypotest = hypotest or HypotestSettings(backend=default_backend())
+    record = scan_likelihoods(likelihoods, patchset_dir / "cls.json", client=client, settings=hypotest,
+                              timeout=patch_timeout)
     failed = [r for r in record["results"] if r["status"] != "ok"]
     failures += [f"patch {r['name']}: {r['error']}" for r in failed]
     results["patchset"] = {"likelihoods": str(likelihoods), "points": len(record["results"]),

@@ -14,6 +14,15 @@ from stats.errors import FitError, UnknownPatchError
 DEFAULT_MODIFIER_SETTINGS = {"normsys": {"interpcode": "code4"}, "histosys": {"interpcode": "code4p"}}
 
 
+def default_backend() -> str:
+    """``"jax"`` when jax is installed (the compiled engine of :mod:`stats.patchfast`), else ``"numpy"``."""
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        return "numpy"
+    return "jax"
+
+
 class HypotestSettings(NamedTuple):
     """How a patch is tested: signal strength, test statistic, interpolation codes, backend."""
 

@@ -103,6 +103,11 @@ def run_point(bkg_only: dict, digest: str, patch: dict, settings: tuple, shared:
                        time.perf_counter() - start)._asdict()
 
 
+def _tested_as(settings: dict | None) -> dict | None:
+    """The settings that change the CLs (all but the backend: both compute pyhf's numbers)."""
+    return None if settings is None else {key: value for key, value in settings.items() if key != "backend"}
+
+
 def read_results(path: str | Path) -> dict[str, Any]:
     """Read a scan output file; ``{}`` when absent."""
     path = Path(path)
@@ -158,7 +163,7 @@ def scan_patches(
     done: dict[str, PointResult] = {}
     if out is not None:
         previous = read_results(out)
-        if previous and previous.get("settings") != settings._asdict():
+        if previous and _tested_as(previous.get("settings")) != _tested_as(settings._asdict()):
             raise WorkspaceError(f"cannot resume from {out}: it was computed with other settings {previous.get('settings')}")
         wanted = {p.name for p in chosen}
         for row in previous.get("results", []):

@@ -10,6 +10,7 @@ import yaml
 import deploy
 from deploy.config import DEFAULTS, Settings, load_config, merge, settings_from_dict
 from deploy.errors import DeployError
+from stats.likelihoods import HypotestSettings, default_backend
 
 FACILITIES = Path(deploy.__file__).parent / "facilities"
 
@@ -28,7 +29,8 @@ def test_defaults_are_the_tutorial_values() -> None:
     assert tuple(settings.histogram) == (60, 100.0, 160.0)
     assert tuple(settings.fit) == (125.0, 4)
     assert tuple(settings.mass_scan) == (110.0, 140.0, 25)
-    assert (settings.patchset.mu, settings.patchset.test_stat) == (1.0, "qtilde")
+    assert tuple(settings.patchset)[:5] == (1.0, "qtilde", 600.0, "code4", "code4p")
+    assert settings.patchset.hypotest_settings() == HypotestSettings(backend=default_backend())
 
 
 def test_documented_default_file_matches_the_defaults() -> None:
@@ -88,6 +90,7 @@ def test_tls_settings_are_read(tmp_path: Path) -> None:
         ("mass_scan: {points: 0}", "bad value for 'mass_scan.points'"),
         ("selection: {crack_eta: [1.52, 1.37]}", "bad value for 'selection.crack_eta'"),
         ("patchset: {test_stat: qmu}", "bad value for 'patchset.test_stat'"),
+        ("patchset: {normsys: code2}", "bad value for 'patchset.normsys'"),
         ("- a list", "expected a mapping"),
     ],
 )

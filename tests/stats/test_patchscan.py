@@ -147,7 +147,6 @@ def test_1lbb_subset_matches_reference_and_tutorial(client, tmp_path):
 
 
 @needs_1lbb
-@pytest.mark.slow
 def test_1lbb_all_patches_match_reference(client, tmp_path):
     pytest.importorskip("jax")
     likelihoods = load_likelihoods(TARBALL)
@@ -162,17 +161,25 @@ def test_1lbb_all_patches_match_reference(client, tmp_path):
 @needs_1lbb
 @pytest.mark.slow
 def test_killed_worker_loses_no_point(tmp_path):
+    """A worker killed (SIGKILL) while the scan is under way: every patch is still in the result, ok."""
     pytest.importorskip("jax")
     import os
     import signal
-    import threading
 
     likelihoods = load_likelihoods(TARBALL)
-    chosen = select_patches(likelihoods.patchset, SUBSET)
+    chosen = list(likelihoods.patchset.patches)[:40]
+    killed = []
     with dask_client(workers=2) as dask:
         victim = next(iter(dask.run(os.getpid).values()))
-        threading.Timer(20, os.kill, (victim, signal.SIGKILL)).start()
-        result = scan_patches(likelihoods, dask, patches=chosen, settings=HypotestSettings(backend="jax"))
+
+        def kill_once(point):
+            if not killed:  # the first point is done: the scan is under way, both engines compiled or compiling
+                os.kill(victim, signal.SIGKILL)
+                killed.append(point.name)
+
+        result = scan_patches(likelihoods, dask, patches=chosen, settings=HypotestSettings(backend="jax"),
+                              progress=kill_once)
+    assert killed and len(result.results) == 40
     assert [p.name for p in result.results] == [p.name for p in chosen]
     assert all(p.status == "ok" for p in result.results), [p.error for p in result.results]
 
@@ -263,3 +270,23 @@ def test_engine_pads_missing_samples_to_one_compiled_structure():
         assert agrees(got.CLs_obs, want.CLs_obs) and all(agrees(a, b) for a, b in zip(got.CLs_exp, want.CLs_exp))
     assert engine.fallbacks == {} and len(engine._families) == 1
     pyhf.set_backend("numpy")
+
+
+def test_cli_scan_patchset_writes_results_with_the_chosen_interpolation(toy, tmp_path, capsys):
+    from deploy.cli import main
+
+    out = tmp_path / "cls.json"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["scan-patchset", toy.source, "--workers", "1", "--values", "400,100", "--normsys", "code1",
+              "--out", str(out), "--no-plot"])
+        raise SystemExit(0)
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    written = json.loads(out.read_text())
+    assert written["settings"]["normsys"] == "code1" and written["settings"]["backend"] == "jax"
+    [row] = written["results"]
+    pyhf.set_backend("numpy")
+    workspace = toy.patchset.apply(pyhf.Workspace(toy.bkg_only), "sig_400_100")
+    model = workspace.model(modifier_settings={"normsys": {"interpcode": "code1"}, "histosys": {"interpcode": "code4p"}})
+    obs, exp = pyhf.infer.hypotest(1.0, workspace.data(model), model, test_stat="qtilde", return_expected_set=True)
+    assert agrees(row["CLs_obs"], float(obs)) and all(agrees(a, float(b)) for a, b in zip(row["CLs_exp"], exp))
+    assert "1/1 patches ok" in capsys.readouterr().out
