@@ -10,6 +10,7 @@ resumes with the missing ones.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -26,7 +27,7 @@ from processors import chunks as chunking
 from processors.chunks import Chunk, ChunkOutcome, FailedChunk
 from processors.errors import ProcessingError
 
-#: Default target of entries per chunk; chunks follow the tree's clusters, so they are at least this big.
+#: Default target of entries per chunk; chunks follow the tree's clusters, so their sizes vary around it.
 DEFAULT_CHUNKSIZE = 500_000
 
 
@@ -121,26 +122,46 @@ def start_file(
 
 
 def plan_chunks(info: FileInfo, *, tree: str, chunksize: int, fraction: float) -> list[Chunk]:
-    """Split the first ``fraction`` of a file's entries into chunks on cluster boundaries.
+    """Split the first ``fraction`` of a file's entries into chunks of near-equal size on cluster boundaries.
 
     Args:
         info: entries and cluster offsets of the file.
         tree: tree name.
-        chunksize: target entries per chunk; clusters are merged until a chunk holds at least this many.
+        chunksize: target entries per chunk: the share is cut into ``round(entries / chunksize)`` chunks (at
+            least one), each cut at the cluster boundary nearest to its even share, so that no chunk is a
+            small remainder (a whole task for little work, and the tail of a parallel run).
         fraction: share of the entries to process, from the start of the file.
 
     Returns:
         Consecutive chunks covering ``[0, int(num_entries * fraction))``.
     """
     stop = int(info.num_entries * fraction)
-    boundaries = sorted({x for x in info.cluster_offsets if 0 < x < stop} | {stop})
-    result, start = [], 0
-    for boundary in boundaries:
-        if boundary - start >= chunksize or boundary == stop:
-            if boundary > start:
-                result.append(Chunk(info.file, tree, start, boundary))
-            start = boundary
-    return result
+    if stop <= 0:
+        return []
+    boundaries = sorted({x for x in info.cluster_offsets if 0 < x < stop})
+    count = max(1, round(stop / chunksize))
+    if count > len(boundaries):
+        cuts = boundaries
+    else:
+        cuts = sorted({_nearest(boundaries, k * stop / count) for k in range(1, count)})
+    edges = [0, *cuts, stop]
+    return [Chunk(info.file, tree, start, end) for start, end in zip(edges, edges[1:])]
+
+
+def _nearest(sorted_values: list[int], target: float) -> int:
+    index = bisect.bisect_left(sorted_values, target)
+    return min(sorted_values[max(index - 1, 0): index + 1], key=lambda value: abs(value - target))
+
+
+def _largest_first(files: list[str]) -> list[str]:
+    """Local files by size, largest first (the longest tasks start first and the run ends evenly); URLs as given."""
+    def size(name: str) -> int:
+        try:
+            return -os.path.getsize(name) if "://" not in name else 0
+        except OSError:
+            return 0  # a missing file is reported when its task opens it
+
+    return sorted(files, key=size)
 
 
 class Checkpoint:
@@ -205,18 +226,22 @@ class _Tasks:
 
             self._completed = as_completed()
 
-    def submit(self, kind: str, item: Any, function: Any, *, near: Any = None, **kwargs: Any) -> None:
-        """Queue ``function(item, **kwargs)``; ``near`` is a finished future whose worker is preferred."""
+    def holders(self, future: Any) -> list[str] | None:
+        """The workers holding a finished ``future``'s result (None in this process): where to send its file's chunks."""
+        if self.client is None:
+            return None
+        return [address for addresses in self.client.who_has([future]).values() for address in addresses] or None
+
+    def submit(self, kind: str, item: Any, function: Any, *, near: list[str] | None = None, follow_up: bool = False,
+               **kwargs: Any) -> None:
+        """Queue ``function(item, **kwargs)``; ``near``: preferred workers; ``follow_up``: run before new files."""
         self.bar.total += 1
         self.bar.refresh()
         if self.client is None:
-            (self._pending if near is None else self._first).append((kind, item, lambda: function(item, **kwargs)))
+            (self._first if follow_up else self._pending).append((kind, item, lambda: function(item, **kwargs)))
             return
-        workers = None
-        if near is not None:
-            workers = [address for addresses in self.client.who_has([near]).values() for address in addresses] or None
-        placement = {"workers": workers, "allow_other_workers": True} if workers else {}
-        future = self.client.submit(function, item, pure=False, priority=int(near is not None), **placement, **kwargs)
+        placement = {"workers": near, "allow_other_workers": True} if near else {}
+        future = self.client.submit(function, item, pure=False, priority=int(follow_up), **placement, **kwargs)
         self._futures[future] = (kind, item)
         self._completed.add(future)
 
@@ -336,7 +361,7 @@ def process_files(
                 checkpoint.save(chunk, outcome.output)
 
     tasks = _Tasks(client, progress=progress)
-    for url in files:
+    for url in _largest_first(files):
         tasks.submit(
             "file", url, start_file, tree=tree, columns=columns, timeout=timeout, max_retries=retries,
             backoff=backoff, chunksize=chunksize, fraction=fraction,
@@ -356,6 +381,7 @@ def process_files(
             failed.append(result.info)
             continue
         infos.append(result.info)
+        holders = None  # asked once per file, when its first further chunk is submitted
         for index, chunk in enumerate(plan_chunks(result.info, tree=tree, chunksize=chunksize, fraction=fraction)):
             planned += 1
             if index == 0 and result.first is not None:
@@ -367,7 +393,8 @@ def process_files(
                 events_processed += saved["events"]
                 resumed += 1
                 continue
-            tasks.submit("chunk", chunk, chunking.run_chunk, near=future, **chunk_options)
+            holders = holders or tasks.holders(future)
+            tasks.submit("chunk", chunk, chunking.run_chunk, near=holders, follow_up=True, **chunk_options)
 
     if client is None:
         chunking.trees.clear()  # leave no file open in the caller's process

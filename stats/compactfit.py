@@ -1,8 +1,8 @@
 """Maximum-likelihood fits and the asymptotic CLs hypotest on a :mod:`stats.compactmodel` likelihood.
 
 The five fits of pyhf's asymptotic hypotest (free and fixed-POI fits to the observed data, the
-background-only fit that makes the Asimov data, free and fixed-POI fits to the Asimov data) run in one
-compiled jax program per model structure. Each fit is a quasi-Newton minimisation of pyhf's objective
+background-only fit that makes the Asimov data, free and fixed-POI fits to the Asimov data) run as
+jax programs compiled once per model structure (:func:`make_programs`). Each fit is a quasi-Newton minimisation of pyhf's objective
 (twice the negative log-likelihood): the exact Hessian at the start (jax), then BFGS updates, bounds
 honoured by an active set (a parameter at a bound whose gradient points outwards is held there),
 backtracking line search. It stops when the Newton decrement is below ``1e-12`` or the projected
@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from stats import compactmodel
-from stats.likelihoods import CLsResult, check_cls
+from stats.likelihoods import CLsResult, check_cls, switch_backend
 
 #: Test statistics the compact hypotest computes (pyhf's names); others go to pyhf.
 TEST_STATISTICS = ("qtilde", "q")
@@ -188,11 +188,9 @@ def cls_from_test_statistics(stats: TestStatistics, *, mu: float, test_stat: str
     """
     from pyhf.infer.calculators import AsymptoticCalculator
 
-    from stats.patchfast import _switch_backend
-
     if test_stat not in TEST_STATISTICS:
         raise ValueError(f"the compact hypotest computes {TEST_STATISTICS}, not {test_stat!r}")
-    _switch_backend("numpy")
+    switch_backend("numpy")
     calculator = AsymptoticCalculator([], model, test_stat=test_stat)
     sqrt_q, sqrt_qa = np.sqrt(stats.q_obs), np.sqrt(stats.q_asimov)
     calculator.sqrtqmuA_v = sqrt_qa

@@ -113,6 +113,19 @@ def patched_model(bkg_only: dict, patch: dict, settings: HypotestSettings) -> tu
     return model, workspace.data(model)
 
 
+def switch_backend(name: str, optimizer: Any = None) -> None:
+    """``pyhf.set_backend`` without re-preparing the models still alive.
+
+    pyhf converts every live model to the new backend on a switch (eagerly, a second per switch for a
+    published likelihood); code that builds each model under the backend it uses needs no conversion.
+    """
+    pyhf.events.disable("tensorlib_changed")
+    try:
+        pyhf.set_backend(name, optimizer)
+    finally:
+        pyhf.events.enable("tensorlib_changed")
+
+
 def check_cls(cls_obs: Any, cls_exp: Any) -> CLsResult:
     """Convert pyhf's output to floats; a non-finite CLs is a FitError."""
     result = CLsResult(float(cls_obs), tuple(float(v) for v in cls_exp))

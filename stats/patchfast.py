@@ -26,20 +26,7 @@ from typing import Any, NamedTuple
 import pyhf
 
 from stats import compactfit, compactmodel
-from stats.likelihoods import CLsResult, HypotestSettings, hypotest, patched_model
-
-
-def _switch_backend(name: str, optimizer: Any = None) -> None:
-    """``pyhf.set_backend`` without re-preparing the models still alive.
-
-    pyhf converts every live model to the new backend on a switch (eagerly, a second per switch here);
-    the engine builds each model under the backend it is used with, so nothing needs converting.
-    """
-    pyhf.events.disable("tensorlib_changed")
-    try:
-        pyhf.set_backend(name, optimizer)
-    finally:
-        pyhf.events.enable("tensorlib_changed")
+from stats.likelihoods import CLsResult, HypotestSettings, hypotest, patched_model, switch_backend
 
 
 @contextlib.contextmanager
@@ -271,7 +258,7 @@ class PatchEngine:
     def _pyhf_model(self, channels: list) -> tuple[Any, list[float]]:
         """A numpy pyhf model of ``channels`` and its observed data (validated inputs: no schema check, no copy)."""
         config = self._measurement["config"]
-        _switch_backend("numpy")
+        switch_backend("numpy")
         with _no_spec_copy():
             model = pyhf.Model({"channels": channels, "parameters": config["parameters"]}, poi_name=config["poi"],
                                modifier_settings=self.settings.modifier_settings(), validate=False)
@@ -329,9 +316,9 @@ class PatchEngine:
 
     def _fallback(self, patch: dict) -> CLsResult:
         """Plain pyhf, with the settings' backend, for a patch the compact path does not take."""
-        _switch_backend(self.settings.backend)
+        switch_backend(self.settings.backend)
         try:
             model, data = patched_model(self.bkg_only, patch, self.settings)
             return hypotest(model, data, self.settings)
         finally:
-            _switch_backend("numpy")
+            switch_backend("numpy")
