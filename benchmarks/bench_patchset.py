@@ -1,9 +1,9 @@
 """Benchmark: all 1Lbb patches on a running 2-worker cluster (tarball to written results) vs serial pyhf.
 
-Usage: python benchmarks/bench_patchset.py [--patches N] [--serial 3] [--workers 2]
+Usage: python benchmarks/bench_patchset.py [--patches N] [--serial 3] [--workers 2] [--no-write]
 Two scans, each on a fresh cluster: the first with an empty jax compilation cache, the second with the
-cache the first left.
-Prints a table; the numbers go into BENCHMARKS.md "## Published likelihoods".
+cache the first left. Prints a table and, unless ``--no-write``, replaces the "## Published likelihoods"
+section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import os
 import tempfile
 import time
 from pathlib import Path
+
+from _common import machine, replace_section
 
 from deploy.clusters import dask_client
 from stats.hepdata import load_likelihoods
@@ -41,7 +43,9 @@ def main() -> None:
     parser.add_argument("--patches", type=int, default=125)
     parser.add_argument("--serial", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    started, before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine()
     reference = {r["name"]: r for r in json.loads((DATA / "1Lbb-reference-cls.json").read_text())["results"]}
     runs = {}
     with tempfile.TemporaryDirectory() as cache:
@@ -64,16 +68,38 @@ def main() -> None:
         serial.append(time.perf_counter() - t0)
     per_patch_serial = sum(serial) / len(serial)
     n = len(chosen)
-    print("| what | patches | wall [s] | per patch [s] | ratio |")
-    print("|---|---|---|---|---|")
-    print(f"| pyhf numpy hypotest, serial | {len(serial)} | {sum(serial):.1f} | {per_patch_serial:.2f} | 1 |")
-    print(f"| pyhf numpy serial, extrapolated | {n} | {per_patch_serial * n:.0f} | {per_patch_serial:.2f} | 1 |")
+    lines = [
+        f"`python benchmarks/bench_patchset.py --patches {args.patches} --serial {args.serial} --workers {args.workers}`:"
+        f" {n} 1Lbb patches from the tarball to the written results on a running {args.workers}-worker LocalCluster,"
+        f" beside pyhf's numpy `hypotest` serially on {len(serial)} patch(es); started {started} on {before}.",
+        "",
+        "| what | patches | wall [s] | per patch [s] | ratio |",
+        "|---|---|---|---|---|",
+        f"| pyhf numpy hypotest, serial | {len(serial)} | {sum(serial):.1f} | {per_patch_serial:.2f} | 1 |",
+        f"| pyhf numpy serial, extrapolated | {n} | {per_patch_serial * n:.0f} | {per_patch_serial:.2f} | 1 |",
+    ]
     for label, (wall, res, _) in runs.items():
-        print(f"| scan-patchset compact jax engine, {args.workers} workers, {label} | {n} | {wall:.1f} | {wall / n:.2f} | "
-              f"{per_patch_serial * n / wall:.1f}x |")
+        lines.append(f"| scan-patchset, compact jax engine, {args.workers} workers, {label} | {n} | {wall:.1f} | "
+                     f"{wall / n:.2f} | {per_patch_serial * n / wall:.1f}x |")
     ok = min(n - len(res.failed) for _, res, _ in runs.values())
-    print(f"ok {ok}/{n} in each run; worst deviation from reference {worst:.2e} of the tolerance max(1e-4, 1e-3 rel)")
-
+    cold = runs["empty compile cache"][0]
+    lines += [
+        "",
+        f"{ok}/{n} ok in each run; worst deviation from the reference {worst:.2e} of the tolerance max(1e-4, 1e-3 rel)."
+        f" Target (issue 4): {n} patches <= 60 s on 2 workers (aim 30 s): {cold:.1f} s with an empty compile cache"
+        f" ({'met' if cold <= 60 else 'NOT met'}).",
+        "",
+        "How: every patch is padded to one shared structure (zero-yield samples, neutral modifiers; checked per",
+        "patch), its likelihood is built as a compact jax model (`stats/compactmodel.py`: the histosys sums as",
+        "matrix products, the normsys factors as precomputed code-4 polynomials; no pyhf model per patch; checked",
+        "against pyhf's log-likelihood per structure) and the five hypotest fits run as jax programs compiled once",
+        "per worker (`stats/compactfit.py`: exact Hessian at the start, BFGS updates, active-set bounds). The CLs",
+        "arithmetic is pyhf's. The first patch of each worker pays the compilation (about 8 s; read from jax's",
+        "persistent cache in the warm run).",
+    ]
+    print("\n".join(lines))
+    if not args.no_write:
+        replace_section("## Published likelihoods", lines)
 
 if __name__ == "__main__":
     main()

@@ -131,6 +131,27 @@ def on_cluster(files: list[str], workers: int) -> Iterator[Reader]:
         yield Reader(lambda: processor_run(files, client), cluster_cpu(client))
 
 
+def _noop(value: int) -> int:
+    return value
+
+
+def dask_overhead(tasks: int = 160, idle_seconds: float = 4.0) -> tuple[float, float]:
+    """Dask's own cost on this machine: CPU ms per no-op task (client + worker), and % of a core while idle."""
+    from distributed import as_completed
+
+    with dask_client(workers=1, announce=False) as client:
+        cpu = cluster_cpu(client)
+        client.submit(_noop, 0, pure=False).result()
+        start = cpu()
+        for future in as_completed([client.submit(_noop, i, pure=False) for i in range(tasks)]):
+            future.result()
+        per_task = (cpu() - start) / tasks * 1e3
+        start = cpu()
+        time.sleep(idle_seconds)
+        idle = (cpu() - start) / idle_seconds * 100
+    return per_task, idle
+
+
 def best_rates(readers: dict[str, Callable[[], Any]], repeat: int) -> dict[str, tuple[float, float]]:
     """(events per wall second, events per CPU second) of each reader's fastest of ``repeat`` runs.
 
@@ -176,6 +197,7 @@ def main() -> None:
         args.repeat,
     )
 
+    per_task, idle = dask_overhead()
     bare_wall, bare = rates["bare uproot read (6 branches)"]
     tutorial = rates["tutorial loop (iterate + awkward + vector)"][1]
     eager, one, two = (rates[name][1] for name in ("processor, no Dask", "processor, Dask 1 worker", "processor, Dask 2 workers"))
@@ -184,6 +206,8 @@ def main() -> None:
         for name, (wall, cpu) in rates.items()
     ]
     scaling = rates["processor, Dask 2 workers"][0] / rates["processor, Dask 1 worker"][0]
+    dask_fixed = len(files) * per_task / 1e3 + idle / 100 * events / rates["processor, Dask 1 worker"][0]
+    gap = events / one - events / eager
     table = [
         f"`python benchmarks/bench_processing.py --events {args.events} --repeat {args.repeat}` on {machine()}; "
         f"{events:,} events in {len(files)} generated files, best of {args.repeat} turns x {RUNS_PER_SESSION} runs, "
@@ -197,6 +221,12 @@ def main() -> None:
         f"{one / bare:.2f} on one Dask worker, {two / bare:.2f} on two; >= 1.5 x tutorial: {eager / tutorial:.2f}, "
         f"{one / tutorial:.2f}, {two / tutorial:.2f}. Wall clock, 2 workers / 1 worker >= 1.8: {scaling:.2f} "
         f"(needs two idle cores: see the load average above).",
+        "",
+        f"Dask's own cost, measured in the same run on a 1-worker cluster: {per_task:.1f} ms of CPU per no-op task"
+        f" (client, scheduler and worker), and {idle:.1f} % of a core while the cluster idles (heartbeats, monitors,"
+        f" the worker's profiler). For the {len(files)} tasks here (one per file of about"
+        f" {events / len(files) / 1e3:.0f}k events) that is {dask_fixed:.2f} CPU s of the {gap:.2f} CPU s by which the"
+        " 1-worker run exceeds the run without Dask.",
         "",
         "Per core means events per CPU second of every process involved (client and workers), which other work",
         "on a shared machine disturbs far less than wall time. What the processor does to get there: it reads",

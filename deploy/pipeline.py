@@ -135,8 +135,8 @@ def run_pipeline(
         fit_mass: the Gaussian's fixed centre in the background fit.
         degree: polynomial degree, or ``"auto"`` for the F-test choice.
         masses: mass-scan grid (default 110-140 GeV in 25 points).
-        patch_masses: masses of the analysis's own patchset (default 110-140 GeV in 7 points: each patch is a
-            full CLs hypotest with the 60 per-bin ``shapesys`` parameters, seconds each).
+        patch_masses: masses of the analysis's own patchset (default: the mass-scan grid, 110-140 GeV in 25
+            points; each patch is a full CLs hypotest with the 60 per-bin ``shapesys`` parameters).
         likelihoods: a HEPData likelihood (tarball, directory) to scan; default: a patchset built from the analysis.
         hypotest: how each patch is tested (default: mu = 1, qtilde, code4/code4p, jax when installed).
         patch_timeout: per-patch time limit in seconds (a point past it is recorded as failed).
@@ -204,7 +204,7 @@ def run_pipeline(
     patchset_dir = out_dir / "patchset"
     patchset_dir.mkdir(parents=True, exist_ok=True)
     if likelihoods is None:
-        patch_masses = np.linspace(110.0, 140.0, 7) if patch_masses is None else np.asarray(patch_masses, float)
+        patch_masses = grid if patch_masses is None else np.asarray(patch_masses, float)
         resolution = fit["background_fit"]["sigma"]
         signal_yield = max(fit["background_fit"]["signal_yield"], 1.0)
         built = build_mass_patchset(spectrum.counts, spectrum.edges, fit["background"], fit["background_unc"],

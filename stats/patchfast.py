@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 import types
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -310,7 +311,10 @@ class PatchEngine:
         """CLs of one patch (a ``{"metadata": ..., "patch": [...]}`` dict)."""
         result = self._compact(patch)
         if isinstance(result, str):
-            self.fallbacks[patch["metadata"]["name"]] = result
+            name = patch["metadata"]["name"]
+            if result not in self.fallbacks.values():  # once per reason: the worker's log stays readable
+                print(f"patch {name}: {result}; computed with plain pyhf", file=sys.stderr)
+            self.fallbacks[name] = result
             return self._fallback(patch)
         return result
 
