@@ -69,7 +69,8 @@ def main() -> None:
     per_patch_serial = sum(serial) / len(serial)
     n = len(chosen)
     lines = [
-        f"`python benchmarks/bench_patchset.py --patches {args.patches} --serial {args.serial} --workers {args.workers}`:"
+        f"`python benchmarks/bench_patchset.py --patches {args.patches} --serial {args.serial}"
+        f" --workers {args.workers}`:"
         f" {n} 1Lbb patches from the tarball to the written results on a running {args.workers}-worker LocalCluster,"
         f" beside pyhf's numpy `hypotest` serially on {len(serial)} patch(es); started {started} on {before}.",
         "",

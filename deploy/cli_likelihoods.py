@@ -48,7 +48,8 @@ def patchset(likelihoods: pathlib.Path, patch_key: str | None, as_json: bool) ->
 @click.option("--values", "values", multiple=True, help="Patch values like 900,250 (repeatable).")
 @click.option("--workers", type=int, help="Local worker processes (default: cores).")
 @click.option("--scheduler", help="Address of a running Dask scheduler.")
-@click.option("--backend", type=click.Choice(["numpy", "jax"]), default=default_backend, show_default="jax if installed",
+@click.option("--backend", type=click.Choice(["numpy", "jax"]), default=default_backend,
+              show_default="jax if installed",
               help="jax: the compiled engine (one compiled likelihood for all patches, ~100x faster); "
                    "numpy: plain pyhf per patch.")
 @click.option("--mu", type=float, default=1.0, show_default=True, help="Signal strength tested.")

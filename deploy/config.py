@@ -160,7 +160,8 @@ SCHEMA: dict[str, Any] = _section(
         "fit": _section({"mass": _POSITIVE, "degree": {"type": "integer", "minimum": 0, "maximum": 10}}),
         "mass_scan": _section({"low": _POSITIVE, "high": _POSITIVE, "points": {"type": "integer", "minimum": 1}}),
         "patchset": _section({"mu": _NUMBER, "test_stat": {"enum": ["q", "qtilde", "q0"]}, "timeout": _POSITIVE,
-                              "normsys": {"enum": ["code1", "code4"]}, "histosys": {"enum": ["code0", "code2", "code4p"]},
+                              "normsys": {"enum": ["code1", "code4"]},
+                              "histosys": {"enum": ["code0", "code2", "code4p"]},
                               "backend": {"enum": ["auto", "numpy", "jax"]}}),
     }
 )

@@ -227,7 +227,7 @@ class _Tasks:
             self._completed = as_completed()
 
     def holders(self, future: Any) -> list[str] | None:
-        """The workers holding a finished ``future``'s result (None in this process): where to send its file's chunks."""
+        """The workers holding a finished ``future``'s result (None in this process): where its file's chunks go."""
         if self.client is None:
             return None
         return [address for addresses in self.client.who_has([future]).values() for address in addresses] or None

@@ -56,7 +56,7 @@ def use_compilation_cache() -> None:
 
 
 def default_target(bkg_only: dict, settings: Any, shared: dict):
-    """The function that computes one patch: the compiled-template engine for jax, plain pyhf otherwise."""
+    """The function computing one patch: the compiled engine (:mod:`stats.patchfast`) for jax, else plain pyhf."""
     from stats.likelihoods import hypotest_patch
 
     if settings.backend == "jax":

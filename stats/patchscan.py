@@ -162,6 +162,7 @@ def scan_patches(
     chosen = list(patches) if patches is not None else list(likelihoods.patchset.patches)
     done: dict[str, PointResult] = {}
     if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)  # before any work: a bad path fails now, not after
         previous = read_results(out)
         if previous and _tested_as(previous.get("settings")) != _tested_as(settings._asdict()):
             raise WorkspaceError(f"cannot resume from {out}: it was computed with other settings {previous.get('settings')}")

@@ -275,7 +275,7 @@ def test_engine_pads_missing_samples_to_one_compiled_structure():
 def test_cli_scan_patchset_writes_results_with_the_chosen_interpolation(toy, tmp_path, capsys):
     from deploy.cli import main
 
-    out = tmp_path / "cls.json"
+    out = tmp_path / "not" / "yet" / "cls.json"  # made by the scan, before any work
     with pytest.raises(SystemExit) as exit_info:
         main(["scan-patchset", toy.source, "--workers", "1", "--values", "400,100", "--normsys", "code1",
               "--out", str(out), "--no-plot"])
