@@ -5,8 +5,9 @@ background-only fit that makes the Asimov data, free and fixed-POI fits to the A
 jax programs compiled once per model structure (:func:`make_programs`). Each fit is a quasi-Newton
 minimisation of pyhf's objective (twice the negative log-likelihood): the exact Hessian at the start
 (jax), then BFGS updates, bounds honoured by an active set (a parameter at a bound whose gradient points
-outwards is held there), backtracking line search. It stops when the Newton decrement is below ``1e-12`` or the projected
-gradient vanishes, far inside the tolerances that matter for CLs, and reports whether it converged.
+outwards is held there), backtracking line search. It stops when the Newton decrement is below
+``1e-12`` with the projected gradient below ``1e-3``, or the projected gradient below ``1e-9``, far inside
+the tolerances that matter for CLs, and reports whether it converged.
 
 The CLs arithmetic from the test statistics is pyhf's own
 (:class:`pyhf.infer.calculators.AsymptoticCalculator`), so only the minimiser differs from

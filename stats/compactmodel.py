@@ -53,7 +53,6 @@ class UnsupportedModel(ValueError):
 class Structure(NamedTuple):
     """What the compiled likelihood depends on. Parameter indices equal to ``npars`` mean "absent" (1)."""
 
-    key: tuple
     npars: int
     nbins: int  # main-data bins, in pyhf's order (channels sorted by name)
     embedding: np.ndarray  # [C, nbins] 0/1: the bin each cell adds to
@@ -66,7 +65,6 @@ class Structure(NamedTuple):
     gauss_par: np.ndarray  # [G] parameter of each Gaussian constraint term (pyhf's auxdata order)
     poisson_par: np.ndarray  # [Q] parameter of each Poisson constraint term
     poi_index: int
-    par_order: tuple[str, ...]
     normsys_names: tuple[str, ...]
     histosys_names: tuple[str, ...]
     binwise_layout: dict[str, dict[str, int]]  # per bin-wise parameter: its index at each channel's first bin
@@ -74,7 +72,7 @@ class Structure(NamedTuple):
 
 
 class Numbers(NamedTuple):
-    """The numbers of one member of a structure's family (a batch, when stacked along a new first axis)."""
+    """The numbers of one member of a structure's family."""
 
     nominal: np.ndarray  # [C]
     up: np.ndarray  # [C, H] hi_data - nominal (0 where absent)
@@ -216,14 +214,13 @@ def build_structure(channels: list[dict], config: Any, modifier_settings: dict) 
     normsys, histosys = names("normsys"), names("histosys")
 
     return Structure(
-        key=(structure_key(channels), tuple(config.par_order), tuple(sorted(codes.items()))),
         npars=config.npars, nbins=total, embedding=embedding,
         factor_index=_padded(factors, config.npars), binwise_index=_padded(binwise, config.npars),
         normsys_par=np.array([index[n] for n in normsys], dtype=np.int64),
         histosys_par=np.array([index[n] for n in histosys], dtype=np.int64),
         normsys_code=codes["normsys"], histosys_code=codes["histosys"],
         gauss_par=np.array(gauss, dtype=np.int64), poisson_par=np.array(poisson, dtype=np.int64),
-        poi_index=int(config.poi_index), par_order=tuple(config.par_order),
+        poi_index=int(config.poi_index),
         normsys_names=normsys, histosys_names=histosys, binwise_layout=layout, cells=len(cells),
     )
 
@@ -380,11 +377,6 @@ def build_numbers(structure: Structure, channels: list[dict], observations: dict
                              [auxdata[p] for p in structure.poisson_par]]).astype(float),
         init=defaults.init.copy(), lower=defaults.lower.copy(), upper=defaults.upper.copy(), fixed=fixed,
     )
-
-
-def stack(numbers: list[Numbers]) -> Numbers:
-    """A batch: every field stacked along a new first axis."""
-    return Numbers(*(np.stack(field) for field in zip(*numbers)))
 
 
 # --- the likelihood (jax) ---------------------------------------------------------------------------------

@@ -144,6 +144,6 @@ def hypotest(model: pyhf.pdf.Model, data: Any, settings: HypotestSettings) -> CL
 
 def hypotest_patch(bkg_only: dict, patch: dict, settings: HypotestSettings = HypotestSettings()) -> CLsResult:
     """CLs of one patch with plain pyhf (the slow reference path; see :mod:`stats.patchfast`)."""
-    pyhf.set_backend(settings.backend)
+    switch_backend(settings.backend)  # the model is built under it: nothing alive needs converting
     model, data = patched_model(bkg_only, patch, settings)
     return hypotest(model, data, settings)

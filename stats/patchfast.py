@@ -1,18 +1,18 @@
 """Fast CLs for many patches of one background-only workspace: one compiled likelihood for them all.
 
 The engine builds each patch's likelihood as a :mod:`stats.compactmodel` (a few dense arrays, from
-the patched specification, without a pyhf model) and runs the five hypotest fits in one compiled jax
-program (:mod:`stats.compactfit`), compiled once per model structure and reused for every patch of that
+the patched specification, without a pyhf model) and runs the five hypotest fits as jax programs
+(:mod:`stats.compactfit`), compiled once per model structure and reused for every patch of that
 structure.
 
 All patches of a patchset share one structure: :func:`canonical_patch` adds the modifiers other patches
 put on a sample with no effect, and adds the samples other patches add (to channels this patch leaves
-alone) with zero yields. Two checks guard this, each against pyhf itself: per structure, the compact
-likelihood, initial values, bounds and fixed parameters equal those of the pyhf model of the same
-(padded) specification; per distinct patch layout, the padded compact likelihood equals the pyhf
-model of the patch as published, at four parameter points (mapped through pyhf's parameter order,
-which padding may change). A patch that fails a check, a model the compact likelihood does not
-implement, or a fit that does not converge, is computed by plain pyhf instead (``fallbacks`` counts them).
+alone) with zero yields. Two checks guard this: per structure, the compact likelihood, initial values,
+bounds and fixed parameters must equal those of pyhf's model of the same (padded) specification
+(:func:`~stats.compactmodel.verify`); per patch, :func:`padding_problem` checks independently that the
+padding only added what has no effect. A patch that fails a check, a model the compact likelihood does
+not implement, or a fit that does not converge, is computed by plain pyhf instead (``fallbacks`` names
+them with the reason).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import pyhf
 
 from stats import compactfit, compactmodel
-from stats.likelihoods import CLsResult, HypotestSettings, hypotest, patched_model, switch_backend
+from stats.likelihoods import CLsResult, HypotestSettings, hypotest_patch, switch_backend
 
 
 @contextlib.contextmanager
@@ -320,9 +320,7 @@ class PatchEngine:
 
     def _fallback(self, patch: dict) -> CLsResult:
         """Plain pyhf, with the settings' backend, for a patch the compact path does not take."""
-        switch_backend(self.settings.backend)
         try:
-            model, data = patched_model(self.bkg_only, patch, self.settings)
-            return hypotest(model, data, self.settings)
+            return hypotest_patch(self.bkg_only, patch, self.settings)
         finally:
-            switch_backend("numpy")
+            switch_backend("numpy")  # the compact path's pyhf models are numpy ones
