@@ -46,7 +46,7 @@ def _client(workers: int | None, scheduler: str | None, config: Any = None) -> I
 def _report(result: ProcessingResult, out: Path) -> None:
     click.echo(
         f"processed {result.events_processed:,} of {result.events_in_files:,} events "
-        f"({result.chunks} chunks, {result.resumed_chunks} from checkpoint) in {result.wall_time:.1f} s; "
+        f"({result.chunks} chunks in {result.tasks} tasks, {result.resumed_chunks} from checkpoint) in {result.wall_time:.1f} s; "
         f"{int(result.histograms['mass'].sum()):,} selected; wrote {out}",
         err=True,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Iterator
@@ -184,6 +185,14 @@ def gateway_cluster(settings: GatewaySettings) -> GatewayCluster:
         raise DeployError(f"Dask Gateway at {settings.address} rejected the cluster options: {err}") from None
 
 
+def _restore_environ(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def _announce(client: Client, announce: bool) -> None:
     link = client.dashboard_link
     log.info("Dask dashboard: %s", link)
@@ -252,10 +261,20 @@ def dask_client(
             client = stack.enter_context(cluster.get_client(set_as_default=False))
         else:
             local = config.local
-            # Dask sets MALLOC_TRIM_THRESHOLD_=65536 in workers, which also freezes glibc's mmap threshold:
-            # every array of a chunk is then mmapped and page-faulted afresh, making the chunk tasks ~1.7x
-            # slower than the same code in the client process (benchmarks/bench_processing.py).
-            stack.enter_context(dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}))
+            # The profiler and the 20 ms tick are diagnostics whose CPU cost the benchmarks measure, the environ
+            # defaults tune glibc's malloc for chunk after chunk of arrays (LocalSettings says why). The nanny
+            # hands this config to the worker processes it spawns.
+            environ = {f"distributed.nanny.pre-spawn-environ.{name}": None if value is None else str(value)
+                       for name, value in (local.environ or {}).items()}
+            # The nanny writes these (and Dask's own, OMP_NUM_THREADS=1, ...) into this process's os.environ too,
+            # where the next cluster's nanny reads them back: put it back as it was when the cluster stops.
+            names = {*dask.config.get("distributed.nanny.pre-spawn-environ", {}), *(local.environ or {})}
+            stack.callback(_restore_environ, {name: os.environ.get(name) for name in names})
+            stack.enter_context(dask.config.set({
+                **environ,
+                "distributed.worker.profile.enabled": local.profile,
+                "distributed.admin.tick.interval": local.tick_interval,
+            }))
             cluster = stack.enter_context(
                 LocalCluster(
                     n_workers=local.workers,

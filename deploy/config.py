@@ -28,7 +28,9 @@ PROTOCOLS = ("root", "https", "eos")  # what atlasopenmagic resolves
 DEFAULTS: dict[str, Any] = {
     "cluster": {
         "kind": "local",
-        "local": {"workers": None, "threads_per_worker": 1, "memory_limit": "auto", "dashboard_address": "127.0.0.1:0"},
+        "local": {"workers": None, "threads_per_worker": 1, "memory_limit": "auto", "dashboard_address": "127.0.0.1:0",
+                  "profile": False, "tick_interval": "200ms",
+                  "environ": {"MALLOC_TRIM_THRESHOLD_": 256 * 2**20, "MALLOC_MMAP_THRESHOLD_": 32 * 2**20}},
         "scheduler": {"address": None, "timeout": 30.0, "tls": None},
         "htcondor": {
             "cores": 1,
@@ -91,6 +93,9 @@ SCHEMA: dict[str, Any] = _section(
                         "threads_per_worker": {"type": "integer", "minimum": 1},
                         "memory_limit": _MEMORY,
                         "dashboard_address": _OPTIONAL_STRING,
+                        "profile": {"type": "boolean"},
+                        "tick_interval": {"type": "string", "pattern": r"^\s*[0-9.]+\s*(us|ms|s)\s*$"},
+                        "environ": {"type": "object", "additionalProperties": {"type": ["string", "number", "null"]}},
                     }
                 ),
                 "scheduler": _section(
@@ -177,12 +182,31 @@ class TLSSettings(NamedTuple):
 
 
 class LocalSettings(NamedTuple):
-    """A ``distributed.LocalCluster`` bound to 127.0.0.1."""
+    """A ``distributed.LocalCluster`` bound to 127.0.0.1.
+
+    Attributes:
+        workers: worker processes; None means one per core.
+        threads_per_worker: threads in each worker process.
+        memory_limit: memory limit of each worker.
+        dashboard_address: where the dashboard listens; None turns it off.
+        profile: run the workers' statistical profiler (the dashboard's Profile page). It samples the task
+            thread's stack every 10 ms and costs ~10 % of a chunk task's CPU (benchmarks/bench_processing.py).
+        tick_interval: how often every process checks that its event loop is responsive (Dask's
+            ``distributed.admin.tick.interval``); Dask's 20 ms costs 2-4 % of a core per idle process.
+        environ: environment variables set in each worker process before it starts (Dask's
+            ``distributed.nanny.pre-spawn-environ``; None unsets one). The defaults make glibc keep up to 256 MiB
+            of freed memory and serve arrays up to 32 MiB (its maximum) from it, so that every chunk reuses the
+            memory of the one before instead of page-faulting fresh pages (a third of a chunk's CPU time for
+            500k-event chunks; Dask's own MALLOC_TRIM_THRESHOLD_=65536 returns all of it to the system).
+    """
 
     workers: int | None
     threads_per_worker: int
     memory_limit: str | float
     dashboard_address: str | None
+    profile: bool = False
+    tick_interval: str = "200ms"
+    environ: dict[str, Any] | None = None
 
 
 class SchedulerSettings(NamedTuple):

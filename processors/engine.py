@@ -1,11 +1,13 @@
 """The chunk engine: split files into cluster-aligned chunks, run a processor on each, merge the outputs.
 
-One task per file opens it, plans its chunks and processes the first; each further chunk is one more
-task, sent to the worker that holds the file open. Tasks (``client.submit``) take plain inputs and
-return plain results (:class:`FileStart`, :class:`~processors.chunks.ChunkOutcome`); without a client
-they run in this process. Nothing is lost silently: every chunk either contributes to the histograms or
-is listed in ``failed_chunks``. Finished chunks are checkpointed one file each, so an interrupted run
-resumes with the missing ones.
+One task opens a file, plans its chunks and processes the first; each further chunk is one more task,
+sent to the worker that holds the file open. Local files smaller than a chunk share a task
+(:func:`pack_files`): every task costs the client, scheduler and worker a fixed few ms of CPU
+(benchmarks/bench_processing.py). Tasks (``client.submit``) take plain inputs and return plain results
+(:class:`FileStart`, :class:`~processors.chunks.ChunkOutcome`); without a client they run in this process.
+Nothing is lost silently: every chunk either contributes to the histograms or is listed in
+``failed_chunks``. Finished chunks are checkpointed one file each, so an interrupted run resumes with the
+missing ones.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from processors.errors import ProcessingError
 
 #: Default target of entries per chunk; chunks follow the tree's clusters, so their sizes vary around it.
 DEFAULT_CHUNKSIZE = 500_000
+#: What opening a file costs, counted in entries: deserializing the ~80 branch descriptions of a GamGam tree
+#: takes about as long as reading and selecting 100k-200k events. Only used to pack small files into tasks.
+FILE_OPEN_ENTRIES = 100_000
 
 
 class FileInfo(NamedTuple):
@@ -51,6 +56,7 @@ class ProcessingResult(NamedTuple):
         wall_time: seconds from start to merged result.
         chunks: number of chunks planned.
         resumed_chunks: chunks taken from the checkpoint instead of being processed again.
+        tasks: tasks run: one per file or group of small files, one per further chunk.
         fraction: share of each file's entries that was processed.
         entries_total: entries of all opened files, whatever the fraction.
     """
@@ -63,6 +69,7 @@ class ProcessingResult(NamedTuple):
     wall_time: float
     chunks: int
     resumed_chunks: int
+    tasks: int
     fraction: float
     entries_total: int
 
@@ -121,6 +128,42 @@ def start_file(
     return FileStart(info, chunking.run_chunk(planned[0], **first_chunk) if planned else None)
 
 
+def start_files(urls: list[str], **options: Any) -> list[FileStart]:
+    """:func:`start_file` for each of ``urls`` in turn, in one task (``options`` as for it)."""
+    return [start_file(url, **options) for url in urls]
+
+
+def pack_files(
+    sizes: list[tuple[str, int]], *, bytes_per_entry: float, chunksize: int, fraction: float
+) -> list[list[str]]:
+    """Pack local files into groups of about one chunk's work, largest first (first-fit decreasing).
+
+    A file's work is its estimated entries to process (``size / bytes_per_entry * fraction``) plus
+    :data:`FILE_OPEN_ENTRIES` for opening it; a group holds at most what one file of one chunk costs. A file
+    bigger than that is a group of its own.
+
+    Args:
+        sizes: (file, bytes on disk) pairs.
+        bytes_per_entry: bytes per entry of a file of the same data set (learned from a file already opened).
+        chunksize: target entries per chunk.
+        fraction: share of each file to process.
+
+    Returns:
+        The groups, those with the most work first.
+    """
+    capacity = chunksize + FILE_OPEN_ENTRIES
+    groups: list[tuple[float, list[str]]] = []
+    for url, size in sorted(sizes, key=lambda pair: -pair[1]):
+        work = size / bytes_per_entry * fraction + FILE_OPEN_ENTRIES
+        for index, (load, members) in enumerate(groups):
+            if load + work <= capacity:
+                groups[index] = (load + work, [*members, url])
+                break
+        else:
+            groups.append((work, [url]))
+    return [members for _, members in sorted(groups, key=lambda group: -group[0])]
+
+
 def plan_chunks(info: FileInfo, *, tree: str, chunksize: int, fraction: float) -> list[Chunk]:
     """Split the first ``fraction`` of a file's entries into chunks of near-equal size on cluster boundaries.
 
@@ -153,15 +196,14 @@ def _nearest(sorted_values: list[int], target: float) -> int:
     return min(sorted_values[max(index - 1, 0): index + 1], key=lambda value: abs(value - target))
 
 
-def _largest_first(files: list[str]) -> list[str]:
-    """Local files by size, largest first (the longest tasks start first and the run ends evenly); URLs as given."""
-    def size(name: str) -> int:
-        try:
-            return -os.path.getsize(name) if "://" not in name else 0
-        except OSError:
-            return 0  # a missing file is reported when its task opens it
-
-    return sorted(files, key=size)
+def _local_size(name: str) -> int | None:
+    """Bytes of a local file; None for a URL or a file that cannot be seen (its task reports why)."""
+    if "://" in name:
+        return None
+    try:
+        return os.path.getsize(name)
+    except OSError:
+        return None
 
 
 class Checkpoint:
@@ -220,11 +262,18 @@ class _Tasks:
         self._first: list[tuple[str, Any, Any]] = []
         self._futures: dict[Any, tuple[str, Any]] = {}
         self._completed: Any = None
+        self.submitted = 0
         self.bar = tqdm(total=0, unit="task", disable=not progress, desc="processing")
         if client is not None:
             from distributed import as_completed
 
             self._completed = as_completed()
+
+    def workers(self) -> int:
+        """Workers there are now (1 in this process; at least 1 while an adaptive cluster has none yet)."""
+        if self.client is None:
+            return 1
+        return max(1, len(self.client.scheduler_info().get("workers", {})))
 
     def holders(self, future: Any) -> list[str] | None:
         """The workers holding a finished ``future``'s result (None in this process): where its file's chunks go."""
@@ -235,6 +284,7 @@ class _Tasks:
     def submit(self, kind: str, item: Any, function: Any, *, near: list[str] | None = None, follow_up: bool = False,
                **kwargs: Any) -> None:
         """Queue ``function(item, **kwargs)``; ``near``: preferred workers; ``follow_up``: run before new files."""
+        self.submitted += 1
         self.bar.total += 1
         self.bar.refresh()
         if self.client is None:
@@ -361,40 +411,71 @@ def process_files(
                 checkpoint.save(chunk, outcome.output)
 
     tasks = _Tasks(client, progress=progress)
-    for url in _largest_first(files):
-        tasks.submit(
-            "file", url, start_file, tree=tree, columns=columns, timeout=timeout, max_retries=retries,
-            backoff=backoff, chunksize=chunksize, fraction=fraction,
-            # On resume the first chunk may be checkpointed already: then every chunk waits for the plan.
-            first_chunk=None if resume else chunk_options,
-        )
+    start_options = dict(
+        tree=tree, columns=columns, timeout=timeout, max_retries=retries, backoff=backoff, chunksize=chunksize,
+        fraction=fraction,
+        # On resume the first chunk may be checkpointed already: then every chunk waits for the plan.
+        first_chunk=None if resume else chunk_options,
+    )
+    # URLs, and the largest local files (two per worker, so none idles), start at once, one task each. The other
+    # local files wait for the first file opened: its bytes per entry say how many of them make one chunk's work.
+    sizes = [(url, _local_size(url)) for url in files]
+    local = sorted((pair for pair in sizes if pair[1] is not None), key=lambda pair: -pair[1])
+    leading = 2 * tasks.workers()
+    held, local_size, unopened = local[leading:], dict(local), 0
+
+    def submit_files(group: list[str]) -> None:
+        nonlocal unopened
+        unopened += len(group)
+        tasks.submit("files", group, start_files, **start_options)
+
+    def release_held(info: FileInfo | None) -> None:
+        nonlocal held
+        size = local_size.get(info.file) if info is not None else None
+        if not held or (info is not None and not (size and info.num_entries)):
+            return
+        if info is None:
+            groups = [[url] for url, _ in held]  # no file could be opened to learn from
+        else:
+            groups = pack_files(held, bytes_per_entry=size / info.num_entries, chunksize=chunksize, fraction=fraction)
+        held = []
+        for group in groups:
+            submit_files(group)
+
+    for url, _ in [*local[:leading], *(pair for pair in sizes if pair[1] is None)]:
+        submit_files([url])
+
     for kind, item, result, future in tasks.results():
         if kind == "chunk":
             take(item, result)
             continue
-        if isinstance(result, BaseException):
-            failed.append(FailedChunk(item, 0, None, chunking.one_line(result), chunking.WORKER))
-            continue
-        if isinstance(result.info, FailedChunk):
-            if strict and result.info.kind in (chunking.MISSING, chunking.CORRUPT, chunking.SCHEMA):
-                raise ProcessingError(result.info.error)
-            failed.append(result.info)
-            continue
-        infos.append(result.info)
-        holders = None  # asked once per file, when its first further chunk is submitted
-        for index, chunk in enumerate(plan_chunks(result.info, tree=tree, chunksize=chunksize, fraction=fraction)):
-            planned += 1
-            if index == 0 and result.first is not None:
-                take(chunk, result.first)
+        unopened -= len(item)
+        starts = [FileStart(FailedChunk(url, 0, None, chunking.one_line(result), chunking.WORKER), None)
+                  for url in item] if isinstance(result, BaseException) else result
+        holders = None  # asked once per task, when a file's first further chunk is submitted
+        for start in starts:
+            if isinstance(start.info, FailedChunk):
+                if strict and start.info.kind in (chunking.MISSING, chunking.CORRUPT, chunking.SCHEMA):
+                    raise ProcessingError(start.info.error)
+                failed.append(start.info)
                 continue
-            saved = checkpoint.load(chunk) if checkpoint is not None and resume else None
-            if saved is not None:
-                outputs.append(saved)
-                events_processed += saved["events"]
-                resumed += 1
-                continue
-            holders = holders or tasks.holders(future)
-            tasks.submit("chunk", chunk, chunking.run_chunk, near=holders, follow_up=True, **chunk_options)
+            infos.append(start.info)
+            release_held(start.info)
+            for index, chunk in enumerate(plan_chunks(start.info, tree=tree, chunksize=chunksize, fraction=fraction)):
+                planned += 1
+                if index == 0 and start.first is not None:
+                    take(chunk, start.first)
+                    continue
+                saved = checkpoint.load(chunk) if checkpoint is not None and resume else None
+                if saved is not None:
+                    outputs.append(saved)
+                    events_processed += saved["events"]
+                    resumed += 1
+                    continue
+                holders = holders or tasks.holders(future)
+                tasks.submit("chunk", chunk, chunking.run_chunk, near=holders, follow_up=True, **chunk_options)
+        if unopened == 0:
+            release_held(None)
 
     if client is None:
         chunking.trees.clear()  # leave no file open in the caller's process
@@ -409,6 +490,7 @@ def process_files(
         wall_time=time.perf_counter() - started,
         chunks=planned,
         resumed_chunks=resumed,
+        tasks=tasks.submitted,
         fraction=fraction,
         entries_total=sum(info.num_entries for info in infos),
     )

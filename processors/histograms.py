@@ -69,6 +69,7 @@ def summarize(result: Any, *, lumi_fb: float | None) -> dict[str, Any]:
         "lumi_fb": lumi_fb,
         "chunks": result.chunks,
         "resumed_chunks": result.resumed_chunks,
+        "tasks": result.tasks,
         "failed_chunks": [failure._asdict() for failure in result.failed_chunks],
         "cutflow": {cut: int(count) for cut, count in zip(cutflow.axes[0], cutflow.values())},
         "mass": {"edges": mass.axes[0].edges.tolist(), "counts": mass.values().tolist()},

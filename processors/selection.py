@@ -143,18 +143,26 @@ def outside_crack(eta: PhotonPair, *, low: float, high: float) -> np.ndarray:
 def diphoton_mass(pt: PhotonPair, eta: PhotonPair, phi: PhotonPair, e: PhotonPair) -> np.ndarray:
     """Invariant mass [GeV] of the photon pair from (pT, eta, phi, E), computed in float64.
 
-    Space-like pairs (from rounding) get a negative mass, as in ``vector``, so they never pass a
-    window of positive masses.
+    ``|p1 + p2|^2`` is written as ``|p1|^2 + |p2|^2 + 2 p1.p2`` with ``|p|^2 = pT^2 (1 + sinh^2 eta)`` and
+    ``p1.p2 = pT1 pT2 (cos(phi1 - phi2) + sinh eta1 sinh eta2)``: three transcendental functions per pair
+    instead of six for the Cartesian components, the costliest step of the selection. Space-like pairs (from
+    rounding) get a negative mass, as in ``vector``, so they never pass a window of positive masses.
     """
     pt1, pt2 = np.asarray(pt.lead, np.float64), np.asarray(pt.sublead, np.float64)
-    eta1, eta2 = np.asarray(eta.lead, np.float64), np.asarray(eta.sublead, np.float64)
-    phi1, phi2 = np.asarray(phi.lead, np.float64), np.asarray(phi.sublead, np.float64)
+    sinh1, sinh2 = _sinh(np.asarray(eta.lead, np.float64)), _sinh(np.asarray(eta.sublead, np.float64))
+    cos_dphi = np.cos(np.asarray(phi.lead, np.float64) - np.asarray(phi.sublead, np.float64))
     energy = np.asarray(e.lead, np.float64) + np.asarray(e.sublead, np.float64)
-    px = pt1 * np.cos(phi1) + pt2 * np.cos(phi2)
-    py = pt1 * np.sin(phi1) + pt2 * np.sin(phi2)
-    pz = pt1 * np.sinh(eta1) + pt2 * np.sinh(eta2)
-    mass2 = energy**2 - (px**2 + py**2 + pz**2)
+    p_squared = pt1 * pt1 * (1.0 + sinh1 * sinh1) + pt2 * pt2 * (1.0 + sinh2 * sinh2)
+    p_squared += 2.0 * pt1 * pt2 * (cos_dphi + sinh1 * sinh2)
+    mass2 = energy * energy - p_squared
     return np.copysign(np.sqrt(np.abs(mass2)), mass2)
+
+
+def _sinh(values: np.ndarray) -> np.ndarray:
+    # exp is a vectorised loop in numpy, sinh a scalar libm call: (e^x - e^-x) / 2 is 2x faster. Its absolute
+    # error (1e-16) is all that matters here, where sinh only enters as 1 + sinh^2 and cos + sinh * sinh.
+    exp = np.exp(values)
+    return 0.5 * (exp - 1.0 / exp)
 
 
 def nonzero_mass(mass: np.ndarray) -> np.ndarray:
@@ -175,6 +183,9 @@ def in_window(mass: np.ndarray, *, low: float, high: float) -> np.ndarray:
 def select(photons: Mapping[str, ak.Array] | ak.Array, cuts: Cuts = Cuts()) -> Selection:
     """Apply the full selection to events.
 
+    Each field of the leading pair is gathered once, for the events still selected when it is first
+    needed, and then narrowed with the cuts that follow.
+
     Args:
         photons: events (or a mapping of columns) with the fields of :data:`PHOTON_BRANCHES`
             (jagged, pT-ordered).
@@ -185,20 +196,27 @@ def select(photons: Mapping[str, ak.Array] | ak.Array, cuts: Cuts = Cuts()) -> S
     """
     events = with_two(photons["photon_pt"])
     cutflow = {"all": len(photons["photon_pt"]), "two_photons": len(events)}
+    pairs: dict[str, PhotonPair] = {}
 
-    def apply(name: str, passed: np.ndarray) -> np.ndarray:
+    def pair(name: str) -> PhotonPair:
+        if name not in pairs:
+            pairs[name] = leading_pair(photons[f"photon_{name}"], events)
+        return pairs[name]
+
+    def apply(name: str, passed: np.ndarray) -> None:
+        nonlocal events
         cutflow[name] = int(np.count_nonzero(passed))
-        return events[passed]
+        events = events[passed]
+        for field, values in pairs.items():
+            pairs[field] = PhotonPair(values.lead[passed], values.sublead[passed])
 
-    events = apply("tight_id", tight_id(leading_pair(photons["photon_isTightID"], events)))
-    pt = leading_pair(photons["photon_pt"], events)
-    events = apply("pt", pt_thresholds(pt, lead=cuts.lead_pt, sublead=cuts.sublead_pt))
-    pt = leading_pair(photons["photon_pt"], events)
-    events = apply("isolation", isolated(leading_pair(photons["photon_ptcone20"], events), pt, maximum=cuts.isolation))
-    events = apply("crack", outside_crack(leading_pair(photons["photon_eta"], events), low=cuts.crack[0], high=cuts.crack[1]))
+    apply("tight_id", tight_id(leading_pair(photons["photon_isTightID"], events)))
+    apply("pt", pt_thresholds(pair("pt"), lead=cuts.lead_pt, sublead=cuts.sublead_pt))
+    apply("isolation", isolated(leading_pair(photons["photon_ptcone20"], events), pair("pt"), maximum=cuts.isolation))
+    apply("crack", outside_crack(pair("eta"), low=cuts.crack[0], high=cuts.crack[1]))
     # Only the survivors need the trigonometry of the mass, the costliest step.
-    pt, eta, phi, e = (leading_pair(photons[f"photon_{name}"], events) for name in ("pt", "eta", "phi", "e"))
-    mass = diphoton_mass(pt, eta, phi, e)
+    pt = pair("pt")
+    mass = diphoton_mass(pt, pair("eta"), pair("phi"), pair("e"))
     passed = nonzero_mass(mass)
     cutflow["mass"] = int(np.count_nonzero(passed))
     passed &= pt_over_mass(pt, mass, minimum=cuts.pt_over_m)

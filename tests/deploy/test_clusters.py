@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,32 @@ def test_local_cluster_binds_to_loopback_and_reports_the_dashboard(capsys: pytes
         assert len(client.scheduler_info()["workers"]) == 1
         assert client.submit(square, 3).result() == 9
     assert f"Dask dashboard: {client.dashboard_link}" in capsys.readouterr().err
+
+
+def _diagnostics(dask_worker) -> tuple[bool, float, str | None, str | None]:
+    return ("profile" in dask_worker.periodic_callbacks, dask_worker._tick_interval,
+            os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("MALLOC_MMAP_THRESHOLD_"))
+
+
+def test_local_cluster_runs_without_profiler_and_slow_ticks_unless_configured(monkeypatch) -> None:
+    for name in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"):
+        monkeypatch.delenv(name, raising=False)  # the shell's value would win over the config's
+    with dask_client(workers=1, announce=False) as client:
+        assert list(client.run(_diagnostics).values()) == [(False, 0.2, str(256 * 2**20), str(32 * 2**20))]
+        assert client.cluster.scheduler._tick_interval == 0.2
+    assert "MALLOC_MMAP_THRESHOLD_" not in os.environ  # the nanny's copy in this process is undone
+    config = settings_from_dict({"cluster": {"local": {
+        "profile": True, "tick_interval": "50ms", "environ": {"MALLOC_MMAP_THRESHOLD_": None, "OMP_NUM_THREADS": 2},
+    }}}).cluster
+    with dask_client(config, workers=1, announce=False) as client:
+        # Dask's own 64 KiB trim threshold is what the defaults replace; a null unsets a variable.
+        assert list(client.run(_diagnostics).values()) == [(True, 0.05, str(256 * 2**20), None)]
+        assert list(client.run(lambda: __import__("os").environ["OMP_NUM_THREADS"]).values()) == ["2"]
+
+
+def test_bad_tick_interval_is_rejected() -> None:
+    with pytest.raises(DeployError, match="tick_interval"):
+        settings_from_dict({"cluster": {"local": {"tick_interval": "often"}}})
 
 
 def test_unreachable_scheduler_is_a_one_line_error() -> None:
@@ -121,6 +148,17 @@ def test_htcondor_job_script_reflects_the_config(tmp_path: Path) -> None:
     assert f"LogDirectory = {tmp_path / 'logs'}" in script
     assert "export XRD_CONNECTIONRETRY=1" in script
     assert "--nthreads 2" in script
+
+
+def test_htcondor_example_tunes_the_workers_like_local_ones() -> None:
+    import deploy
+
+    settings = load_config(Path(deploy.__file__).parent / "facilities" / "htcondor.yaml").cluster.htcondor
+    with htcondor_cluster(settings, scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}) as cluster:
+        script = cluster.job_script()
+    for line in ("export MALLOC_TRIM_THRESHOLD_=268435456", "export MALLOC_MMAP_THRESHOLD_=33554432",
+                 "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False"):
+        assert line in script
 
 
 GATEWAY_CONFIG = """

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import uproot
-from _photon_files import BAD_FILES, write_photon_file
+from _photon_files import BAD_FILES, _not_root, write_photon_file
 
 from deploy.clusters import dask_client
 from processors import chunks
 from processors.chunks import Chunk
-from processors.engine import FileInfo, plan_chunks, process_files
+from processors.engine import FileInfo, pack_files, plan_chunks, process_files
 from processors.errors import ProcessingError
 from processors.processor import DiphotonProcessor
 
@@ -49,6 +49,57 @@ def test_every_event_is_processed(files, clean):
     assert clean.events_in_files == clean.events_processed == sum(ENTRIES)
     assert clean.histograms["cutflow"]["data", "all"] == sum(ENTRIES)
     assert clean.chunks == 9 and clean.failed_chunks == []
+
+
+def test_small_files_are_packed_into_about_one_chunk_of_work():
+    # 1 byte = 1000 entries; one chunk's work is 500k entries plus 100k for opening the file: 600k.
+    sizes = [("a", 900), ("b", 500), ("c", 300), ("d", 200), ("e", 100)]
+    assert pack_files(sizes, bytes_per_entry=1e-3, chunksize=500_000, fraction=1.0) == [["a"], ["b"], ["c", "e"], ["d"]]
+    assert pack_files(sizes, bytes_per_entry=1e-3, chunksize=500_000, fraction=0.5) == [["b", "c"], ["a"], ["d", "e"]]
+    twice = pack_files([("x", 10), ("x", 10)], bytes_per_entry=1e-3, chunksize=500_000, fraction=1.0)
+    assert twice == [["x", "x"]]  # a file given twice is processed twice, as without packing
+
+
+SMALL = (2_000, 2_400, 2_800, 3_200, 3_600, 4_000, 2_200, 2_600, 3_000, 3_400, 3_800, 4_200)
+
+
+@pytest.fixture(scope="module")
+def small_files(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("small")
+    return [str(write_photon_file(directory / f"s{i}.root", n, seed=10 + i)) for i, n in enumerate(SMALL)]
+
+
+@pytest.fixture(scope="module")
+def one_by_one(small_files):
+    """Each small file processed on its own, merged: the reference of the packed runs."""
+    results = [process_files([f], processor=DiphotonProcessor(), progress=False) for f in small_files]
+    return {name: sum((r.histograms[name] for r in results[1:]), results[0].histograms[name]) for name in ("mass", "cutflow")}
+
+
+def test_small_files_share_tasks_and_lose_no_event(small_files, one_by_one):
+    result = process_files(small_files, processor=DiphotonProcessor(), progress=False)
+    # The two largest start alone; the other ten (about 103k entries of work each) go five to a task.
+    assert result.tasks == 4 and result.chunks == len(SMALL)
+    assert result.events_processed == result.events_in_files == sum(SMALL)
+    assert result.histograms["mass"] == one_by_one["mass"] and result.histograms["cutflow"] == one_by_one["cutflow"]
+
+
+def test_packed_files_on_dask_equal_the_reference(small_files, one_by_one, client):
+    result = process_files(small_files, processor=DiphotonProcessor(), client=client, progress=False)
+    assert result.tasks < len(SMALL) and result.failed_chunks == []
+    assert result.events_processed == sum(SMALL)
+    assert result.histograms["mass"] == one_by_one["mass"] and result.histograms["cutflow"] == one_by_one["cutflow"]
+
+
+def test_a_bad_file_in_a_shared_task_is_listed_alone(small_files, tmp_path):
+    bad = str(_not_root(tmp_path / "bad.root"))
+    files = [*small_files, bad]
+    result = process_files(files, processor=DiphotonProcessor(), progress=False, strict=False)
+    assert result.tasks < len(files)
+    assert [(f.file, f.kind) for f in result.failed_chunks] == [(bad, "corrupt")]
+    assert result.events_processed == sum(SMALL)
+    with pytest.raises(ProcessingError, match="bad.root: not a readable ROOT file"):
+        process_files(files, processor=DiphotonProcessor(), progress=False)
 
 
 @pytest.fixture(scope="module")
