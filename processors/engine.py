@@ -1,7 +1,7 @@
 """The chunk engine: split files into cluster-aligned chunks, run a processor on each, merge the outputs.
 
-One task opens a file, plans its chunks and processes the first; each further chunk is one more task,
-sent to the worker that holds the file open. Local files smaller than a chunk share a task
+One task opens a file, plans its chunks and processes the first; each further chunk is one more task: the
+next one for the worker that holds the file open, the others for whichever worker is free. Local files smaller than a chunk share a task
 (:func:`pack_files`): every task costs the client, scheduler and worker a fixed few ms of CPU
 (benchmarks/bench_processing.py). Tasks (``client.submit``) take plain inputs and return plain results
 (:class:`FileStart`, :class:`~processors.chunks.ChunkOutcome`); without a client they run in this process.
@@ -250,9 +250,9 @@ class Checkpoint:
 class _Tasks:
     """Runs file inspections and chunk tasks, on a Dask client or eagerly in this process.
 
-    A file's chunks are submitted as soon as it is inspected, to the worker that opened it (which
-    keeps the tree in its :data:`~processors.chunks.trees` cache), so no file is opened twice and
-    processing starts before the last file is opened.
+    A file's chunks are submitted as soon as it is inspected, so processing starts before the last file is
+    opened; ``near`` places a task on the worker that opened the file (and keeps the tree in its
+    :data:`~processors.chunks.trees` cache) without forbidding the others.
     """
 
     def __init__(self, client: Any, *, progress: bool) -> None:
@@ -276,7 +276,7 @@ class _Tasks:
         return max(1, len(self.client.scheduler_info().get("workers", {})))
 
     def holders(self, future: Any) -> list[str] | None:
-        """The workers holding a finished ``future``'s result (None in this process): where its file's chunks go."""
+        """The workers holding a finished ``future``'s result (None in this process): where its file's next chunk goes."""
         if self.client is None:
             return None
         return [address for addresses in self.client.who_has([future]).values() for address in addresses] or None
@@ -461,6 +461,7 @@ def process_files(
                 continue
             infos.append(start.info)
             release_held(start.info)
+            next_pinned = False
             for index, chunk in enumerate(plan_chunks(start.info, tree=tree, chunksize=chunksize, fraction=fraction)):
                 planned += 1
                 if index == 0 and start.first is not None:
@@ -472,8 +473,14 @@ def process_files(
                     events_processed += saved["events"]
                     resumed += 1
                     continue
-                holders = holders or tasks.holders(future)
-                tasks.submit("chunk", chunk, chunking.run_chunk, near=holders, follow_up=True, **chunk_options)
+                # The worker holding the file open runs its next chunk; any further chunk goes to whichever worker
+                # is free first (which opens the file too, once): pinning them all would leave workers idle while
+                # a few large files are read, and use one worker per file on a facility with more cores than files.
+                near = None
+                if not next_pinned:
+                    holders = holders or tasks.holders(future)
+                    near, next_pinned = holders, True
+                tasks.submit("chunk", chunk, chunking.run_chunk, near=near, follow_up=True, **chunk_options)
         if unopened == 0:
             release_held(None)
 

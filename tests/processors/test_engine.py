@@ -114,6 +114,35 @@ def test_dask_with_two_workers_equals_single_process(files, clean, client):
     assert distributed.events_processed == clean.events_processed
 
 
+class SlowProcessor(DiphotonProcessor):
+    """0.2 s per chunk: the worker that opened a file is still busy when the file's later chunks are queued."""
+
+    def process(self, events):
+        import time
+
+        time.sleep(0.2)
+        return super().process(events)
+
+
+def _open_files() -> list[str]:
+    return sorted({key[0] for key in chunks.trees._trees})
+
+
+def test_a_large_file_is_read_by_every_free_worker(tmp_path):
+    import dask
+
+    large = str(write_photon_file(tmp_path / "large.root", 16_000, seed=5, parts=8))
+    # Without work stealing, which would move pinned tasks of this length but not of a real chunk's 50 ms.
+    with dask.config.set({"distributed.scheduler.work-stealing": False}), dask_client(workers=2, announce=False) as client:
+        result = process_files([large], processor=SlowProcessor(), client=client, chunksize=1, progress=False)
+        opened = list(client.run(_open_files).values())
+    assert result.chunks == 8 and result.tasks == 8 and result.events_processed == 16_000
+    # Only the next chunk is pinned to the worker that opened the file; the idle one takes the others.
+    assert opened == [[large], [large]]
+    reference = process_files([large], processor=DiphotonProcessor(), progress=False)
+    assert same_histograms(result, reference)
+
+
 def test_chunk_size_does_not_change_the_result(files, clean):
     assert same_histograms(process_files(files, processor=DiphotonProcessor(), chunksize=10**9, progress=False), clean)
 
