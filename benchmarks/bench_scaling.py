@@ -1,6 +1,6 @@
 """Scaling to full Run-2: throughput, memory per worker and 1 -> 2 worker scaling at 1x, 2x and 4x a base size.
 
-    /work/venv/bin/python benchmarks/bench_scaling.py [--base-lumi 36.1] [--base-scale 0.5] [--sizes 1,2,4]
+    .venv/bin/python benchmarks/bench_scaling.py [--base-lumi 36.1] [--base-scale 0.5] [--sizes 1,2,4]
         [--workers 1,2] [--chunksizes 100000,250000,500000,1000000,whole] [--repeat 1] [--quick] [--no-write]
 
 One run measures, on the same files and in this order:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import math
 import os
 import pickle
 import time
@@ -170,9 +171,10 @@ def plan_chunks(info: FileInfo, *, tree: str, chunksize: int, fraction: float) -
     Args:
         info: entries and cluster offsets of the file.
         tree: tree name.
-        chunksize: target entries per chunk: the share is cut into ``round(entries / chunksize)`` chunks (at
-            least one), each cut at the cluster boundary nearest to its even share, so that no chunk is a
-            small remainder (a whole task for little work, and the tail of a parallel run).
+        chunksize: most entries per chunk: the share is cut into ``ceil(entries / chunksize)`` chunks, each
+            cut at the cluster boundary nearest to its even share, so that no chunk is a small remainder (a
+            whole task for little work, and the tail of a parallel run) and none is much larger than
+            ``chunksize`` (a worker's memory follows the largest chunk, whatever the size of the data).
         fraction: share of the entries to process, from the start of the file.
 
     Returns:
@@ -182,7 +184,7 @@ def plan_chunks(info: FileInfo, *, tree: str, chunksize: int, fraction: float) -
     if stop <= 0:
         return []
     boundaries = sorted({x for x in info.cluster_offsets if 0 < x < stop})
-    count = max(1, round(stop / chunksize))
+    count = math.ceil(stop / chunksize)
     if count > len(boundaries):
         cuts = boundaries
     else:
