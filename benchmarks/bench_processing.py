@@ -226,12 +226,12 @@ class Baseline:
         self._pool.shutdown()
 
 
-def measure(files: list[str], args: argparse.Namespace) -> dict[str, Rates]:
-    """Every reader on ``files``, paired with the bare read in a process of its own."""
-    bare_read(files)  # fills the page cache
+def measure(files: list[str], args: argparse.Namespace) -> tuple[int, dict[str, Rates], int]:
+    """Every reader on ``files``, paired with the bare read in a process of its own: (events, rates, Dask tasks)."""
+    events = bare_read(files)  # also fills the page cache
     baseline = Baseline(files)
     try:
-        return paired_rates(
+        rates = paired_rates(
             {
                 "bare uproot read (6 branches)": lambda: in_process(lambda: bare_read(files)),
                 "bare uproot read, memory-mapped": lambda: in_process(
@@ -248,12 +248,12 @@ def measure(files: list[str], args: argparse.Namespace) -> dict[str, Rates]:
         )
     finally:
         baseline.close()
+    return events, rates, TASKS["dask"]
 
 
-def layout_table(layout: str, files: list[str], rates: dict[str, Rates], per_task: float, idle: float,
-                 args: argparse.Namespace) -> list[str]:
-    """The table and the checks of one file layout."""
-    events = bare_read(files)
+def layout_table(layout: str, files: list[str], events: int, rates: dict[str, Rates], tasks: int, per_task: float,
+                 idle: float) -> list[str]:
+    """The table and the checks of one file layout (``tasks``: of a Dask run of the processor)."""
     tutorial = rates["tutorial loop (iterate + awkward + vector)"].vs_bare
     eager, one, two = (rates[name] for name in ("processor, no Dask", "processor, Dask 1 worker", "processor, Dask 2 workers"))
     rows = [
@@ -262,7 +262,6 @@ def layout_table(layout: str, files: list[str], rates: dict[str, Rates], per_tas
         for name, r in rates.items()
     ]
     scaling = two.wall / one.wall
-    tasks = TASKS[f"{layout}-dask"]
     dask_fixed = tasks * per_task / 1e3 + idle / 100 * events / one.wall
     gap = events / one.cpu_median - events / eager.cpu_median
     what = (f"{len(files)} files as the release splits 2015-16 into periods, about {events / len(files) / 1e3:.0f}k events "
@@ -303,9 +302,7 @@ def main() -> None:
     results = {}
     for layout in layouts:
         files = dataset(args.data, args.events, layout)
-        rates = measure(files, args)
-        TASKS[f"{layout}-dask"] = TASKS["dask"]
-        results[layout] = (files, rates)
+        results[layout] = (files, *measure(files, args))
     per_task, idle = dask_overhead()
     table = [
         f"`python benchmarks/bench_processing.py --events {args.events} --repeat {args.repeat} --runs {args.runs}"
@@ -318,8 +315,8 @@ def main() -> None:
         f" no-op task (client, scheduler and worker), and {idle:.1f} % of a core while the cluster idles.",
         "",
     ]
-    for layout, (files, rates) in results.items():
-        table += layout_table(layout, files, rates, per_task, idle, args)
+    for layout, (files, events, rates, tasks) in results.items():
+        table += layout_table(layout, files, events, rates, tasks, per_task, idle)
     table += [
         "Per core means events per CPU second of every process involved (client and workers), which other work",
         "on a shared machine disturbs far less than wall time. What the processor does to get there: it reads",

@@ -1,9 +1,9 @@
 """The chunk engine: split files into cluster-aligned chunks, run a processor on each, merge the outputs.
 
 One task opens a file, plans its chunks and processes the first; each further chunk is one more task: the
-next one for the worker that holds the file open, the others for whichever worker is free. Local files smaller than a chunk share a task
-(:func:`pack_files`): every task costs the client, scheduler and worker a fixed few ms of CPU
-(benchmarks/bench_processing.py). Tasks (``client.submit``) take plain inputs and return plain results
+next one for the worker that holds the file open, the others for whichever worker is free. Local files
+smaller than a chunk share a task (:func:`pack_files`): every task costs the client, scheduler and worker a
+fixed few ms of CPU (benchmarks/bench_processing.py). Tasks (``client.submit``) take plain inputs and return plain results
 (:class:`FileStart`, :class:`~processors.chunks.ChunkOutcome`); without a client they run in this process.
 Nothing is lost silently: every chunk either contributes to the histograms or is listed in
 ``failed_chunks``. Finished chunks are checkpointed one file each, so an interrupted run resumes with the
@@ -200,7 +200,7 @@ def _nearest(sorted_values: list[int], target: float) -> int:
 
 def _local_size(name: str) -> int | None:
     """Bytes of a local file; None for a URL or a file that cannot be seen (its task reports why)."""
-    if "://" in name:
+    if chunking.is_remote(name):
         return None
     try:
         return os.path.getsize(name)
