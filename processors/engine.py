@@ -1,7 +1,8 @@
 """The chunk engine: split files into cluster-aligned chunks, run a processor on each, merge the outputs.
 
 One task opens a file, plans its chunks and processes the first; each further chunk is one more task: the
-next one for the worker that holds the file open, the others for whichever worker is free. Local files
+next one for the worker that holds the file open, the others for whichever worker is free. With fewer
+files than workers, each worker starts at once on a part of a file (:func:`spread_parts`). Local files
 smaller than a chunk share a task (:func:`pack_files`): every task costs the client, scheduler and worker a
 fixed few ms of CPU (benchmarks/bench_processing.py). Tasks (``client.submit``) take plain inputs and return plain results
 (:class:`FileStart`, :class:`~processors.chunks.ChunkOutcome`); without a client they run in this process.
@@ -98,40 +99,53 @@ def inspect_file(
 
 
 class FileStart(NamedTuple):
-    """What :func:`start_file` returns: the file's entries (or failure) and its first chunk's outcome."""
+    """What :func:`start_file` returns: the file's entries (or failure) and the outcome of its chunk ``part``."""
 
     info: FileInfo | FailedChunk
     first: ChunkOutcome | None
+    part: int = 0
 
 
 def start_file(
     url: str, *, tree: str, columns: tuple[str, ...], timeout: float, max_retries: int, chunksize: int,
-    fraction: float, first_chunk: dict[str, Any] | None, backoff: float = 0.5,
+    fraction: float, first_chunk: dict[str, Any] | None, backoff: float = 0.5, part: int = 0, parts: int = 1,
 ) -> FileStart:
-    """Inspect ``url`` and, unless ``first_chunk`` is None, process its first chunk in the same task.
+    """Inspect ``url`` and, unless ``first_chunk`` is None, process its chunk ``part`` in the same task.
 
-    Processing the first chunk right away saves a task and a round trip per file, which matters when
-    files hold one or a few chunks (the release's files do).
+    Processing a chunk right away saves a task and a round trip per file, which matters when files hold one
+    or a few chunks (the release's files do). When there are fewer files than workers, several start tasks
+    of one file (``part`` 0, 1, ...) let every worker begin at once instead of after the file's plan is known.
 
     Args:
         url: the file.
         tree, columns, timeout, max_retries, backoff: as for :func:`inspect_file`.
         chunksize, fraction: as for :func:`plan_chunks`.
         first_chunk: keyword arguments of :func:`~processors.chunks.run_chunk` other than the chunk.
+        part: index of the chunk to process (none if the file has fewer chunks).
+        parts: start tasks of this file (``multiple`` of :func:`plan_chunks`).
 
     Returns:
-        The file's entries and clusters (or its failure) and the first chunk's outcome.
+        The file's entries and clusters (or its failure) and the chunk's outcome.
     """
     info = inspect_file(url, tree=tree, columns=columns, timeout=timeout, max_retries=max_retries, backoff=backoff)
     if first_chunk is None or not isinstance(info, FileInfo):
-        return FileStart(info, None)
-    planned = plan_chunks(info, tree=tree, chunksize=chunksize, fraction=fraction)
-    return FileStart(info, chunking.run_chunk(planned[0], **first_chunk) if planned else None)
+        return FileStart(info, None, part)
+    planned = plan_chunks(info, tree=tree, chunksize=chunksize, fraction=fraction, multiple=parts)
+    return FileStart(info, chunking.run_chunk(planned[part], **first_chunk) if part < len(planned) else None, part)
 
 
 def start_files(urls: list[str], **options: Any) -> list[FileStart]:
     """:func:`start_file` for each of ``urls`` in turn, in one task (``options`` as for it)."""
     return [start_file(url, **options) for url in urls]
+
+
+def spread_parts(files: list[str], workers: int) -> list[tuple[str, int]]:
+    """Start tasks (file, part) for ``files``: one each, or, with fewer files than workers, one per worker.
+
+    The extra parts go round the files in their order (give it largest first). A part beyond a file's chunk
+    count costs a worker one opening of the file, at a time when it would otherwise idle.
+    """
+    return [(files[index % len(files)], index // len(files)) for index in range(max(workers, len(files)))] if files else []
 
 
 def pack_files(
@@ -165,7 +179,7 @@ def pack_files(
     return [members for _, members in sorted(groups, key=lambda group: -group[0])]
 
 
-def plan_chunks(info: FileInfo, *, tree: str, chunksize: int, fraction: float) -> list[Chunk]:
+def plan_chunks(info: FileInfo, *, tree: str, chunksize: int, fraction: float, multiple: int = 1) -> list[Chunk]:
     """Split the first ``fraction`` of a file's entries into chunks of near-equal size on cluster boundaries.
 
     Args:
@@ -176,6 +190,8 @@ def plan_chunks(info: FileInfo, *, tree: str, chunksize: int, fraction: float) -
             whole task for little work, and the tail of a parallel run) and none is much larger than
             ``chunksize`` (a worker's memory follows the largest chunk, whatever the size of the data).
         fraction: share of the entries to process, from the start of the file.
+        multiple: cut a multiple of this many chunks (clusters allowing), so that a file read by this many
+            workers at once keeps them all busy to the end.
 
     Returns:
         Consecutive chunks covering ``[0, int(num_entries * fraction))``.
@@ -184,7 +200,7 @@ def plan_chunks(info: FileInfo, *, tree: str, chunksize: int, fraction: float) -
     if stop <= 0:
         return []
     boundaries = sorted({x for x in info.cluster_offsets if 0 < x < stop})
-    count = math.ceil(stop / chunksize)
+    count = math.ceil(math.ceil(stop / chunksize) / multiple) * multiple
     if count > len(boundaries):
         cuts = boundaries
     else:
@@ -269,7 +285,8 @@ class _Tasks:
         if client is not None:
             from distributed import as_completed
 
-            self._completed = as_completed()
+            # Results are fetched in the background as tasks finish, not one round trip at a time in the loop.
+            self._completed = as_completed(with_results=True, raise_errors=False)
 
     def workers(self) -> int:
         """Workers there are now (1 in this process; at least 1 while an adaptive cluster has none yet)."""
@@ -284,17 +301,19 @@ class _Tasks:
         return [address for addresses in self.client.who_has([future]).values() for address in addresses] or None
 
     def submit(self, kind: str, item: Any, function: Any, *, near: list[str] | None = None, follow_up: bool = False,
-               **kwargs: Any) -> None:
-        """Queue ``function(item, **kwargs)``; ``near``: preferred workers; ``follow_up``: run before new files."""
+               label: Any = None, **kwargs: Any) -> None:
+        """Queue ``function(item, **kwargs)``; ``near``: preferred workers; ``follow_up``: run before new files;
+        ``label``: what :meth:`results` yields for the task (default ``item``)."""
+        label = item if label is None else label
         self.submitted += 1
         self.bar.total += 1
         self.bar.refresh()
         if self.client is None:
-            (self._first if follow_up else self._pending).append((kind, item, lambda: function(item, **kwargs)))
+            (self._first if follow_up else self._pending).append((kind, label, lambda: function(item, **kwargs)))
             return
         placement = {"workers": near, "allow_other_workers": True} if near else {}
         future = self.client.submit(function, item, pure=False, priority=int(follow_up), **placement, **kwargs)
-        self._futures[future] = (kind, item)
+        self._futures[future] = (kind, label)
         self._completed.add(future)
 
     def results(self) -> Iterator[tuple[str, Any, Any, Any]]:
@@ -306,12 +325,10 @@ class _Tasks:
                     yield kind, item, call(), self  # a stand-in for the future: "this process"
                     self.bar.update()
                 return
-            for future in self._completed:
+            for future, result in self._completed:
                 kind, item = self._futures.pop(future)
-                try:
-                    result = future.result()
-                except Exception as error:  # noqa: BLE001 - a worker died too often (KilledWorker) or similar
-                    result = error
+                if future.status == "error":  # a worker died too often (KilledWorker) or similar
+                    result = result[1]  # as_completed gives (type, exception, traceback)
                 yield kind, item, result, future
                 future.release()
                 self.bar.update()
@@ -423,13 +440,15 @@ def process_files(
     # local files wait for the first file opened: its bytes per entry say how many of them make one chunk's work.
     sizes = [(url, _local_size(url)) for url in files]
     local = sorted((pair for pair in sizes if pair[1] is not None), key=lambda pair: -pair[1])
-    leading = 2 * tasks.workers()
+    workers = tasks.workers()
+    leading = 2 * workers
     held, local_size, unopened = local[leading:], dict(local), 0
 
-    def submit_files(group: list[str]) -> None:
+    def submit_files(group: list[str], part: int = 0) -> None:
         nonlocal unopened
         unopened += len(group)
-        tasks.submit("files", group, start_files, **start_options)
+        tasks.submit("files", group, start_files, label=(group, part), part=part, parts=parts.get(group[0], 1),
+                     **start_options)
 
     def release_held(info: FileInfo | None) -> None:
         nonlocal held
@@ -444,30 +463,56 @@ def process_files(
         for group in groups:
             submit_files(group)
 
-    for url, _ in [*local[:leading], *(pair for pair in sizes if pair[1] is None)]:
-        submit_files([url])
+    starting = [url for url, _ in [*local[:leading], *(pair for pair in sizes if pair[1] is None)]]
+    # Fewer files than workers (one large file, a facility with more cores than files): each worker starts a
+    # part of a file at once, instead of idling until a file's plan is known. Not on resume: nothing to start.
+    spread = spread_parts(starting, workers) if not resume and len(set(files)) == len(files) else []
+    parts = {url: sum(1 for name, _ in spread if name == url) for url in starting} if spread else {}
+    plans: dict[str, list[Chunk]] = {}  # of the files started in several parts, once the first part is back
+    dropped: set[str] = set()  # files started in several parts whose first part to return failed
+    for url, part in spread or [(url, 0) for url in starting]:
+        submit_files([url], part)
 
     for kind, item, result, future in tasks.results():
         if kind == "chunk":
             take(item, result)
             continue
-        unopened -= len(item)
-        starts = [FileStart(FailedChunk(url, 0, None, chunking.one_line(result), chunking.WORKER), None)
-                  for url in item] if isinstance(result, BaseException) else result
+        group, part = item
+        unopened -= len(group)
+        starts = [FileStart(FailedChunk(url, 0, None, chunking.one_line(result), chunking.WORKER), None, part)
+                  for url in group] if isinstance(result, BaseException) else result
         holders = None  # asked once per task, when a file's first further chunk is submitted
         for start in starts:
+            url = start.info.file
+            if url in dropped:
+                continue  # listed as failed as a whole already
+            if url in plans:  # a further part of a file already planned
+                if start.part < len(plans[url]):
+                    if isinstance(start.info, FailedChunk):  # its chunk was not run: run it on its own
+                        tasks.submit("chunk", plans[url][start.part], chunking.run_chunk, follow_up=True, **chunk_options)
+                    elif start.first is not None:
+                        take(plans[url][start.part], start.first)
+                continue
             if isinstance(start.info, FailedChunk):
                 if strict and start.info.kind in (chunking.MISSING, chunking.CORRUPT, chunking.SCHEMA):
                     raise ProcessingError(start.info.error)
                 failed.append(start.info)
+                if parts.get(url, 1) > 1:
+                    dropped.add(url)
                 continue
             infos.append(start.info)
             release_held(start.info)
+            plan = plan_chunks(start.info, tree=tree, chunksize=chunksize, fraction=fraction, multiple=parts.get(url, 1))
+            if parts.get(url, 1) > 1:
+                plans[url] = plan
+            others = range(parts.get(url, 1))  # chunks that this file's other start tasks run
             next_pinned = False
-            for index, chunk in enumerate(plan_chunks(start.info, tree=tree, chunksize=chunksize, fraction=fraction)):
+            for index, chunk in enumerate(plan):
                 planned += 1
-                if index == 0 and start.first is not None:
+                if index == start.part and start.first is not None:
                     take(chunk, start.first)
+                    continue
+                if index in others and not resume:
                     continue
                 saved = checkpoint.load(chunk) if checkpoint is not None and resume else None
                 if saved is not None:

@@ -13,7 +13,7 @@ from _photon_files import BAD_FILES, _not_root, write_photon_file
 from deploy.clusters import dask_client
 from processors import chunks
 from processors.chunks import Chunk
-from processors.engine import FileInfo, pack_files, plan_chunks, process_files
+from processors.engine import FileInfo, pack_files, plan_chunks, process_files, spread_parts
 from processors.errors import ProcessingError
 from processors.processor import DiphotonProcessor
 
@@ -43,6 +43,11 @@ def test_chunks_follow_clusters_and_cover_the_share():
     assert [(c.entry_start, c.entry_stop) for c in plan_chunks(info, tree="t", chunksize=1, fraction=0.5)] == [
         (0, 300), (300, 500)
     ]
+    # A file read by two workers at once is cut into an even number of chunks, each at most chunksize.
+    fine = FileInfo("f.root", 1000, tuple(range(0, 1001, 50)))
+    cut = [(c.entry_start, c.entry_stop) for c in plan_chunks(fine, tree="t", chunksize=400, fraction=1.0, multiple=2)]
+    assert cut == [(0, 250), (250, 500), (500, 750), (750, 1000)]
+    assert len(plan_chunks(fine, tree="t", chunksize=400, fraction=1.0)) == 3
 
 
 def test_every_event_is_processed(files, clean):
@@ -128,19 +133,62 @@ def _open_files() -> list[str]:
     return sorted({key[0] for key in chunks.trees._trees})
 
 
-def test_a_large_file_is_read_by_every_free_worker(tmp_path):
+def test_large_files_are_read_by_every_free_worker(tmp_path):
     import dask
 
-    large = str(write_photon_file(tmp_path / "large.root", 16_000, seed=5, parts=8))
+    large = [str(write_photon_file(tmp_path / f"large{i}.root", 16_000, seed=5 + i, parts=8)) for i in range(2)]
     # Without work stealing, which would move pinned tasks of this length but not of a real chunk's 50 ms.
     with dask.config.set({"distributed.scheduler.work-stealing": False}), dask_client(workers=2, announce=False) as client:
-        result = process_files([large], processor=SlowProcessor(), client=client, chunksize=1, progress=False)
+        result = process_files(large, processor=SlowProcessor(), client=client, chunksize=1, progress=False)
         opened = list(client.run(_open_files).values())
-    assert result.chunks == 8 and result.tasks == 8 and result.events_processed == 16_000
-    # Only the next chunk is pinned to the worker that opened the file; the idle one takes the others.
-    assert opened == [[large], [large]]
-    reference = process_files([large], processor=DiphotonProcessor(), progress=False)
+    assert result.chunks == 16 and result.tasks == 16 and result.events_processed == 32_000
+    # Each worker starts one file; only its next chunk is pinned there, so both workers read both files.
+    assert opened == [large, large]
+    reference = process_files(large, processor=DiphotonProcessor(), progress=False)
     assert same_histograms(result, reference)
+
+
+def test_fewer_files_than_workers_start_one_part_per_worker():
+    assert spread_parts(["a", "b"], 5) == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2)]
+    assert spread_parts(["a", "b", "c"], 2) == [("a", 0), ("b", 0), ("c", 0)]
+    assert spread_parts([], 4) == []
+
+
+def _start_tasks(stream) -> list[tuple[str, float, float]]:
+    return sorted(
+        (task["worker"], *(span["start"], span["stop"]))
+        for task in stream for span in task["startstops"] if task["key"].startswith("start_files") and span["action"] == "compute"
+    )
+
+
+def test_one_file_starts_on_every_worker_at_once(tmp_path):
+    from distributed import get_task_stream
+
+    large = str(write_photon_file(tmp_path / "large.root", 16_000, seed=5, parts=8))
+    with dask_client(workers=2, announce=False) as client, get_task_stream(client) as stream:
+        result = process_files([large], processor=SlowProcessor(), client=client, chunksize=1, progress=False)
+    starts = _start_tasks(stream.data)
+    assert len(starts) == 2 and starts[0][0] != starts[1][0]
+    assert max(start for _, start, _ in starts) < min(stop for _, _, stop in starts)  # they overlap in time
+    assert result.chunks == 8 and result.tasks == 8 and result.failed_chunks == []
+    assert same_histograms(result, process_files([large], processor=DiphotonProcessor(), progress=False))
+
+
+def test_a_file_with_fewer_chunks_than_parts_is_counted_once(tmp_path, client):
+    small = str(write_photon_file(tmp_path / "small.root", 3_000, seed=6, parts=1))
+    result = process_files([small], processor=DiphotonProcessor(), client=client, progress=False)
+    reference = process_files([small], processor=DiphotonProcessor(), progress=False)
+    assert result.tasks == 2 and result.chunks == 1
+    assert result.events_processed == result.events_in_files == 3_000
+    assert same_histograms(result, reference)
+
+
+def test_a_bad_file_started_in_parts_is_listed_once(tmp_path, client):
+    bad = _not_root(tmp_path / "bad.root")
+    result = process_files([str(bad)], processor=DiphotonProcessor(), client=client, strict=False, progress=False)
+    assert [(f.file, f.entry_stop, f.kind) for f in result.failed_chunks] == [(str(bad), None, "corrupt")]
+    with pytest.raises(ProcessingError, match="not a readable ROOT file"):
+        process_files([str(bad)], processor=DiphotonProcessor(), client=client, progress=False)
 
 
 def test_chunk_size_does_not_change_the_result(files, clean):
@@ -283,6 +331,50 @@ def test_a_killed_worker_loses_no_chunk(files, clean, tmp_path, client):
     assert (tmp_path / "died").exists()
     assert result.failed_chunks == [] and result.events_processed == sum(ENTRIES)
     assert same_histograms(result, clean)
+
+
+class DiesInAPart(DiphotonProcessor):
+    """Kills, once, the worker running the first chunk (``first``) or the one running the other chunk.
+
+    The dying chunk answers first if ``first``, else 1 s after the other, so the order of the answers is known.
+    """
+
+    def __init__(self, *, marker: str, first: bool, **options):
+        super().__init__(**options)
+        self.marker, self.first = marker, first
+
+    def config(self):
+        return {**super().config(), "marker": self.marker, "first": self.first}
+
+    def process(self, events):
+        import time
+
+        dies = (events.metadata["entrystart"] == 0) == self.first and not os.path.exists(self.marker)
+        if dies != self.first:  # the second start task to answer: dying or not, it takes 1 s
+            time.sleep(1.0)
+        if dies:
+            open(self.marker, "w").close()
+            os._exit(1)
+        return super().process(events)
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["first-part-dies", "later-part-dies"])
+def test_a_part_killed_with_its_worker_is_never_lost(tmp_path, first):
+    import dask
+
+    two = str(write_photon_file(tmp_path / "two.root", 4_000, seed=7, parts=2))
+    reference = process_files([two], processor=DiphotonProcessor(), chunksize=1, progress=False)
+    # No second attempt of a task whose worker died: the engine sees the KilledWorker.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), dask_client(workers=2, announce=False) as client:
+        result = process_files([two], processor=DiesInAPart(marker=str(tmp_path / "died"), first=first),
+                               client=client, chunksize=1, strict=False, progress=False)
+    assert (tmp_path / "died").exists()
+    if first:  # the file's first answer is the failure: the whole file is listed, nothing of it counted
+        assert [(f.file, f.entry_stop, f.kind) for f in result.failed_chunks] == [(two, None, "worker")]
+        assert result.events_processed == result.events_in_files == 0
+    else:  # the file was planned by then: the lost part's chunk ran again as a task of its own
+        assert result.failed_chunks == [] and result.tasks == 3
+        assert result.events_processed == 4_000 and same_histograms(result, reference)
 
 
 def resident_kib(path: str) -> int:
