@@ -12,6 +12,8 @@ file the issue measured on, then measures in one run on each, single process unl
 * tutorial: ``uproot.iterate`` + awkward + vector with jagged ``[:, 0]`` indexing, as the tutorial does;
 * processor: ``process_files`` without Dask, then on a local Dask cluster with 1 and 2 worker processes
   (cluster start-up excluded, workers warmed up);
+* two bare reads at once, in two processes sharing the files (a single file by entry ranges): what this
+  machine gives two busy processes, the ceiling of two workers' speed-up and per-core rate;
 * coffea Runner: ``processor.Runner(IterativeExecutor(), schema=BaseSchema, chunksize=500_000)``.
 
 The readers take turns, ``--repeat`` rounds of ``--runs`` runs each (the files are in the page cache after
@@ -84,6 +86,31 @@ def bare_read(files: list[str], **options) -> int:
     return entries
 
 
+def _bare_share(share: list[tuple[str, int, int | None]]) -> tuple[int, float]:
+    """(events, CPU seconds) of a bare read of (file, entry start, entry stop) ranges, in the calling process."""
+    start, entries = time.process_time(), 0
+    for name, first, stop in share:
+        with uproot.open(name) as file:
+            entries += len(file["analysis"].arrays(COLUMNS, entry_start=first, entry_stop=stop, how=dict)["photon_pt"])
+    return entries, time.process_time() - start
+
+
+def bare_shares(files: list[str], processes: int) -> list[list[tuple[str, int, int | None]]]:
+    """The files shared by size between ``processes`` bare reads; a single file is shared by entry ranges."""
+    if len(files) == 1:
+        with uproot.open(files[0]) as file:
+            entries = file["analysis"].num_entries
+        edges = [entries * k // processes for k in range(processes + 1)]
+        return [[(files[0], a, b)] for a, b in zip(edges, edges[1:])]
+    shares: list[list[tuple[str, int, int | None]]] = [[] for _ in range(processes)]
+    load = [0] * processes
+    for name in sorted(files, key=lambda f: -Path(f).stat().st_size):
+        index = load.index(min(load))
+        shares[index].append((name, 0, None))
+        load[index] += Path(name).stat().st_size
+    return shares
+
+
 def tutorial_loop(files: list[str]) -> int:
     """The tutorial's cuts as written there (jagged indexing, vector), with its 1 M-entry steps."""
     entries, selected = 0, 0
@@ -150,6 +177,27 @@ def on_cluster(files: list[str], workers: int) -> Iterator[Reader]:
         yield Reader(lambda: processor_run(files, client), cluster_cpu(client))
 
 
+@contextlib.contextmanager
+def parallel_bare(files: list[str], processes: int = 2) -> Iterator[Reader]:
+    """The bare read in ``processes`` spawned processes at once, files shared between them: the machine's own
+    speed-up and per-core cost of two busy processes, which bound any two workers'."""
+    import concurrent.futures
+    import multiprocessing
+
+    shares, used = bare_shares(files, processes), [0.0]
+
+    def run() -> int:
+        results = [pool.submit(_bare_share, share) for share in shares]
+        outcomes = [r.result() for r in results]
+        used[0] += sum(cpu for _, cpu in outcomes)
+        return sum(events for events, _ in outcomes)
+
+    with concurrent.futures.ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for _ in range(2):  # start every process, imports and first open outside the measurement
+            [r.result() for r in [pool.submit(_bare_share, share) for share in shares]]
+        yield Reader(run, lambda: time.process_time() + used[0])
+
+
 def _noop(value: int) -> int:
     return value
 
@@ -172,12 +220,14 @@ def dask_overhead(tasks: int = 160, idle_seconds: float = 4.0) -> tuple[float, f
 
 
 class Rates(NamedTuple):
-    """A reader's runs: best events per wall and per CPU second, median of the latter, median paired ratio."""
+    """A reader's runs: best events per wall and per CPU second, median of the latter, median paired ratio,
+    and the events per wall second of every run (turn by turn)."""
 
     wall: float
     cpu: float
     cpu_median: float
     vs_bare: float
+    walls: tuple[float, ...]
 
 
 def paired_rates(readers: dict[str, Callable[[], Any]], repeat: int, runs: int, baseline: Callable[[], float]) -> dict[str, Rates]:
@@ -202,7 +252,7 @@ def paired_rates(readers: dict[str, Callable[[], Any]], repeat: int, runs: int, 
                     samples[name].append((events / wall, events / cpu, events / cpu / reference))
     return {
         name: Rates(max(s[0] for s in runs_), max(s[1] for s in runs_), statistics.median(s[1] for s in runs_),
-                    statistics.median(s[2] for s in runs_))
+                    statistics.median(s[2] for s in runs_), tuple(s[0] for s in runs_))
         for name, runs_ in samples.items()
     }
 
@@ -239,6 +289,7 @@ def measure(files: list[str], args: argparse.Namespace) -> tuple[int, dict[str, 
                 "tutorial loop (iterate + awkward + vector)": lambda: in_process(lambda: tutorial_loop(files)),
                 "processor, no Dask": lambda: in_process(lambda: processor_run(files)),
                 "coffea Runner, BaseSchema, 500k chunks": lambda: in_process(lambda: coffea_runner(files)),
+                "bare uproot read, 2 processes at once": lambda: parallel_bare(files),
                 "processor, Dask 1 worker": lambda: on_cluster(files, 1),
                 "processor, Dask 2 workers": lambda: on_cluster(files, 2),
             },
@@ -251,8 +302,15 @@ def measure(files: list[str], args: argparse.Namespace) -> tuple[int, dict[str, 
     return events, rates, TASKS["dask"]
 
 
+def per_turn(one: Rates, other: Rates, runs: int) -> list[float]:
+    """Wall-clock speed of ``other`` over ``one`` in each turn (medians of the turn's runs)."""
+    def turns(rates: Rates) -> list[float]:
+        return [statistics.median(rates.walls[k:k + runs]) for k in range(0, len(rates.walls), runs)]
+    return [b / a for a, b in zip(turns(one), turns(other))]
+
+
 def layout_table(layout: str, files: list[str], events: int, rates: dict[str, Rates], tasks: int, per_task: float,
-                 idle: float) -> list[str]:
+                 idle: float, runs: int) -> list[str]:
     """The table and the checks of one file layout (``tasks``: of a Dask run of the processor)."""
     tutorial = rates["tutorial loop (iterate + awkward + vector)"].vs_bare
     eager, one, two = (rates[name] for name in ("processor, no Dask", "processor, Dask 1 worker", "processor, Dask 2 workers"))
@@ -261,7 +319,8 @@ def layout_table(layout: str, files: list[str], events: int, rates: dict[str, Ra
         f"{r.vs_bare / tutorial:.2f} |"
         for name, r in rates.items()
     ]
-    scaling = two.wall / one.wall
+    bare, bare2 = rates["bare uproot read (6 branches)"], rates["bare uproot read, 2 processes at once"]
+    scaling, ceiling = per_turn(one, two, runs), per_turn(bare, bare2, runs)
     dask_fixed = tasks * per_task / 1e3 + idle / 100 * events / one.wall
     gap = events / one.cpu_median - events / eager.cpu_median
     what = (f"{len(files)} files as the release splits 2015-16 into periods, about {events / len(files) / 1e3:.0f}k events "
@@ -277,7 +336,11 @@ def layout_table(layout: str, files: list[str], events: int, rates: dict[str, Ra
         f"Targets (issue 2), per core: processor >= 0.80 x bare read: {eager.vs_bare:.2f} without Dask, "
         f"{one.vs_bare:.2f} on one Dask worker, {two.vs_bare:.2f} on two; >= 1.5 x tutorial: "
         f"{eager.vs_bare / tutorial:.2f}, {one.vs_bare / tutorial:.2f}, {two.vs_bare / tutorial:.2f}. Wall clock, "
-        f"2 workers / 1 worker >= 1.8: {scaling:.2f} (best runs).",
+        f"2 workers / 1 worker >= 1.8: {statistics.median(scaling):.2f}, the median of the turns' ratios "
+        f"({', '.join(f'{x:.2f}' for x in scaling)}; best runs {two.wall / one.wall:.2f}). Two bare reads at once, on "
+        f"this machine: {bare2.vs_bare:.2f} per core of one, and {statistics.median(ceiling):.2f} x its wall-clock "
+        f"speed ({', '.join(f'{x:.2f}' for x in ceiling)}); two workers per core / two bare reads per core: "
+        f"{two.vs_bare / bare2.vs_bare:.2f}.",
         "",
         f"Dask's own cost here: {tasks} tasks (files smaller than a chunk share one) at {per_task:.1f} ms, plus the idle"
         f" cost over a run, make {dask_fixed:.2f} CPU s; the median 1-worker run takes {gap:+.2f} CPU s more than the"
@@ -316,7 +379,7 @@ def main() -> None:
         "",
     ]
     for layout, (files, events, rates, tasks) in results.items():
-        table += layout_table(layout, files, events, rates, tasks, per_task, idle)
+        table += layout_table(layout, files, events, rates, tasks, per_task, idle, args.runs)
     table += [
         "Per core means events per CPU second of every process involved (client and workers), which other work",
         "on a shared machine disturbs far less than wall time. What the processor does to get there: it reads",

@@ -36,6 +36,9 @@ DEFAULT_CHUNKSIZE = 500_000
 #: What opening a file costs, counted in entries: deserializing the ~80 branch descriptions of a GamGam tree
 #: takes about as long as reading and selecting 100k-200k events. Only used to pack small files into tasks.
 FILE_OPEN_ENTRIES = 100_000
+#: Fewest compressed bytes per entry expected of a GamGam file (the generated ones have about 170): a local
+#: file's size over it bounds its entries, so a file certain to be a single chunk is not started in parts.
+MIN_BYTES_PER_ENTRY = 100
 
 
 class FileInfo(NamedTuple):
@@ -139,13 +142,24 @@ def start_files(urls: list[str], **options: Any) -> list[FileStart]:
     return [start_file(url, **options) for url in urls]
 
 
-def spread_parts(files: list[str], workers: int) -> list[tuple[str, int]]:
-    """Start tasks (file, part) for ``files``: one each, or, with fewer files than workers, one per worker.
+def spread_parts(files: list[str], workers: int, *, most: dict[str, int] | None = None) -> list[tuple[str, int]]:
+    """Start tasks (file, part) for ``files``: one each, or, with fewer files than workers, up to one per worker.
 
-    The extra parts go round the files in their order (give it largest first). A part beyond a file's chunk
-    count costs a worker one opening of the file, at a time when it would otherwise idle.
+    The extra parts go round the files in their order (give it largest first), at most ``most[file]`` parts
+    per file (an upper bound of its chunks; no bound for a file not in it). A part beyond a file's chunk count
+    costs a worker one opening of the file for nothing.
     """
-    return [(files[index % len(files)], index // len(files)) for index in range(max(workers, len(files)))] if files else []
+    most = most or {}
+    counts = dict.fromkeys(files, 1)
+    pairs = [(url, 0) for url in files]
+    while len(pairs) < workers:
+        more = [url for url in files if counts[url] < most.get(url, workers)][: workers - len(pairs)]
+        if not more:
+            break
+        pairs += [(url, counts[url]) for url in more]
+        for url in more:
+            counts[url] += 1
+    return pairs
 
 
 def pack_files(
@@ -466,7 +480,8 @@ def process_files(
     starting = [url for url, _ in [*local[:leading], *(pair for pair in sizes if pair[1] is None)]]
     # Fewer files than workers (one large file, a facility with more cores than files): each worker starts a
     # part of a file at once, instead of idling until a file's plan is known. Not on resume: nothing to start.
-    spread = spread_parts(starting, workers) if not resume and len(set(files)) == len(files) else []
+    most = {url: max(1, math.ceil(size / MIN_BYTES_PER_ENTRY * fraction / chunksize)) for url, size in local}
+    spread = spread_parts(starting, workers, most=most) if not resume and len(set(files)) == len(files) else []
     parts = {url: sum(1 for name, _ in spread if name == url) for url in starting} if spread else {}
     plans: dict[str, list[Chunk]] = {}  # of the files started in several parts, once the first part is back
     dropped: set[str] = set()  # files started in several parts whose first part to return failed

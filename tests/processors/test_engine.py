@@ -11,7 +11,7 @@ import uproot
 from _photon_files import BAD_FILES, _not_root, write_photon_file
 
 from deploy.clusters import dask_client
-from processors import chunks
+from processors import chunks, engine
 from processors.chunks import Chunk
 from processors.engine import FileInfo, pack_files, plan_chunks, process_files, spread_parts
 from processors.errors import ProcessingError
@@ -152,6 +152,21 @@ def test_fewer_files_than_workers_start_one_part_per_worker():
     assert spread_parts(["a", "b"], 5) == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2)]
     assert spread_parts(["a", "b", "c"], 2) == [("a", 0), ("b", 0), ("c", 0)]
     assert spread_parts([], 4) == []
+    # No more parts than a file can have chunks: the others go to the files without a bound.
+    assert spread_parts(["a", "b"], 5, most={"a": 1}) == [("a", 0), ("b", 0), ("b", 1), ("b", 2), ("b", 3)]
+    assert spread_parts(["a", "b"], 5, most={"a": 2, "b": 1}) == [("a", 0), ("b", 0), ("a", 1)]
+
+
+@pytest.fixture
+def spread_small_files(monkeypatch):
+    """Let the tests' small files be started in parts: as if a file could hold one entry per thousandth byte."""
+    monkeypatch.setattr(engine, "MIN_BYTES_PER_ENTRY", 1e-3)
+
+
+def test_a_file_too_small_for_two_chunks_starts_once(tmp_path, client):
+    small = str(write_photon_file(tmp_path / "small.root", 3_000, seed=6, parts=3))
+    result = process_files([small], processor=DiphotonProcessor(), client=client, progress=False)
+    assert result.tasks == 1 and result.chunks == 1 and result.events_processed == 3_000
 
 
 def _start_tasks(stream) -> list[tuple[str, float, float]]:
@@ -161,12 +176,18 @@ def _start_tasks(stream) -> list[tuple[str, float, float]]:
     )
 
 
-def test_one_file_starts_on_every_worker_at_once(tmp_path):
+def _import_engine() -> None:
+    import processors.engine  # noqa: F401
+
+
+def test_one_file_starts_on_every_worker_at_once(tmp_path, spread_small_files):
     from distributed import get_task_stream
 
     large = str(write_photon_file(tmp_path / "large.root", 16_000, seed=5, parts=8))
-    with dask_client(workers=2, announce=False) as client, get_task_stream(client) as stream:
-        result = process_files([large], processor=SlowProcessor(), client=client, chunksize=1, progress=False)
+    with dask_client(workers=2, announce=False) as client:
+        client.run(_import_engine)  # a worker's first task would import coffea: seconds that would shift the two
+        with get_task_stream(client) as stream:
+            result = process_files([large], processor=SlowProcessor(), client=client, chunksize=1, progress=False)
     starts = _start_tasks(stream.data)
     assert len(starts) == 2 and starts[0][0] != starts[1][0]
     assert max(start for _, start, _ in starts) < min(stop for _, _, stop in starts)  # they overlap in time
@@ -174,7 +195,7 @@ def test_one_file_starts_on_every_worker_at_once(tmp_path):
     assert same_histograms(result, process_files([large], processor=DiphotonProcessor(), progress=False))
 
 
-def test_a_file_with_fewer_chunks_than_parts_is_counted_once(tmp_path, client):
+def test_a_file_with_fewer_chunks_than_parts_is_counted_once(tmp_path, client, spread_small_files):
     small = str(write_photon_file(tmp_path / "small.root", 3_000, seed=6, parts=1))
     result = process_files([small], processor=DiphotonProcessor(), client=client, progress=False)
     reference = process_files([small], processor=DiphotonProcessor(), progress=False)
@@ -183,7 +204,7 @@ def test_a_file_with_fewer_chunks_than_parts_is_counted_once(tmp_path, client):
     assert same_histograms(result, reference)
 
 
-def test_a_bad_file_started_in_parts_is_listed_once(tmp_path, client):
+def test_a_bad_file_started_in_parts_is_listed_once(tmp_path, client, spread_small_files):
     bad = _not_root(tmp_path / "bad.root")
     result = process_files([str(bad)], processor=DiphotonProcessor(), client=client, strict=False, progress=False)
     assert [(f.file, f.entry_stop, f.kind) for f in result.failed_chunks] == [(str(bad), None, "corrupt")]
@@ -359,7 +380,7 @@ class DiesInAPart(DiphotonProcessor):
 
 
 @pytest.mark.parametrize("first", [True, False], ids=["first-part-dies", "later-part-dies"])
-def test_a_part_killed_with_its_worker_is_never_lost(tmp_path, first):
+def test_a_part_killed_with_its_worker_is_never_lost(tmp_path, first, spread_small_files):
     import dask
 
     two = str(write_photon_file(tmp_path / "two.root", 4_000, seed=7, parts=2))
