@@ -27,9 +27,11 @@ unless ``--no-write``, replaces the "## Scaling" section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import heapq
 import json
+import math
 import multiprocessing
 import os
 import shlex
@@ -57,7 +59,14 @@ from _common import (  # noqa: E402
 from bench_processing import bare_read, tutorial_loop  # noqa: E402
 
 from deploy.clusters import dask_client  # noqa: E402
-from processors.engine import DEFAULT_CHUNKSIZE, FileInfo, plan_chunks, process_files  # noqa: E402
+from processors.engine import (  # noqa: E402
+    DEFAULT_CHUNKSIZE,
+    MIN_BYTES_PER_ENTRY,
+    FileInfo,
+    plan_chunks,
+    process_files,
+    spread_parts,
+)
 from processors.generate import DEFAULT_SEED, EVENTS_PER_FB, PERIODS, generate_dataset  # noqa: E402
 from processors.processor import DiphotonProcessor  # noqa: E402
 
@@ -239,19 +248,27 @@ def _chunk_label(chunksize: int) -> str:
 # --- extrapolation -----------------------------------------------------------------------------------
 
 
-def extrapolate(per_core: float, *, cores: int, chunksize: int, lumi: float = RUN2_LUMI_FB, cluster: int = 50_000) -> tuple[int, int, float]:
+def extrapolate(per_core: float, *, cores: int, chunksize: int, bytes_per_entry: float, lumi: float = RUN2_LUMI_FB,
+                cluster: int = 50_000) -> tuple[int, int, float]:
     """Wall time to process the GamGam skim at ``lumi`` on ``cores`` cores, every core at ``per_core`` events/s.
 
-    Files as generated here (16 period files, ``lumi`` shared like 2015-16, ``cluster``-entry clusters), chunks
-    planned by the engine, chunks handed longest first to the next free core. No I/O, start-up or scheduling
-    cost is modelled. Returns (events, chunks, seconds).
+    Files as generated here (16 period files, ``lumi`` shared like 2015-16, ``cluster``-entry clusters, of
+    ``bytes_per_entry`` on disk), chunks planned by the engine (with fewer files than cores, a file is started
+    in as many parts as it has room for, :func:`~processors.engine.spread_parts`, and cut into a multiple of
+    them), chunks handed longest first to the next free core. No I/O, start-up or scheduling cost is modelled.
+    Returns (events, chunks, seconds).
     """
     total_lumi = sum(period.lumi_fb for period in PERIODS)
     counts = [int(round(period.lumi_fb / total_lumi * lumi * EVENTS_PER_FB)) for period in PERIODS]
+    names = sorted((f"f{number}" for number in range(len(counts))), key=lambda name: -counts[int(name[1:])])
+    most = {name: max(1, math.ceil(counts[int(name[1:])] * bytes_per_entry / MIN_BYTES_PER_ENTRY / chunksize))
+            for name in names}
+    parts = collections.Counter(name for name, _ in spread_parts(names, cores, most=most))
     chunks = []
     for number, count in enumerate(counts):
         info = FileInfo(f"f{number}", count, tuple(range(0, count, cluster)) + (count,))
-        chunks += [c.entry_stop - c.entry_start for c in plan_chunks(info, tree="t", chunksize=chunksize, fraction=1.0)]
+        plan = plan_chunks(info, tree="t", chunksize=chunksize, fraction=1.0, multiple=parts[info.file])
+        chunks += [c.entry_stop - c.entry_start for c in plan]
     free = [0.0] * min(cores, len(chunks))
     for events in sorted(chunks, reverse=True):
         heapq.heappush(free, heapq.heappop(free) + events / per_core)
@@ -361,14 +378,16 @@ def report(args: argparse.Namespace, sizes: dict[int, dict[str, Any]], runs: lis
                       f"cores, each at the {one.per_core / 1e6:.3f} M ev/s per core measured above at {large}x:", "",
                   "| chunk size | events | chunks | cores busy | wall s |", "|---|---|---|---|---|"]
         for chunksize in (DEFAULT_CHUNKSIZE, 100_000):
-            events, chunks, wall = extrapolate(one.per_core, cores=200, chunksize=chunksize)
+            events, chunks, wall = extrapolate(one.per_core, cores=200, chunksize=chunksize,
+                                               bytes_per_entry=sizes[large]["disk"] / sizes[large]["events"])
             lines.append(f"| {_chunk_label(chunksize)} | {events / 1e6:.1f} M | {chunks} | {min(chunks, 200)} | {wall:.2f} |")
         per_event = one.bytes_read / one.events
         lines += [
             "",
             "Assumptions of the model: every core runs at the per-core rate measured here on local files already in the "
             "page cache; the files are laid out as generated (16 period files sharing the luminosity like 2015-16, "
-            "50k-entry clusters); the engine's chunk plan, chunks handed longest first to the next free core; no cost "
+            "50k-entry clusters); the engine's chunk plan (16 files on 200 cores: each file started in as many parts as "
+            "it has room for and cut into a multiple of them), chunks handed longest first to the next free core; no cost "
             "for starting workers, opening files, scheduling or merging. Reading over the network (EOS via XRootD) is "
             f"not measured: at {per_event:.0f} compressed bytes per event for the six branches, 200 cores at this rate "
             f"need {200 * one.per_core * per_event / MiB:.0f} MiB/s from storage, and a slower link bounds the wall "

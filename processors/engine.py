@@ -34,8 +34,9 @@ from processors.errors import ProcessingError
 #: Default target of entries per chunk; chunks follow the tree's clusters, so their sizes vary around it.
 DEFAULT_CHUNKSIZE = 500_000
 #: What opening a file costs, counted in entries: deserializing the ~80 branch descriptions of a GamGam tree
-#: takes about as long as reading and selecting 100k-200k events. Only used to pack small files into tasks.
-FILE_OPEN_ENTRIES = 100_000
+#: took 28-44 ms per file, as long as reading and selecting 130k-240k events at 160-250 ns each (measured in
+#: one process over the 16 files of benchmarks/bench_processing.py). Only used to pack small files into tasks.
+FILE_OPEN_ENTRIES = 200_000
 #: Fewest compressed bytes per entry expected of a GamGam file (the generated ones have about 170): a local
 #: file's size over it bounds its entries, so a file certain to be a single chunk is not started in parts.
 MIN_BYTES_PER_ENTRY = 100

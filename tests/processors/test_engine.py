@@ -57,10 +57,11 @@ def test_every_event_is_processed(files, clean):
 
 
 def test_small_files_are_packed_into_about_one_chunk_of_work():
-    # 1 byte = 1000 entries; one chunk's work is 500k entries plus 100k for opening the file: 600k.
+    # 1 byte = 1000 entries; one chunk's work is 500k entries plus 200k for opening the file: 700k.
+    assert engine.FILE_OPEN_ENTRIES == 200_000
     sizes = [("a", 900), ("b", 500), ("c", 300), ("d", 200), ("e", 100)]
-    assert pack_files(sizes, bytes_per_entry=1e-3, chunksize=500_000, fraction=1.0) == [["a"], ["b"], ["c", "e"], ["d"]]
-    assert pack_files(sizes, bytes_per_entry=1e-3, chunksize=500_000, fraction=0.5) == [["b", "c"], ["a"], ["d", "e"]]
+    assert pack_files(sizes, bytes_per_entry=1e-3, chunksize=500_000, fraction=1.0) == [["a"], ["b"], ["d", "e"], ["c"]]
+    assert pack_files(sizes, bytes_per_entry=1e-3, chunksize=500_000, fraction=0.5) == [["b", "e"], ["a"], ["c", "d"]]
     twice = pack_files([("x", 10), ("x", 10)], bytes_per_entry=1e-3, chunksize=500_000, fraction=1.0)
     assert twice == [["x", "x"]]  # a file given twice is processed twice, as without packing
 
@@ -83,8 +84,8 @@ def one_by_one(small_files):
 
 def test_small_files_share_tasks_and_lose_no_event(small_files, one_by_one):
     result = process_files(small_files, processor=DiphotonProcessor(), progress=False)
-    # The two largest start alone; the other ten (about 103k entries of work each) go five to a task.
-    assert result.tasks == 4 and result.chunks == len(SMALL)
+    # The two largest start alone; the other ten (about 203k entries of work each) go three to a task.
+    assert result.tasks == 6 and result.chunks == len(SMALL)
     assert result.events_processed == result.events_in_files == sum(SMALL)
     assert result.histograms["mass"] == one_by_one["mass"] and result.histograms["cutflow"] == one_by_one["cutflow"]
 
