@@ -61,6 +61,7 @@ from bench_processing import bare_read, tutorial_loop  # noqa: E402
 from deploy.clusters import dask_client  # noqa: E402
 from processors.engine import (  # noqa: E402
     DEFAULT_CHUNKSIZE,
+    FILE_OPEN_ENTRIES,
     MIN_BYTES_PER_ENTRY,
     FileInfo,
     plan_chunks,
@@ -248,15 +249,15 @@ def _chunk_label(chunksize: int) -> str:
 # --- extrapolation -----------------------------------------------------------------------------------
 
 
-def extrapolate(per_core: float, *, cores: int, chunksize: int, bytes_per_entry: float, lumi: float = RUN2_LUMI_FB,
-                cluster: int = 50_000) -> tuple[int, int, float]:
+def extrapolate(per_core: float, *, cores: int, chunksize: int, bytes_per_entry: float, open_seconds: float,
+                lumi: float = RUN2_LUMI_FB, cluster: int = 50_000) -> tuple[int, int, float]:
     """Wall time to process the GamGam skim at ``lumi`` on ``cores`` cores, every core at ``per_core`` events/s.
 
     Files as generated here (16 period files, ``lumi`` shared like 2015-16, ``cluster``-entry clusters, of
     ``bytes_per_entry`` on disk), chunks planned by the engine (with fewer files than cores, a file is started
     in as many parts as it has room for, :func:`~processors.engine.spread_parts`, and cut into a multiple of
-    them), chunks handed longest first to the next free core. No I/O, start-up or scheduling cost is modelled.
-    Returns (events, chunks, seconds).
+    them), chunks handed longest first to the next free core, which pays ``open_seconds`` for the first chunk of
+    each file it reads. No I/O, start-up or scheduling cost is modelled. Returns (events, chunks, seconds).
     """
     total_lumi = sum(period.lumi_fb for period in PERIODS)
     counts = [int(round(period.lumi_fb / total_lumi * lumi * EVENTS_PER_FB)) for period in PERIODS]
@@ -268,11 +269,15 @@ def extrapolate(per_core: float, *, cores: int, chunksize: int, bytes_per_entry:
     for number, count in enumerate(counts):
         info = FileInfo(f"f{number}", count, tuple(range(0, count, cluster)) + (count,))
         plan = plan_chunks(info, tree="t", chunksize=chunksize, fraction=1.0, multiple=parts[info.file])
-        chunks += [c.entry_stop - c.entry_start for c in plan]
-    free = [0.0] * min(cores, len(chunks))
-    for events in sorted(chunks, reverse=True):
-        heapq.heappush(free, heapq.heappop(free) + events / per_core)
-    return sum(counts), len(chunks), max(free)
+        chunks += [(c.entry_stop - c.entry_start, c.file) for c in plan]
+    # (time free, core); a core pays for opening a file the first time it reads a chunk of it.
+    free, opened = [(0.0, core) for core in range(min(cores, len(chunks)))], collections.defaultdict(set)
+    for events, name in sorted(chunks, reverse=True):
+        when, core = heapq.heappop(free)
+        cost = events / per_core + (0.0 if name in opened[core] else open_seconds)
+        opened[core].add(name)
+        heapq.heappush(free, (when + cost, core))
+    return sum(counts), len(chunks), max(when for when, _ in free)
 
 
 # --- report ------------------------------------------------------------------------------------------
@@ -379,7 +384,8 @@ def report(args: argparse.Namespace, sizes: dict[int, dict[str, Any]], runs: lis
                   "| chunk size | events | chunks | cores busy | wall s |", "|---|---|---|---|---|"]
         for chunksize in (DEFAULT_CHUNKSIZE, 100_000):
             events, chunks, wall = extrapolate(one.per_core, cores=200, chunksize=chunksize,
-                                               bytes_per_entry=sizes[large]["disk"] / sizes[large]["events"])
+                                               bytes_per_entry=sizes[large]["disk"] / sizes[large]["events"],
+                                               open_seconds=FILE_OPEN_ENTRIES / one.per_core)
             lines.append(f"| {_chunk_label(chunksize)} | {events / 1e6:.1f} M | {chunks} | {min(chunks, 200)} | {wall:.2f} |")
         per_event = one.bytes_read / one.events
         lines += [
@@ -387,8 +393,10 @@ def report(args: argparse.Namespace, sizes: dict[int, dict[str, Any]], runs: lis
             "Assumptions of the model: every core runs at the per-core rate measured here on local files already in the "
             "page cache; the files are laid out as generated (16 period files sharing the luminosity like 2015-16, "
             "50k-entry clusters); the engine's chunk plan (16 files on 200 cores: each file started in as many parts as "
-            "it has room for and cut into a multiple of them), chunks handed longest first to the next free core; no cost "
-            "for starting workers, opening files, scheduling or merging. Reading over the network (EOS via XRootD) is "
+            "it has room for and cut into a multiple of them), chunks handed longest first to the next free core; a core "
+            f"opens a file the first time it reads from it, at the engine's estimate of that cost "
+            f"({FILE_OPEN_ENTRIES // 1000}k entries' work, {FILE_OPEN_ENTRIES / one.per_core * 1e3:.0f} ms at this rate); "
+            "no cost for starting workers, scheduling or merging. Reading over the network (EOS via XRootD) is "
             f"not measured: at {per_event:.0f} compressed bytes per event for the six branches, 200 cores at this rate "
             f"need {200 * one.per_core * per_event / MiB:.0f} MiB/s from storage, and a slower link bounds the wall "
             "time instead.",
