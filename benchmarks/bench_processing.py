@@ -381,18 +381,18 @@ def main() -> None:
     for layout, (files, events, rates, tasks) in results.items():
         table += layout_table(layout, files, events, rates, tasks, per_task, idle, args.runs)
     table += [
-        "Per core means events per CPU second of every process involved (client and workers), which other work",
-        "on a shared machine disturbs far less than wall time. What the processor does to get there: it reads",
-        "only the six branches, memory-maps local files, opens each file once (per-process tree cache; the",
-        "TTree's ~80 branch descriptions cost as much as reading 100k events), processes a file's first chunk in",
-        "the task that opens it, packs files smaller than a chunk into shared tasks, starts a file on every worker",
-        "at once when there are fewer files than workers, fetches finished tasks' results in the background, takes",
-        "the two leading photons from the jagged layout's offsets with numpy (three transcendental functions per",
-        "pair for the mass). Its",
-        "local Dask workers run without the statistical profiler, check their event loops every 200 ms instead of",
-        "20 ms, and have glibc keep freed memory for the next chunk (MALLOC_TRIM_THRESHOLD_ 256 MiB,",
-        "MALLOC_MMAP_THRESHOLD_ 32 MiB) instead of page-faulting fresh memory for every chunk (Dask's own",
-        "MALLOC_TRIM_THRESHOLD_=65536 made chunk tasks ~1.7x slower): cluster.local.profile, tick_interval, environ.",
+        "Per core means events per CPU second of every process involved (client and workers), which other work on",
+        "a shared machine disturbs far less than wall time. What the processor does to get there: it reads only",
+        "the six branches, memory-maps local files, opens each file once (per-process tree cache; the TTree's ~80",
+        "branch descriptions cost as much as reading and selecting 130k-240k events), processes a file's first",
+        "chunk in the task that opens it, packs files smaller than a chunk into shared tasks, starts a file on",
+        "every worker at once when there are fewer files than workers, fetches finished tasks' results in the",
+        "background, takes the two leading photons from the jagged layout's offsets with numpy (three",
+        "transcendental functions per pair for the mass). Its local Dask workers run without the statistical",
+        "profiler, check their event loops every 200 ms instead of 20 ms, and have glibc keep freed memory for the",
+        "next chunk (MALLOC_TRIM_THRESHOLD_ 256 MiB, MALLOC_MMAP_THRESHOLD_ 32 MiB) instead of page-faulting fresh",
+        "memory for every chunk (Dask's own MALLOC_TRIM_THRESHOLD_=65536 made chunk tasks ~1.7x slower):",
+        "cluster.local.profile, tick_interval, environ.",
         "The processor without Dask runs in this process with glibc's defaults.",
     ]
     print("\n".join(table))
