@@ -399,6 +399,47 @@ def test_a_part_killed_with_its_worker_is_never_lost(tmp_path, first, spread_sma
         assert result.events_processed == 4_000 and same_histograms(result, reference)
 
 
+class DiesOnFile(DiphotonProcessor):
+    """Kills the worker process reading the file named ``name``, once (the marker file remembers)."""
+
+    def __init__(self, *, marker: str, name: str, **options):
+        super().__init__(**options)
+        self.marker, self.name = marker, name
+
+    def config(self):
+        return {**super().config(), "marker": self.marker, "name": self.name}
+
+    def process(self, events):
+        if os.path.basename(events.metadata["filename"]) == self.name and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(1)
+        return super().process(events)
+
+
+@pytest.mark.parametrize("allowed_failures", [3, 0], ids=["retried", "not-retried"])
+def test_a_worker_killed_in_a_shared_task_loses_no_file(small_files, one_by_one, tmp_path, allowed_failures):
+    import dask
+
+    # s0 is the smallest file: it starts in a task shared with others (the largest ones start alone).
+    processor = DiesOnFile(marker=str(tmp_path / "died"), name="s0.root")
+    with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}), \
+            dask_client(workers=2, announce=False) as client:
+        result = process_files(small_files, processor=processor, client=client, strict=False, progress=False)
+    assert (tmp_path / "died").exists() and result.tasks < len(small_files)
+    lost = [f.file for f in result.failed_chunks]
+    if allowed_failures:  # the shared task ran again on the other worker, whole
+        assert lost == [] and result.events_processed == sum(SMALL)
+        assert result.histograms["mass"] == one_by_one["mass"] and result.histograms["cutflow"] == one_by_one["cutflow"]
+        return
+    # Every file of the task is listed, whole and as the worker's failure; the others are complete and counted once.
+    assert small_files[0] in lost and len(lost) > 1
+    assert all(f.entry_stop is None and f.kind == "worker" for f in result.failed_chunks)
+    kept = [f for f in small_files if f not in lost]
+    reference = process_files(kept, processor=DiphotonProcessor(), progress=False)
+    assert result.events_processed == result.events_in_files == reference.events_processed
+    assert same_histograms(result, reference)
+
+
 def resident_kib(path: str) -> int:
     """This process's resident pages of the memory-mapped ``path`` (Linux smaps), in KiB."""
     total, inside = 0, False
