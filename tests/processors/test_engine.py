@@ -329,20 +329,36 @@ def test_bad_options_are_rejected(files):
         process_files([], processor=DiphotonProcessor(), progress=False)
 
 
-class DiesOnce(DiphotonProcessor):
-    """Kills the worker process running the first chunk of a file, once (the marker file remembers)."""
+class KillsItsWorker(DiphotonProcessor):
+    """Base of processors that kill their worker process once: the file ``marker`` remembers that it happened.
+
+    Subclasses name their own options in ``settings`` (rebuilt on the workers through ``config()``) and call
+    :meth:`die_once` where they want the worker to die.
+    """
+
+    settings: tuple[str, ...] = ()
 
     def __init__(self, *, marker: str, **options):
+        for name in self.settings:
+            setattr(self, name, options.pop(name))
         super().__init__(**options)
         self.marker = marker
 
     def config(self):
-        return {**super().config(), "marker": self.marker}
+        return {**super().config(), "marker": self.marker, **{name: getattr(self, name) for name in self.settings}}
 
-    def process(self, events):
-        if events.metadata["entrystart"] == 0 and not os.path.exists(self.marker):
+    def die_once(self) -> None:
+        if not os.path.exists(self.marker):
             open(self.marker, "w").close()
             os._exit(1)
+
+
+class DiesOnce(KillsItsWorker):
+    """Kills the worker process running the first chunk of a file, once."""
+
+    def process(self, events):
+        if events.metadata["entrystart"] == 0:
+            self.die_once()
         return super().process(events)
 
 
@@ -355,18 +371,13 @@ def test_a_killed_worker_loses_no_chunk(files, clean, tmp_path, client):
     assert same_histograms(result, clean)
 
 
-class DiesInAPart(DiphotonProcessor):
+class DiesInAPart(KillsItsWorker):
     """Kills, once, the worker running the first chunk (``first``) or the one running the other chunk.
 
     The dying chunk answers first if ``first``, else 1 s after the other, so the order of the answers is known.
     """
 
-    def __init__(self, *, marker: str, first: bool, **options):
-        super().__init__(**options)
-        self.marker, self.first = marker, first
-
-    def config(self):
-        return {**super().config(), "marker": self.marker, "first": self.first}
+    settings = ("first",)
 
     def process(self, events):
         import time
@@ -375,8 +386,7 @@ class DiesInAPart(DiphotonProcessor):
         if dies != self.first:  # the second start task to answer: dying or not, it takes 1 s
             time.sleep(1.0)
         if dies:
-            open(self.marker, "w").close()
-            os._exit(1)
+            self.die_once()
         return super().process(events)
 
 
@@ -399,20 +409,14 @@ def test_a_part_killed_with_its_worker_is_never_lost(tmp_path, first, spread_sma
         assert result.events_processed == 4_000 and same_histograms(result, reference)
 
 
-class DiesOnFile(DiphotonProcessor):
-    """Kills the worker process reading the file named ``name``, once (the marker file remembers)."""
+class DiesOnFile(KillsItsWorker):
+    """Kills the worker process reading the file named ``name``, once."""
 
-    def __init__(self, *, marker: str, name: str, **options):
-        super().__init__(**options)
-        self.marker, self.name = marker, name
-
-    def config(self):
-        return {**super().config(), "marker": self.marker, "name": self.name}
+    settings = ("name",)
 
     def process(self, events):
-        if os.path.basename(events.metadata["filename"]) == self.name and not os.path.exists(self.marker):
-            open(self.marker, "w").close()
-            os._exit(1)
+        if os.path.basename(events.metadata["filename"]) == self.name:
+            self.die_once()
         return super().process(events)
 
 
