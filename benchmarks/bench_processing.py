@@ -17,9 +17,9 @@ file the issue measured on, then measures in one run on each, single process unl
 * coffea Runner: ``processor.Runner(IterativeExecutor(), schema=BaseSchema, chunksize=500_000)``.
 
 The readers take turns, ``--repeat`` rounds of ``--runs`` runs each (the files are in the page cache after
-the first), and every run follows a run of the bare read in a spawned process of its own: the ratio of the
-two is what the table reports (median over the runs), since this machine's speed drifts by +-30 % within
-minutes and the readers' best runs may fall in different moments.
+the first), and every run sits between two runs of the bare read in a spawned process of its own: the ratio
+of the run to those two is what the table reports (median over the runs), since this machine's speed drifts
+by up to 2x within a minute and the readers' best runs may fall in different moments.
 
 Prints a table and, unless ``--no-write``, replaces the "## Processing" section of BENCHMARKS.md.
 """
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -233,25 +234,29 @@ class Rates(NamedTuple):
 
 
 def paired_rates(readers: dict[str, Callable[[], Any]], repeat: int, runs: int, baseline: Callable[[], float]) -> dict[str, Rates]:
-    """Measure each reader ``repeat`` x ``runs`` times, each run right after a run of ``baseline``.
+    """Measure each reader ``repeat`` x ``runs`` times, each run between two runs of ``baseline``.
 
     ``readers`` maps names to context managers that yield a :class:`Reader`, each run ``runs`` times per
     turn (a fresh cluster's first run still pays for its start-up); the readers take turns. CPU seconds
     count every process a reader uses, so events per CPU second is the throughput per core. ``baseline``
     (the bare read in a process of its own, where no cluster idles) returns its events per CPU second; the
-    ratio of each run to the baseline run just before it cancels most of the drift in this machine's speed
-    (shared cores: +-30 % within minutes), and its median over the runs is the reader's ratio to the bare read.
+    ratio of each run to the geometric mean of the baseline runs just before and just after it cancels most of
+    the drift in this machine's speed (shared cores: up to 2x within a minute), and its median over the runs
+    is the reader's ratio to the bare read.
     """
     samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in readers}
     for _ in range(repeat):
         for name, session in readers.items():
             with session() as reader:
+                before = baseline()
                 for _ in range(runs):
-                    reference = baseline()
                     cpu, start = reader.cpu_seconds(), time.perf_counter()
                     events = reader.run()
                     wall, cpu = time.perf_counter() - start, reader.cpu_seconds() - cpu
+                    after = baseline()
+                    reference = math.sqrt(before * after)
                     samples[name].append((events / wall, events / cpu, events / cpu / reference))
+                    before = after
     return {
         name: Rates(max(s[0] for s in runs_), max(s[1] for s in runs_), statistics.median(s[1] for s in runs_),
                     statistics.median(s[2] for s in runs_), tuple(s[0] for s in runs_))
@@ -374,9 +379,9 @@ def main() -> None:
         f" --layouts {args.layouts}` on {header}; started {started}, {args.repeat} turns x {args.runs} runs of each"
         " reader.",
         "",
-        f"Every run follows a run of the bare read in a process of its own (no cluster in it); the ratios are the"
-        f" medians over the {args.repeat * args.runs} runs of each reader of its events per CPU second over that"
-        f" baseline's. Dask's own cost, measured in the same run on a 1-worker cluster: {per_task:.1f} ms of CPU per"
+        f"Every run sits between two runs of the bare read in a process of its own (no cluster in it); the ratios are"
+        f" the medians over the {args.repeat * args.runs} runs of each reader of its events per CPU second over the"
+        f" geometric mean of those two. Dask's own cost, measured in the same run on a 1-worker cluster: {per_task:.1f} ms of CPU per"
         f" no-op task (client, scheduler and worker), and {idle:.1f} % of a core while the cluster idles.",
         "",
     ]
