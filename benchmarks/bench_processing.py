@@ -103,11 +103,16 @@ def bare_shares(files: list[str], processes: int) -> list[list[tuple[str, int, i
             entries = file["analysis"].num_entries
         edges = [entries * k // processes for k in range(processes + 1)]
         return [[(files[0], a, b)] for a, b in zip(edges, edges[1:])]
-    shares: list[list[tuple[str, int, int | None]]] = [[] for _ in range(processes)]
+    return [[(name, 0, None) for name in share] for share in share_by_size(files, processes)]
+
+
+def share_by_size(files: list[str], processes: int) -> list[list[str]]:
+    """``files`` shared between ``processes`` readers, each next largest file to the least loaded (bytes)."""
+    shares: list[list[str]] = [[] for _ in range(processes)]
     load = [0] * processes
     for name in sorted(files, key=lambda f: -Path(f).stat().st_size):
         index = load.index(min(load))
-        shares[index].append((name, 0, None))
+        shares[index].append(name)
         load[index] += Path(name).stat().st_size
     return shares
 

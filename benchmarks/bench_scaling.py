@@ -31,7 +31,6 @@ import collections
 import concurrent.futures
 import heapq
 import json
-import math
 import multiprocessing
 import os
 import shlex
@@ -56,14 +55,14 @@ from _common import (  # noqa: E402
     replace_section,
     warm_worker,
 )
-from bench_processing import bare_read, tutorial_loop  # noqa: E402
+from bench_processing import bare_read, share_by_size, tutorial_loop  # noqa: E402
 
 from deploy.clusters import dask_client  # noqa: E402
 from processors.engine import (  # noqa: E402
     DEFAULT_CHUNKSIZE,
     FILE_OPEN_ENTRIES,
-    MIN_BYTES_PER_ENTRY,
     FileInfo,
+    most_parts,
     plan_chunks,
     process_files,
     spread_parts,
@@ -164,12 +163,7 @@ def _parallel_bare_task(files: list[str], barrier: Any, queue: Any) -> None:
 
 def parallel_bare(files: list[str], *, size: int, repeat: int, bytes_read: int, processes: int = 2) -> Measurement:
     """``bare_read`` in ``processes`` processes at once, files shared by size: the machine's own scaling ceiling."""
-    shares: list[list[str]] = [[] for _ in range(processes)]
-    load = [0] * processes
-    for path in sorted(files, key=os.path.getsize, reverse=True):
-        index = load.index(min(load))
-        shares[index].append(path)
-        load[index] += os.path.getsize(path)
+    shares = share_by_size(files, processes)
     context = multiprocessing.get_context("spawn")
     walls, peak, idle, events = [], 0, 0, 0
     for _ in range(repeat):
@@ -262,7 +256,7 @@ def extrapolate(per_core: float, *, cores: int, chunksize: int, bytes_per_entry:
     total_lumi = sum(period.lumi_fb for period in PERIODS)
     counts = [int(round(period.lumi_fb / total_lumi * lumi * EVENTS_PER_FB)) for period in PERIODS]
     names = sorted((f"f{number}" for number in range(len(counts))), key=lambda name: -counts[int(name[1:])])
-    most = {name: max(1, math.ceil(counts[int(name[1:])] * bytes_per_entry / MIN_BYTES_PER_ENTRY / chunksize))
+    most = {name: most_parts(counts[int(name[1:])] * bytes_per_entry, chunksize=chunksize, fraction=1.0)
             for name in names}
     parts = collections.Counter(name for name, _ in spread_parts(names, cores, most=most))
     chunks = []

@@ -14,6 +14,7 @@ missing ones.
 from __future__ import annotations
 
 import bisect
+import collections
 import hashlib
 import json
 import math
@@ -161,6 +162,12 @@ def spread_parts(files: list[str], workers: int, *, most: dict[str, int] | None 
         for url in more:
             counts[url] += 1
     return pairs
+
+
+def most_parts(size: float, *, chunksize: int, fraction: float) -> int:
+    """The most start tasks worth giving a local file of ``size`` bytes: its chunks if every entry took only
+    :data:`MIN_BYTES_PER_ENTRY` bytes (at least 1)."""
+    return max(1, math.ceil(size / MIN_BYTES_PER_ENTRY * fraction / chunksize))
 
 
 def pack_files(
@@ -481,9 +488,9 @@ def process_files(
     starting = [url for url, _ in [*local[:leading], *(pair for pair in sizes if pair[1] is None)]]
     # Fewer files than workers (one large file, a facility with more cores than files): each worker starts a
     # part of a file at once, instead of idling until a file's plan is known. Not on resume: nothing to start.
-    most = {url: max(1, math.ceil(size / MIN_BYTES_PER_ENTRY * fraction / chunksize)) for url, size in local}
+    most = {url: most_parts(size, chunksize=chunksize, fraction=fraction) for url, size in local}
     spread = spread_parts(starting, workers, most=most) if not resume and len(set(files)) == len(files) else []
-    parts = {url: sum(1 for name, _ in spread if name == url) for url in starting} if spread else {}
+    parts = collections.Counter(url for url, _ in spread)
     plans: dict[str, list[Chunk]] = {}  # of the files started in several parts, once the first part is back
     dropped: set[str] = set()  # files started in several parts whose first part to return failed
     for url, part in spread or [(url, 0) for url in starting]:
@@ -500,6 +507,7 @@ def process_files(
         holders = None  # asked once per task, when a file's first further chunk is submitted
         for start in starts:
             url = start.info.file
+            started = parts.get(url, 1)  # start tasks of this file
             if url in dropped:
                 continue  # listed as failed as a whole already
             if url in plans:  # a further part of a file already planned
@@ -513,15 +521,15 @@ def process_files(
                 if strict and start.info.kind in (chunking.MISSING, chunking.CORRUPT, chunking.SCHEMA):
                     raise ProcessingError(start.info.error)
                 failed.append(start.info)
-                if parts.get(url, 1) > 1:
+                if started > 1:
                     dropped.add(url)
                 continue
             infos.append(start.info)
             release_held(start.info)
-            plan = plan_chunks(start.info, tree=tree, chunksize=chunksize, fraction=fraction, multiple=parts.get(url, 1))
-            if parts.get(url, 1) > 1:
+            plan = plan_chunks(start.info, tree=tree, chunksize=chunksize, fraction=fraction, multiple=started)
+            if started > 1:
                 plans[url] = plan
-            others = range(parts.get(url, 1))  # chunks that this file's other start tasks run
+            others = range(started)  # chunks that this file's other start tasks run
             next_pinned = False
             for index, chunk in enumerate(plan):
                 planned += 1
