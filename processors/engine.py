@@ -507,7 +507,7 @@ def process_files(
         holders = None  # asked once per task, when a file's first further chunk is submitted
         for start in starts:
             url = start.info.file
-            started = parts.get(url, 1)  # start tasks of this file
+            in_parts = parts.get(url, 1)  # start tasks of this file
             if url in dropped:
                 continue  # listed as failed as a whole already
             if url in plans:  # a further part of a file already planned
@@ -521,15 +521,15 @@ def process_files(
                 if strict and start.info.kind in (chunking.MISSING, chunking.CORRUPT, chunking.SCHEMA):
                     raise ProcessingError(start.info.error)
                 failed.append(start.info)
-                if started > 1:
+                if in_parts > 1:
                     dropped.add(url)
                 continue
             infos.append(start.info)
             release_held(start.info)
-            plan = plan_chunks(start.info, tree=tree, chunksize=chunksize, fraction=fraction, multiple=started)
-            if started > 1:
+            plan = plan_chunks(start.info, tree=tree, chunksize=chunksize, fraction=fraction, multiple=in_parts)
+            if in_parts > 1:
                 plans[url] = plan
-            others = range(started)  # chunks that this file's other start tasks run
+            others = range(in_parts)  # chunks that this file's other start tasks run
             next_pinned = False
             for index, chunk in enumerate(plan):
                 planned += 1

@@ -54,6 +54,7 @@ def test_every_event_is_processed(files, clean):
     assert clean.events_in_files == clean.events_processed == sum(ENTRIES)
     assert clean.histograms["cutflow"]["data", "all"] == sum(ENTRIES)
     assert clean.chunks == 9 and clean.failed_chunks == []
+    assert 0 < clean.wall_time < 60  # seconds of this run, not of the clock's origin
 
 
 def test_small_files_are_packed_into_about_one_chunk_of_work():
