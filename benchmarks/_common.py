@@ -6,6 +6,7 @@ client's ``sys.path``), so nothing in it may depend on ``__main__``.
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import resource
@@ -132,6 +133,31 @@ def branch_bytes(files: Iterable[str | os.PathLike[str]], branches: Iterable[str
                 compressed += ttree[name].compressed_bytes
                 uncompressed += ttree[name].uncompressed_bytes
     return compressed, uncompressed
+
+
+#: Seconds this process's garbage collections took since :func:`record_gc` (or the last :func:`gc_seconds`).
+_GC_SECONDS = [0.0]
+_GC_STARTED = [0.0]
+
+
+def _on_gc(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _GC_STARTED[0] = time.perf_counter()
+    else:
+        _GC_SECONDS[0] += time.perf_counter() - _GC_STARTED[0]
+
+
+def record_gc() -> None:
+    """Start timing this process's garbage collections (once per process; ``client.run(record_gc)`` on workers)."""
+    if _on_gc not in gc.callbacks:
+        gc.callbacks.append(_on_gc)
+    _GC_SECONDS[0] = 0.0
+
+
+def gc_seconds() -> float:
+    """Seconds spent collecting since the last call (or :func:`record_gc`), and start counting again."""
+    seconds, _GC_SECONDS[0] = _GC_SECONDS[0], 0.0
+    return seconds
 
 
 def timed(function: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
@@ -66,6 +67,24 @@ def test_local_cluster_runs_without_profiler_and_slow_ticks_unless_configured(mo
         # Dask's own 64 KiB trim threshold is what the defaults replace; a null unsets a variable.
         assert list(client.run(_diagnostics).values()) == [(True, 0.05, str(256 * 2**20), None)]
         assert list(client.run(lambda: __import__("os").environ["OMP_NUM_THREADS"]).values()) == ["2"]
+
+
+def _gc_state() -> tuple[int, int, bool]:
+    return gc.get_threshold()[0], gc.get_freeze_count(), "uproot" in sys.modules
+
+
+def test_local_workers_freeze_the_processing_code_and_collect_young_garbage_less_often() -> None:
+    with dask_client(workers=2, announce=False) as client:
+        states = list(client.run(_gc_state).values())
+        # uproot, awkward, coffea and Dask alone are well over 100k objects; all are frozen, none collected again.
+        assert len(states) == 2
+        assert all(state[0] == 20000 and state[1] > 100_000 and state[2] for state in states)
+        client.cluster.scale(3)  # a worker that joins later is tuned too
+        client.wait_for_workers(3, timeout=60)
+        assert all(state[0] == 20000 and state[1] > 100_000 for state in client.run(_gc_state).values())
+    config = settings_from_dict({"cluster": {"local": {"gc_threshold": None}}}).cluster
+    with dask_client(config, workers=1, announce=False) as client:
+        assert [state[:2] for state in client.run(_gc_state).values()] == [(gc.get_threshold()[0], 0)]
 
 
 def test_bad_tick_interval_is_rejected() -> None:

@@ -83,6 +83,8 @@ def test_tls_settings_are_read(tmp_path: Path) -> None:
         ("colour: red", "unknown key 'colour'"),
         ("cluster: {kind: kubernetes}", "bad value for 'cluster.kind'"),
         ("cluster: {local: {workers: 0}}", "bad value for 'cluster.local.workers'"),
+        ("cluster: {local: {gc_threshold: 0}}", "bad value for 'cluster.local.gc_threshold'"),
+        ("cluster: {local: {gc_threshold: rarely}}", "bad value for 'cluster.local.gc_threshold'"),
         ("cluster: {scheduler: {tls: {ca: x}}}", "unknown key 'cluster.scheduler.tls.ca'"),
         ("processing: {protocol: ftp}", "bad value for 'processing.protocol'"),
         ("processing: {chunksize: many}", "bad value for 'processing.chunksize'"),
