@@ -208,11 +208,21 @@ class WorkerGC(WorkerPlugin):
 
     def setup(self, worker: Any) -> None:
         for module in self.modules:
-            importlib.import_module(module)
+            try:
+                importlib.import_module(module)
+            except ImportError as error:  # a worker image without this package: its tasks will say so
+                log.warning("worker GC tuning: cannot import %s (%s)", module, error)
         gc.collect()
         gc.freeze()
         _, *older = gc.get_threshold()
         gc.set_threshold(self.threshold, *older)
+
+
+def _tune_gc(client: Client, threshold: int | None) -> None:
+    """Register :class:`WorkerGC` on a cluster this process started (its workers now and those that join later);
+    an existing scheduler's workers are the facility's and keep their settings."""
+    if threshold is not None:
+        client.register_plugin(WorkerGC(threshold))
 
 
 def _restore_environ(saved: dict[str, str | None]) -> None:
@@ -285,10 +295,12 @@ def dask_client(
             cluster = stack.enter_context(htcondor_cluster(config.htcondor))
             _scale(cluster, config.htcondor.minimum, config.htcondor.maximum)
             client = stack.enter_context(Client(cluster))
+            _tune_gc(client, config.htcondor.gc_threshold)
         elif config.kind == "gateway":
             cluster = stack.enter_context(gateway_cluster(config.gateway))
             _scale(cluster, config.gateway.minimum, config.gateway.maximum)
             client = stack.enter_context(cluster.get_client(set_as_default=False))
+            _tune_gc(client, config.gateway.gc_threshold)
         else:
             local = config.local
             # The profiler and the 20 ms tick are diagnostics whose CPU cost the benchmarks measure, the environ
@@ -316,7 +328,6 @@ def dask_client(
                 )
             )
             client = stack.enter_context(Client(cluster))
-            if local.gc_threshold is not None:
-                client.register_plugin(WorkerGC(local.gc_threshold))
+            _tune_gc(client, local.gc_threshold)
         _announce(client, announce)
         yield client

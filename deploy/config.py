@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
             "interface": None,
             "minimum": 0,
             "maximum": 10,
+            "gc_threshold": 20000,
         },
         "gateway": {
             "address": None,
@@ -52,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
             "cluster_options": {},
             "minimum": 0,
             "maximum": 10,
+            "gc_threshold": 20000,
         },
     },
     "processing": {"chunksize": 500_000, "retries": 3, "timeout": 60.0, "protocol": "root"},
@@ -72,6 +74,7 @@ DEFAULTS: dict[str, Any] = {
 _NUMBER = {"type": "number"}
 _POSITIVE = {"type": "number", "exclusiveMinimum": 0}
 _COUNT = {"type": "integer", "minimum": 0}
+_GC_THRESHOLD = {"type": ["integer", "null"], "minimum": 1}
 _OPTIONAL_STRING = {"type": ["string", "null"]}
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}
 _MEMORY = {"type": ["string", "number"]}
@@ -95,7 +98,7 @@ SCHEMA: dict[str, Any] = _section(
                         "dashboard_address": _OPTIONAL_STRING,
                         "profile": {"type": "boolean"},
                         "tick_interval": {"type": "string", "pattern": r"^\s*[0-9.]+\s*(us|ms|s)\s*$"},
-                        "gc_threshold": {"type": ["integer", "null"], "minimum": 1},
+                        "gc_threshold": _GC_THRESHOLD,
                         "environ": {"type": "object", "additionalProperties": {"type": ["string", "number", "null"]}},
                     }
                 ),
@@ -131,6 +134,7 @@ SCHEMA: dict[str, Any] = _section(
                         "interface": _OPTIONAL_STRING,
                         "minimum": _COUNT,
                         "maximum": _COUNT,
+                        "gc_threshold": _GC_THRESHOLD,
                     }
                 ),
                 "gateway": _section(
@@ -141,6 +145,7 @@ SCHEMA: dict[str, Any] = _section(
                         "cluster_options": {"type": "object"},
                         "minimum": _COUNT,
                         "maximum": _COUNT,
+                        "gc_threshold": _GC_THRESHOLD,
                     }
                 ),
             }
@@ -226,7 +231,8 @@ class SchedulerSettings(NamedTuple):
 
 
 class HTCondorSettings(NamedTuple):
-    """Worker jobs submitted to HTCondor by ``dask_jobqueue.HTCondorCluster``, scaled adaptively."""
+    """Worker jobs submitted to HTCondor by ``dask_jobqueue.HTCondorCluster``, scaled adaptively
+    (``gc_threshold`` as for :class:`LocalSettings`)."""
 
     cores: int
     memory: str | float
@@ -239,10 +245,11 @@ class HTCondorSettings(NamedTuple):
     interface: str | None
     minimum: int
     maximum: int
+    gc_threshold: int | None = 20000
 
 
 class GatewaySettings(NamedTuple):
-    """A cluster requested from a Dask Gateway, scaled adaptively."""
+    """A cluster requested from a Dask Gateway, scaled adaptively (``gc_threshold`` as for :class:`LocalSettings`)."""
 
     address: str | None
     proxy_address: str | None
@@ -250,6 +257,7 @@ class GatewaySettings(NamedTuple):
     cluster_options: dict[str, Any]
     minimum: int
     maximum: int
+    gc_threshold: int | None = 20000
 
 
 class ClusterConfig(NamedTuple):

@@ -247,6 +247,9 @@ def test_gateway_cluster_scales_to_one_worker_and_computes(gateway_address: tupl
         # A builtin: the gateway's workers cannot import this test module.
         assert client.submit(pow, 12, 2).result(timeout=60) == 144
         assert len(client.scheduler_info()["workers"]) == 1
+        # Tuned like a local worker (cluster.gateway.gc_threshold): the processing code imported and frozen.
+        assert [threshold[0] for threshold in client.run(gc.get_threshold).values()] == [20000]
+        assert all(count > 100_000 for count in client.run(gc.get_freeze_count).values())
 
 
 @pytest.fixture
