@@ -2,7 +2,8 @@
 
 One task opens a file, plans its chunks and processes the first; each further chunk is one more task: the
 next one for the worker that holds the file open, the others for whichever worker is free. With fewer
-files than workers, each worker starts at once on a part of a file (:func:`spread_parts`). Local files
+files than workers, each worker starts at once on a part of a file (:func:`spread_parts`), then reads that
+part's equal share of the file's further chunks. Local files
 smaller than a chunk share a task (:func:`pack_files`): every task costs the client, scheduler and worker a
 fixed few ms of CPU (benchmarks/bench_processing.py). Tasks (``client.submit``) take plain inputs and return plain results
 (:class:`FileStart`, :class:`~processors.chunks.ChunkOutcome`); without a client they run in this process.
@@ -493,6 +494,7 @@ def process_files(
     parts = collections.Counter(url for url, _ in spread)
     plans: dict[str, list[Chunk]] = {}  # of the files started in several parts, once the first part is back
     dropped: set[str] = set()  # files started in several parts whose first part to return failed
+    lanes: dict[tuple[str, int], list[Chunk]] = {}  # (file, part): its further chunks, submitted when the part answers
     for url, part in spread or [(url, 0) for url in starting]:
         submit_files([url], part)
 
@@ -516,6 +518,10 @@ def process_files(
                         tasks.submit("chunk", plans[url][start.part], chunking.run_chunk, follow_up=True, **chunk_options)
                     elif start.first is not None:
                         take(plans[url][start.part], start.first)
+                lane = lanes.pop((url, start.part), [])
+                near = None if isinstance(start.info, FailedChunk) or not lane else tasks.holders(future)
+                for chunk in lane:
+                    tasks.submit("chunk", chunk, chunking.run_chunk, near=near, follow_up=True, **chunk_options)
                 continue
             if isinstance(start.info, FailedChunk):
                 if strict and start.info.kind in (chunking.MISSING, chunking.CORRUPT, chunking.SCHEMA):
@@ -544,11 +550,18 @@ def process_files(
                     events_processed += saved["events"]
                     resumed += 1
                     continue
-                # The worker holding the file open runs its next chunk; any further chunk goes to whichever worker
-                # is free first (which opens the file too, once): pinning them all would leave workers idle while
-                # a few large files are read, and use one worker per file on a facility with more cores than files.
+                # A file read in parts: chunk k is part k % parts's, run by the worker that read that part (it has
+                # the file open), submitted when the part answers. Each worker gets an equal share; left to Dask, a
+                # worker still reading its part looks busier than it is, and one worker got 3 of 4 (task streams).
+                if in_parts > 1 and index % in_parts != start.part:
+                    lanes.setdefault((url, index % in_parts), []).append(chunk)
+                    continue
+                # Otherwise the worker holding the file open runs its next chunk; any further chunk goes to whichever
+                # worker is free first (which opens the file too, once): pinning them all would leave workers idle
+                # while a few large files are read, and use one worker per file on a facility with more cores than
+                # files.
                 near = None
-                if not next_pinned:
+                if in_parts > 1 or not next_pinned:
                     holders = holders or tasks.holders(future)
                     near, next_pinned = holders, True
                 tasks.submit("chunk", chunk, chunking.run_chunk, near=near, follow_up=True, **chunk_options)

@@ -197,6 +197,33 @@ def test_one_file_starts_on_every_worker_at_once(tmp_path, spread_small_files):
     assert same_histograms(result, process_files([large], processor=DiphotonProcessor(), progress=False))
 
 
+def test_a_file_read_in_parts_gives_each_part_worker_its_share_of_the_chunks(tmp_path, spread_small_files):
+    from distributed import get_task_stream
+
+    large = str(write_photon_file(tmp_path / "large.root", 16_000, seed=5, parts=8))  # 8 clusters of 2000
+    with dask_client(workers=2, announce=False) as client:
+        client.run(_import_engine)
+        submitted, submit = {}, client.submit
+
+        def recording(function, item, *args, **kwargs):
+            future = submit(function, item, *args, **kwargs)
+            submitted[future.key] = (kwargs.get("part"), item, kwargs.get("workers"))
+            return future
+
+        client.submit = recording
+        with get_task_stream(client) as stream:
+            result = process_files([large], processor=DiphotonProcessor(), client=client, chunksize=1, progress=False)
+    ran_on = {task["key"]: task["worker"] for task in stream.data}
+    part_worker = {part: ran_on[key] for key, (part, item, _) in submitted.items() if isinstance(item, list)}
+    assert sorted(part_worker) == [0, 1] and part_worker[0] != part_worker[1]
+    # Chunk k (k >= 2) is part k % 2's: it goes to the worker that read that part and has the file open.
+    further = sorted((item.entry_start // 2000, workers) for _, item, workers in submitted.values() if isinstance(item, Chunk))
+    assert [index for index, _ in further] == [2, 3, 4, 5, 6, 7]
+    assert all(workers == [part_worker[index % 2]] for index, workers in further)
+    assert result.chunks == 8 and result.failed_chunks == [] and result.events_processed == 16_000
+    assert same_histograms(result, process_files([large], processor=DiphotonProcessor(), progress=False))
+
+
 def test_a_file_with_fewer_chunks_than_parts_is_counted_once(tmp_path, client, spread_small_files):
     small = str(write_photon_file(tmp_path / "small.root", 3_000, seed=6, parts=1))
     result = process_files([small], processor=DiphotonProcessor(), client=client, progress=False)
@@ -408,6 +435,34 @@ def test_a_part_killed_with_its_worker_is_never_lost(tmp_path, first, spread_sma
     else:  # the file was planned by then: the lost part's chunk ran again as a task of its own
         assert result.failed_chunks == [] and result.tasks == 3
         assert result.events_processed == 4_000 and same_histograms(result, reference)
+
+
+class DiesInSecondPart(KillsItsWorker):
+    """Kills, once and 0.5 s in, the worker reading the chunk that starts at ``start`` (so the other part answers first)."""
+
+    settings = ("start",)
+
+    def process(self, events):
+        if events.metadata["entrystart"] == self.start and not os.path.exists(self.marker):
+            import time
+
+            time.sleep(0.5)
+            self.die_once()
+        return super().process(events)
+
+
+def test_the_chunks_of_a_part_killed_with_its_worker_still_run(tmp_path, spread_small_files):
+    import dask
+
+    four = str(write_photon_file(tmp_path / "four.root", 4_000, seed=7, parts=4))
+    reference = process_files([four], processor=DiphotonProcessor(), chunksize=1, progress=False)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), dask_client(workers=2, announce=False) as client:
+        result = process_files([four], processor=DiesInSecondPart(marker=str(tmp_path / "died"), start=1_000),
+                               client=client, chunksize=1, strict=False, progress=False)
+    assert (tmp_path / "died").exists()
+    # Part 1 (chunk 1) died after part 0 planned the file: chunk 1 ran again, and chunk 3, part 1's share, ran too.
+    assert result.failed_chunks == [] and result.chunks == 4 and result.tasks == 5
+    assert result.events_processed == 4_000 and same_histograms(result, reference)
 
 
 class DiesOnFile(KillsItsWorker):
