@@ -5,7 +5,7 @@
 
 One run measures, on the same files and in this order:
 
-* datasets at each size ``k``: ``generate_dataset(lumi_fb=k * base_lumi, scale=base_scale)`` (16 files, ZSTD,
+* datasets at each size ``k``: ``generate_dataset(lumi_fb=k * base_lumi, scale=base_scale)`` (16 files, LZ4,
   50k-entry clusters), generated once and cached under ``--data-dir`` (generation is not timed here);
 * baselines, each in a fresh single process: ``bench_processing.bare_read`` (uproot reading the six photon
   branches, nothing else) and ``bench_processing.tutorial_loop`` (the tutorial's iterate + awkward + vector cuts);
