@@ -188,7 +188,7 @@ def gateway_cluster(settings: GatewaySettings) -> GatewayCluster:
 
 
 class WorkerGC(WorkerPlugin):
-    """Tune each worker's garbage collector for chunk tasks (``cluster.local.gc_threshold``).
+    """Tune each worker's garbage collector for chunk tasks (``gc_threshold`` of the cluster's config section).
 
     The worker imports the code its tasks run, then freezes every object alive (``gc.freeze``: Dask's, uproot's,
     awkward's, about 200k), so that no full collection walks them again, and runs the youngest generation every
