@@ -26,7 +26,8 @@ from bench_processing import cluster_cpu, dataset, processor_run
 from deploy.clusters import dask_client, resolve_config
 
 SECTION = "## Worker garbage collection"
-SETTINGS = {"tuned (default)": 20000, "Python's": None}
+#: The workers' GC as configured by default (cluster.local.gc_threshold), and as Python sets it.
+SETTINGS = {"tuned (default)": resolve_config(None).local.gc_threshold, "Python's": None}
 
 
 def measure(files: list[str], *, workers: int, threshold: int | None, runs: int) -> list[tuple[float, float, float]]:

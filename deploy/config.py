@@ -245,7 +245,7 @@ class HTCondorSettings(NamedTuple):
     interface: str | None
     minimum: int
     maximum: int
-    gc_threshold: int | None = 20000
+    gc_threshold: int | None
 
 
 class GatewaySettings(NamedTuple):
@@ -257,7 +257,7 @@ class GatewaySettings(NamedTuple):
     cluster_options: dict[str, Any]
     minimum: int
     maximum: int
-    gc_threshold: int | None = 20000
+    gc_threshold: int | None
 
 
 class ClusterConfig(NamedTuple):

@@ -486,6 +486,10 @@ def process_files(
         tasks.submit("files", group, start_files, label=(group, part), part=part, parts=parts.get(group[0], 1),
                      **start_options)
 
+    def submit_chunk(chunk: Chunk, *, near: list[str] | None = None) -> None:
+        """One further chunk of a file already planned, ahead of files not yet started."""
+        tasks.submit("chunk", chunk, chunking.run_chunk, near=near, follow_up=True, **chunk_options)
+
     def where(start: FileStart, future: Any) -> list[str] | None:
         """The worker that ran ``start`` (it has the file open), or the holders of its result (then asked)."""
         return [start.worker] if start.worker is not None else tasks.holders(future)
@@ -532,13 +536,13 @@ def process_files(
             if url in plans:  # a further part of a file already planned
                 if start.part < len(plans[url]):
                     if isinstance(start.info, FailedChunk):  # its chunk was not run: run it on its own
-                        tasks.submit("chunk", plans[url][start.part], chunking.run_chunk, follow_up=True, **chunk_options)
+                        submit_chunk(plans[url][start.part])
                     elif start.first is not None:
                         take(plans[url][start.part], start.first)
                 lane = lanes.pop((url, start.part), [])
                 near = None if isinstance(start.info, FailedChunk) or not lane else where(start, future)
                 for chunk in lane:
-                    tasks.submit("chunk", chunk, chunking.run_chunk, near=near, follow_up=True, **chunk_options)
+                    submit_chunk(chunk, near=near)
                 continue
             if isinstance(start.info, FailedChunk):
                 if strict and start.info.kind in (chunking.MISSING, chunking.CORRUPT, chunking.SCHEMA):
@@ -581,7 +585,7 @@ def process_files(
                 if in_parts > 1 or not next_pinned:
                     holders = holders or where(start, future)
                     near, next_pinned = holders, True
-                tasks.submit("chunk", chunk, chunking.run_chunk, near=near, follow_up=True, **chunk_options)
+                submit_chunk(chunk, near=near)
         if unopened == 0:
             release_held(None)
 
