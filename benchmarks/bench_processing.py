@@ -9,13 +9,17 @@ file the issue measured on, with the generator's LZ4 baskets or (``-zlib``) ROOT
 decompress ~6x slower, then measures in one run on each, single process unless stated:
 
 * bare read: uproot reading the six photon branches, nothing else (the floor of any processor), with
-  uproot's default source and with the memory-mapped one the engine uses for local files;
-* tutorial: ``uproot.iterate`` + awkward + vector with jagged ``[:, 0]`` indexing, as the tutorial does;
+  uproot's default source and with the memory-mapped one the engine uses for local files, inflating ZLIB
+  baskets with isal as the engine does (processors.chunks.inflate_with_isal), and on the ``-zlib`` layouts
+  also with uproot's default inflater, Python's zlib;
+* tutorial: ``uproot.iterate`` + awkward + vector with jagged ``[:, 0]`` indexing, as the tutorial does, with
+  uproot's defaults (zlib);
 * processor: ``process_files`` without Dask, then on a local Dask cluster with 1 and 2 worker processes
   (cluster start-up excluded, workers warmed up);
 * two bare reads at once, in two processes sharing the files (a single file by entry ranges): what this
   machine gives two busy processes, the ceiling of two workers' speed-up and per-core rate;
-* coffea Runner: ``processor.Runner(IterativeExecutor(), schema=BaseSchema, chunksize=500_000)``.
+* coffea Runner: ``processor.Runner(IterativeExecutor(), schema=BaseSchema, chunksize=500_000)``, with
+  uproot's defaults (zlib).
 
 The readers take turns, ``--repeat`` rounds of ``--runs`` runs each (the files are in the page cache after
 the first), and every run sits between two runs of the bare read in a spawned process of its own: the ratio
@@ -178,8 +182,15 @@ def cluster_cpu(client) -> Callable[[], float]:
 
 
 @contextlib.contextmanager
-def in_process(run: Callable[[], int]) -> Iterator[Reader]:
-    yield Reader(run)
+def in_process(run: Callable[[], int], *, inflater: str | None = None) -> Iterator[Reader]:
+    """``run`` in this process; ``inflater`` (e.g. uproot's default "zlib") replaces the engine's for ZLIB baskets."""
+    decompressor = uproot.compression._decompress_ZLIB
+    saved = decompressor.library
+    decompressor.library = inflater or saved
+    try:
+        yield Reader(run)
+    finally:
+        decompressor.library = saved
 
 
 @contextlib.contextmanager
@@ -299,19 +310,30 @@ class Baseline:
         self._pool.shutdown()
 
 
-def measure(files: list[str], args: argparse.Namespace) -> tuple[int, dict[str, Rates], int]:
-    """Every reader on ``files``, paired with the bare read in a process of its own: (events, rates, Dask tasks)."""
+#: The bare read with uproot's default inflater; only measured where baskets are ZLIB.
+BARE_ZLIB = "bare uproot read, Python's zlib (uproot's default)"
+
+
+def measure(files: list[str], args: argparse.Namespace, *, zlib: bool) -> tuple[int, dict[str, Rates], int]:
+    """Every reader on ``files``, paired with the bare read in a process of its own: (events, rates, Dask tasks).
+
+    ``zlib``: the baskets are ZLIB, so the bare read with uproot's default inflater is measured too.
+    """
     events = bare_read(files)  # also fills the page cache
     baseline = Baseline(files)
+    defaults = {BARE_ZLIB: lambda: in_process(lambda: bare_read(files), inflater="zlib")} if zlib else {}
     try:
         rates = paired_rates(
             {
                 "bare uproot read (6 branches)": lambda: in_process(lambda: bare_read(files)),
                 "bare uproot read, memory-mapped": lambda: in_process(
                     lambda: bare_read(files, handler=uproot.source.file.MemmapSource)),
-                "tutorial loop (iterate + awkward + vector)": lambda: in_process(lambda: tutorial_loop(files)),
+                **defaults,
+                "tutorial loop (iterate + awkward + vector)": lambda: in_process(
+                    lambda: tutorial_loop(files), inflater="zlib"),
                 "processor, no Dask": lambda: in_process(lambda: processor_run(files)),
-                "coffea Runner, BaseSchema, 500k chunks": lambda: in_process(lambda: coffea_runner(files)),
+                "coffea Runner, BaseSchema, 500k chunks": lambda: in_process(
+                    lambda: coffea_runner(files), inflater="zlib"),
                 "bare uproot read, 2 processes at once": lambda: parallel_bare(files),
                 "processor, Dask 1 worker": lambda: on_cluster(files, 1),
                 "processor, Dask 2 workers": lambda: on_cluster(files, 2),
@@ -365,6 +387,13 @@ def layout_table(layout: str, files: list[str], events: int, rates: dict[str, Ra
         f"this machine: {bare2.vs_bare:.2f} per core of one, and {statistics.median(ceiling):.2f} x its wall-clock "
         f"speed ({', '.join(f'{x:.2f}' for x in ceiling)}); two workers per core / two bare reads per core: "
         f"{two.vs_bare / bare2.vs_bare:.2f}.",
+        *([] if BARE_ZLIB not in rates else [
+            "",
+            f"Against the bare read with uproot's default inflater (zlib; the engine inflates with isal), per core: "
+            f"{eager.vs_bare / rates[BARE_ZLIB].vs_bare:.2f} without Dask, {one.vs_bare / rates[BARE_ZLIB].vs_bare:.2f}"
+            f" on one Dask worker, {two.vs_bare / rates[BARE_ZLIB].vs_bare:.2f} on two; that read is "
+            f"{rates[BARE_ZLIB].vs_bare / tutorial:.2f} x the tutorial.",
+        ]),
         "",
         f"Dask's own cost here: {tasks} tasks (files smaller than a chunk share one) at {per_task:.1f} ms, plus the idle"
         f" cost over a run, make {dask_fixed:.2f} CPU s; the median 1-worker run takes {gap:+.2f} CPU s more than the"
@@ -390,7 +419,7 @@ def main() -> None:
     results = {}
     for layout in layouts:
         files = dataset(args.data, args.events, layout)
-        results[layout] = (files, *measure(files, args))
+        results[layout] = (files, *measure(files, args, zlib=layout.endswith("-zlib")))
     per_task, idle = dask_overhead()
     table = [
         f"`python benchmarks/bench_processing.py --events {args.events} --repeat {args.repeat} --runs {args.runs}"
@@ -406,22 +435,22 @@ def main() -> None:
     for layout, (files, events, rates, tasks) in results.items():
         table += layout_table(layout, files, events, rates, tasks, per_task, idle, args.runs)
     table += [
-        "Per core means events per CPU second of every process involved (client and workers), which other work on",
-        "a shared machine disturbs far less than wall time. What the processor does to get there: it reads only",
-        "the six branches, memory-maps local files, opens each file once (per-process tree cache; the TTree's ~80",
-        "branch descriptions cost as much as reading and selecting 130k-240k events), processes a file's first",
-        "chunk in the task that opens it, packs files smaller than a chunk into shared tasks, starts a file on",
-        "every worker at once when there are fewer files than workers (each then reads its part's equal share of",
-        "the file's chunks), fetches finished tasks' results in the background, takes the two leading photons",
-        "from the jagged layout's offsets with numpy (three transcendental functions per pair for the mass). Its",
-        "local Dask workers run without the statistical profiler, check their event loops every 200 ms instead of",
-        "20 ms, have glibc keep freed memory for the next chunk (MALLOC_TRIM_THRESHOLD_ 256 MiB,",
+        "Per core means events per CPU second of every process involved (client and workers), which other work on a",
+        "shared machine disturbs far less than wall time. What the processor does to get there: it reads only the",
+        "six branches, memory-maps local files, inflates ZLIB baskets with isal, opens each file once (per-process",
+        "tree cache; the TTree's ~80 branch descriptions cost as much as reading and selecting 130k-240k events),",
+        "processes a file's first chunk in the task that opens it, packs files smaller than a chunk into shared",
+        "tasks, starts a file on every worker at once when there are fewer files than workers (each then reads its",
+        "part's equal share of the file's chunks), fetches finished tasks' results in the background, takes the two",
+        "leading photons from the jagged layout's offsets with numpy (three transcendental functions per pair for",
+        "the mass). Its local Dask workers run without the statistical profiler, check their event loops every 200",
+        "ms instead of 20 ms, have glibc keep freed memory for the next chunk (MALLOC_TRIM_THRESHOLD_ 256 MiB,",
         "MALLOC_MMAP_THRESHOLD_ 32 MiB) instead of page-faulting fresh memory for every chunk (Dask's own",
         "MALLOC_TRIM_THRESHOLD_=65536 made chunk tasks ~1.7x slower), and freeze the objects alive after start-up",
-        "and collect young garbage every 20000 allocations (Python's settings spent ~0.2 s of a 1.1 s 1-worker",
-        "run collecting; see Worker garbage collection): cluster.local.profile, tick_interval, environ,",
-        "gc_threshold.",
-        "The processor without Dask runs in this process with glibc's defaults.",
+        "and collect young garbage every 20000 allocations (Python's settings spent ~0.2 s of a 1.1 s 1-worker run",
+        "collecting; see Worker garbage collection): cluster.local.profile, tick_interval, environ, gc_threshold.",
+        "The processor without Dask runs in this process with glibc's defaults. The tutorial loop and coffea's",
+        "Runner run with uproot's defaults (zlib); every other reader inflates with isal, the bare reads included.",
     ]
     print("\n".join(table))
     if not args.no_write:
