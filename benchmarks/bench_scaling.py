@@ -8,7 +8,8 @@ One run measures, on the same files and in this order:
 * datasets at each size ``k``: ``generate_dataset(lumi_fb=k * base_lumi, scale=base_scale)`` (16 files, LZ4,
   50k-entry clusters), generated once and cached under ``--data-dir`` (generation is not timed here);
 * baselines, each in a fresh single process: ``bench_processing.bare_read`` (uproot reading the six photon
-  branches, nothing else) and ``bench_processing.tutorial_loop`` (the tutorial's iterate + awkward + vector cuts);
+  branches, nothing else) and ``bench_processing.tutorial_loop`` (the notebook's loop: iterate + awkward +
+  vector cuts, the kept events concatenated);
 * the engine (``process_files`` + ``DiphotonProcessor``) on a fresh local Dask cluster of 1 and 2 workers
   (cluster start-up and worker imports excluded), at the engine's default chunk size;
 * sweeps on the ``--sweep-size`` set with 1 worker: chunk size, and the 6 branches the processor needs
