@@ -51,7 +51,8 @@ def inflate_with_isal() -> str:
     """Have uproot inflate ZLIB baskets with isal (Intel ISA-L) when it is installed; return the library in use.
 
     ZLIB is ROOT's default basket compression, and inflating it is most of a bare read of such files;
-    isal's inflate is a drop-in, bit-exact replacement about 1.6x faster (benchmarks/bench_processing.py).
+    isal's inflate gives the same bytes faster: the processor ran 1.1-1.4x faster on ZLIB files (more on large
+    files; BENCHMARKS.md, Processing).
     uproot offers it as ``uproot.ZLIB.library = "isal"``, but 5.7.7 reads baskets through a private
     instance that never looks at that setting, so the instance itself is switched. Writing is left alone
     (``uproot.ZLIB.library``), and so is a library the user chose.

@@ -18,7 +18,8 @@ cannot write ``std::vector<T>``; the collections are written as ``T[]`` arrays c
 ``jet_n``, ... which uproot (and coffea) read as the same jagged arrays as the real files' vectors.
 Compression is LZ4 (level 1): measured by ``benchmarks/bench_generate.py`` on a 300k-event file it writes
 4x faster than ZLIB(1), and uproot reads the photon branches 2.5x faster than ZSTD(1) and 6x faster than
-ZLIB(1) inflated by Python's zlib (the engine inflates with isal, ~1.4x faster than zlib), for files ~35 % larger than ZSTD's (~170 bytes per event). ``compression=uproot.ZLIB(1)`` makes
+ZLIB(1) inflated by Python's zlib (the engine inflates with isal, which reads such files 1.1-1.4x
+faster), for files ~35 % larger than ZSTD's (~170 bytes per event). ``compression=uproot.ZLIB(1)`` makes
 files that decompress as slowly as ZLIB-compressed real ones, for realistic read benchmarks.
 
 Every random number comes from a ``numpy`` generator seeded with ``(seed, file, cluster, component)``, so a
