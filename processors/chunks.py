@@ -27,6 +27,11 @@ from coffea.nanoevents.methods import base
 from processors.errors import InputFileError, ProcessingError, SchemaError
 from processors.schema import validate_tree
 
+try:
+    from isal import isal_zlib
+except ImportError:  # optional at run time: uproot's zlib then inflates ZLIB baskets
+    isal_zlib = None
+
 #: Failure kinds: permanent ones are never retried.
 MISSING, CORRUPT, SCHEMA, TRANSIENT, WORKER = "missing", "corrupt", "schema", "transient", "worker"
 
@@ -60,11 +65,7 @@ def inflate_with_isal() -> str:
     decompressor = getattr(uproot.compression, "_decompress_ZLIB", None)
     if decompressor is None:
         return "zlib"
-    if decompressor.library == "zlib":
-        try:
-            import isal.isal_zlib  # noqa: F401
-        except ImportError:
-            return "zlib"
+    if decompressor.library == "zlib" and isal_zlib is not None:
         decompressor.library = "isal"
     return decompressor.library
 
@@ -72,11 +73,7 @@ def inflate_with_isal() -> str:
 #: Set on import, like the XRootD settings: Dask workers import this module before their first read.
 ZLIB_LIBRARY = inflate_with_isal()
 #: What inflating a damaged ZLIB basket raises (isal's error is not a ``zlib.error``).
-INFLATE_ERRORS: tuple[type[BaseException], ...] = (zlib.error,)
-with contextlib.suppress(ImportError):
-    import isal.isal_zlib
-
-    INFLATE_ERRORS += (isal.isal_zlib.error,)
+INFLATE_ERRORS: tuple[type[BaseException], ...] = (zlib.error,) if isal_zlib is None else (zlib.error, isal_zlib.error)
 
 
 class Chunk(NamedTuple):
