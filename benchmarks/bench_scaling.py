@@ -62,7 +62,9 @@ from deploy.clusters import dask_client  # noqa: E402
 from processors.engine import (  # noqa: E402
     DEFAULT_CHUNKSIZE,
     FILE_OPEN_ENTRIES,
+    TASK_CHUNKS,
     FileInfo,
+    group_chunks,
     most_parts,
     plan_chunks,
     process_files,
@@ -93,6 +95,7 @@ class Measurement(NamedTuple):
     chunks: int
     client_rss_growth: int  # bytes the client process grew by while merging (engine runs only)
     peak_anon: int = 0  # bytes, peak anonymous RSS (without mapped file pages), sampled
+    tasks: int = 0  # Dask tasks (engine runs only)
 
     @property
     def rate(self) -> float:
@@ -187,10 +190,12 @@ def parallel_bare(files: list[str], *, size: int, repeat: int, bytes_read: int, 
 
 
 def engine(
-    files: list[str], *, size: int, workers: int, chunksize: int, repeat: int, all_branches: bool, bytes_read: int
+    files: list[str], *, size: int, workers: int, chunksize: int, repeat: int, all_branches: bool, bytes_read: int,
+    task_chunks: int | None = None,
 ) -> Measurement:
     """``process_files`` on a fresh ``workers``-process local cluster; memory sampled on every worker."""
     processor = AllBranchesProcessor() if all_branches else DiphotonProcessor()
+    options = {"chunksize": chunksize, "task_entries": None if task_chunks is None else task_chunks * chunksize}
     walls, peak, idle, growth, result, anon = [], 0, 0, 0, None, 0
     for _ in range(repeat):
         page_cache(files)
@@ -201,7 +206,7 @@ def engine(
             me = os.getpid()
             with RssSampler([*pids, me]) as sampler:
                 before = _rss([me])
-                result = process_files(files, processor=processor, client=client, chunksize=chunksize, progress=False)
+                result = process_files(files, processor=processor, client=client, progress=False, **options)
             high_water = max(client.run(max_rss_bytes).values())
         if result.failed_chunks or result.events_processed != result.events_in_files:
             raise RuntimeError(f"incomplete run: {result.failed_chunks[:3]}")
@@ -211,10 +216,10 @@ def engine(
         anon = max(anon, *(sampler.peak_anon[pid] for pid in pids))
     label = ("engine, all 80 branches" if all_branches else "engine") + (
         "" if chunksize == DEFAULT_CHUNKSIZE else f", chunks {_chunk_label(chunksize)}"
-    )
+    ) + ("" if task_chunks in (None, TASK_CHUNKS) else f", tasks of {task_chunks} chunk{'s' if task_chunks > 1 else ''}")
     return Measurement(
         label, size, result.events_processed, workers, min(walls), tuple(walls), peak, idle,
-        bytes_read, result.chunks, growth, anon,
+        bytes_read, result.chunks, growth, anon, result.tasks,
     )
 
 
@@ -245,14 +250,15 @@ def _chunk_label(chunksize: int) -> str:
 
 
 def extrapolate(per_core: float, *, cores: int, chunksize: int, bytes_per_entry: float, open_seconds: float,
-                lumi: float = RUN2_LUMI_FB, cluster: int = 50_000) -> tuple[int, int, float]:
+                lumi: float = RUN2_LUMI_FB, cluster: int = 50_000) -> tuple[int, int, int, float]:
     """Wall time to process the GamGam skim at ``lumi`` on ``cores`` cores, every core at ``per_core`` events/s.
 
     Files as generated here (16 period files, ``lumi`` shared like 2015-16, ``cluster``-entry clusters, of
     ``bytes_per_entry`` on disk), chunks planned by the engine (with fewer files than cores, a file is started
     in as many parts as it has room for, :func:`~processors.engine.spread_parts`, and cut into a multiple of
-    them), chunks handed longest first to the next free core, which pays ``open_seconds`` for the first chunk of
-    each file it reads. No I/O, start-up or scheduling cost is modelled. Returns (events, chunks, seconds).
+    them, each part's chunks grouped into tasks of the engine's default size), tasks handed longest first to the
+    next free core, which pays ``open_seconds`` for the first task of each file it reads. No I/O, start-up or
+    scheduling cost is modelled. Returns (events, chunks, tasks, seconds).
     """
     total_lumi = sum(period.lumi_fb for period in PERIODS)
     counts = [int(round(period.lumi_fb / total_lumi * lumi * EVENTS_PER_FB)) for period in PERIODS]
@@ -260,19 +266,22 @@ def extrapolate(per_core: float, *, cores: int, chunksize: int, bytes_per_entry:
     most = {name: most_parts(counts[int(name[1:])] * bytes_per_entry, chunksize=chunksize, fraction=1.0)
             for name in names}
     parts = collections.Counter(name for name, _ in spread_parts(names, cores, most=most))
-    chunks = []
+    chunks, tasks = 0, []
     for number, count in enumerate(counts):
         info = FileInfo(f"f{number}", count, tuple(range(0, count, cluster)) + (count,))
         plan = plan_chunks(info, tree="t", chunksize=chunksize, fraction=1.0, multiple=parts[info.file])
-        chunks += [(c.entry_stop - c.entry_start, c.file) for c in plan]
-    # (time free, core); a core pays for opening a file the first time it reads a chunk of it.
-    free, opened = [(0.0, core) for core in range(min(cores, len(chunks)))], collections.defaultdict(set)
-    for events, name in sorted(chunks, reverse=True):
+        chunks += len(plan)
+        for part in range(parts[info.file]):
+            tasks += [(sum(c.entry_stop - c.entry_start for c in group), info.file)
+                      for group in group_chunks(plan[part::parts[info.file]], TASK_CHUNKS * chunksize)]
+    # (time free, core); a core pays for opening a file the first time it reads a task of it.
+    free, opened = [(0.0, core) for core in range(min(cores, len(tasks)))], collections.defaultdict(set)
+    for events, name in sorted(tasks, reverse=True):
         when, core = heapq.heappop(free)
         cost = events / per_core + (0.0 if name in opened[core] else open_seconds)
         opened[core].add(name)
         heapq.heappush(free, (when + cost, core))
-    return sum(counts), len(chunks), max(when for when, _ in free)
+    return sum(counts), chunks, len(tasks), max(when for when, _ in free)
 
 
 # --- report ------------------------------------------------------------------------------------------
@@ -291,21 +300,21 @@ def _row(m: Measurement, *, bare: Measurement | None, tutorial: Measurement | No
     spread = f" ({min(m.walls):.1f}-{max(m.walls):.1f})" if len(m.walls) > 1 else ""
     versus = [f"{m.per_core / ref.per_core:.2f}" if ref else "" for ref in (bare, tutorial)]
     return (
-        f"| {m.size}x | {m.events / 1e6:.2f} | {m.label} | {m.workers} | {m.chunks or ''} | {m.wall:.1f}{spread} | "
+        f"| {m.size}x | {m.events / 1e6:.2f} | {m.label} | {m.workers} | {f'{m.chunks} / {m.tasks}' if m.chunks else ''} | {m.wall:.1f}{spread} | "
         f"{m.rate / 1e6:.3f} | {m.per_core / 1e6:.3f} | {versus[0]} | {versus[1]} | {m.peak_rss / MiB:.0f} | {f'{m.peak_anon / MiB:.0f}' if m.peak_anon else ''} | "
         f"{m.idle_rss / MiB:.0f} | {m.bytes_read / MiB:.0f} | {m.bytes_read / MiB / m.wall:.0f} |"
     )
 
 
 HEADER = [
-    "| size | M events | reader | cores | chunks | wall s | M ev/s | M ev/s/core | /core vs bare | /core vs tutorial "
+    "| size | M events | reader | cores | chunks / tasks | wall s | M ev/s | M ev/s/core | /core vs bare | /core vs tutorial "
     "| peak RSS/process MiB | of it anonymous MiB | idle worker MiB | MiB read | MiB/s |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 
 
 def report(args: argparse.Namespace, sizes: dict[int, dict[str, Any]], runs: list[Measurement], sweeps: list[Measurement],
-           started: str, load_before: str, load_after: str, seconds: float) -> list[str]:
+           task_sweeps: list[Measurement], started: str, load_before: str, load_after: str, seconds: float) -> list[str]:
     def find(label: str, size: int, workers: int = 1) -> Measurement | None:
         return next((m for m in runs if m.label == label and m.size == size and m.workers == workers), None)
 
@@ -371,24 +380,38 @@ def report(args: argparse.Namespace, sizes: dict[int, dict[str, Any]], runs: lis
             lines += ["", f"Fastest chunk size: {best.label} at {best.rate / 1e6:.3f} M ev/s, "
                           f"{best.rate / default.rate:.2f} x the default ({_chunk_label(DEFAULT_CHUNKSIZE)}), "
                           f"peak RSS {best.peak_rss / MiB:.0f} vs {default.peak_rss / MiB:.0f} MiB."]
+    if task_sweeps:
+        lines += ["", f"Task size on the {args.sweep_size}x set, chunks of {_chunk_label(DEFAULT_CHUNKSIZE)} (the engine's default "
+                      f"task is {TASK_CHUNKS} chunks' worth; one chunk per task was the engine before):", "", *HEADER]
+        lines += [_row(m, bare=find("bare uproot read (6 branches)", m.size), tutorial=find("tutorial loop", m.size))
+                  for m in task_sweeps]
+        for workers in args.workers:
+            mine = [m for m in task_sweeps if m.workers == workers]
+            default = next((m for m in mine if m.label == "engine"), None)
+            if default:
+                lines += ["", f"{workers} worker(s), best walls: default {default.wall:.2f} s; " + "; ".join(
+                    f"{m.label.removeprefix('engine, ')} {m.wall:.2f} s ({m.wall / default.wall:.2f} x)"
+                    for m in mine if m is not default)]
 
     one = find("engine", large, 1)
     if one:
         lines += ["", f"Extrapolation (a model, not a measurement) of the GamGam skim at {RUN2_LUMI_FB:g} fb^-1 on 200 "
                       f"cores, each at the {one.per_core / 1e6:.3f} M ev/s per core measured above at {large}x:", "",
-                  "| chunk size | events | chunks | cores busy | wall s |", "|---|---|---|---|---|"]
+                  "| chunk size | events | chunks | tasks | cores busy | wall s |", "|---|---|---|---|---|---|"]
         for chunksize in (DEFAULT_CHUNKSIZE, 100_000):
-            events, chunks, wall = extrapolate(one.per_core, cores=200, chunksize=chunksize,
+            events, chunks, ntasks, wall = extrapolate(one.per_core, cores=200, chunksize=chunksize,
                                                bytes_per_entry=sizes[large]["disk"] / sizes[large]["events"],
                                                open_seconds=FILE_OPEN_ENTRIES / one.per_core)
-            lines.append(f"| {_chunk_label(chunksize)} | {events / 1e6:.1f} M | {chunks} | {min(chunks, 200)} | {wall:.2f} |")
+            lines.append(f"| {_chunk_label(chunksize)} | {events / 1e6:.1f} M | {chunks} | {ntasks} | {min(ntasks, 200)} | "
+                         f"{wall:.2f} |")
         per_event = one.bytes_read / one.events
         lines += [
             "",
             "Assumptions of the model: every core runs at the per-core rate measured here on local files already in the "
             "page cache; the files are laid out as generated (16 period files sharing the luminosity like 2015-16, "
             "50k-entry clusters); the engine's chunk plan (16 files on 200 cores: each file started in as many parts as "
-            "it has room for and cut into a multiple of them), chunks handed longest first to the next free core; a core "
+            "it has room for and cut into a multiple of them, a part's chunks grouped into tasks of up to "
+            f"{TASK_CHUNKS} chunk sizes), tasks handed longest first to the next free core; a core "
             f"opens a file the first time it reads from it, at the engine's estimate of that cost "
             f"({FILE_OPEN_ENTRIES // 1000}k entries' work, {FILE_OPEN_ENTRIES / one.per_core * 1e3:.0f} ms at this rate); "
             "no cost for starting workers, scheduling or merging. Reading over the network (EOS via XRootD) is "
@@ -415,6 +438,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,2,4", help="multiples of the base luminosity")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--chunksizes", default="100000,250000,500000,1000000,whole")
+    parser.add_argument("--task-chunks", default="1,2,4", help="task sizes of the sweep, in chunks (both worker counts)")
     parser.add_argument("--sweep-size", type=int, default=None, help="size of the sweeps (default: the largest)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="validation: base scale 0.02, sizes 1,2, two chunk sizes")
@@ -473,11 +497,23 @@ def main() -> None:
     sweeps.append(engine(info["files"], size=args.sweep_size, workers=1, chunksize=DEFAULT_CHUNKSIZE, repeat=args.repeat,
                          all_branches=True, bytes_read=info["bytes_all"]))
     print(_row(sweeps[-1], bare=None, tutorial=None), flush=True)
+    # Task size: several chunks per task cost the scheduler less, which two workers on two cores feel most.
+    task_sweeps: list[Measurement] = []
+    for workers in args.workers:
+        for task_chunks in [int(x) for x in args.task_chunks.split(",") if x]:
+            previous = next((m for m in runs if m.size == args.sweep_size and m.label == "engine" and m.workers == workers), None)
+            if task_chunks == TASK_CHUNKS and previous:
+                task_sweeps.append(previous)
+            else:
+                task_sweeps.append(engine(info["files"], size=args.sweep_size, workers=workers, chunksize=DEFAULT_CHUNKSIZE,
+                                          repeat=args.repeat, all_branches=False, bytes_read=info["bytes6"],
+                                          task_chunks=task_chunks))
+            print(_row(task_sweeps[-1], bare=None, tutorial=None), flush=True)
 
-    lines = report(args, sizes, runs, sweeps, started, load_before, load_average(), time.perf_counter() - start)
+    lines = report(args, sizes, runs, sweeps, task_sweeps, started, load_before, load_average(), time.perf_counter() - start)
     print("\n" + "\n".join(lines))
     if args.json:
-        args.json.write_text(json.dumps([m._asdict() | {"rate": m.rate} for m in runs + sweeps], indent=1) + "\n")
+        args.json.write_text(json.dumps([m._asdict() | {"rate": m.rate} for m in runs + sweeps + task_sweeps], indent=1) + "\n")
     if not args.no_write:
         replace_section(SECTION, lines)
 

@@ -53,7 +53,8 @@ def run(ctx: click.Context, config_path: pathlib.Path | None, out: pathlib.Path,
     with dask_client(settings.cluster, workers=workers, scheduler=scheduler) as client:
         result = run_pipeline(
             out, client=client, data_dir=data_dir, lumi_fb=lumi, scale=scale, seed=seed,
-            chunksize=chunksize or settings.processing.chunksize, retries=settings.processing.retries,
+            chunksize=chunksize or settings.processing.chunksize, task_entries=settings.processing.task_entries,
+            retries=settings.processing.retries,
             timeout=settings.processing.timeout,
             cuts=selection_cuts(settings),
             bins=histogram.bins, mass_range=(histogram.low, histogram.high), fit_mass=settings.fit.mass,

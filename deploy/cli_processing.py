@@ -113,7 +113,7 @@ def process(
     with _client(workers, scheduler, settings.cluster) as client:
         result = process_files(
             files, processor=processor, client=client, tree=TREE_NAME, chunksize=chunksize or options.chunksize,
-            fraction=fraction, retries=options.retries if retries is None else retries,
+            task_entries=options.task_entries, fraction=fraction, retries=options.retries if retries is None else retries,
             timeout=timeout or options.timeout, checkpoint_dir=out_dir / CHECKPOINT_SUBDIR, resume=resume,
             progress=progress, strict=not skip_bad_files,
         )

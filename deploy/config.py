@@ -56,7 +56,7 @@ DEFAULTS: dict[str, Any] = {
             "gc_threshold": 20000,
         },
     },
-    "processing": {"chunksize": 500_000, "retries": 3, "timeout": 60.0, "protocol": "root"},
+    "processing": {"chunksize": 500_000, "task_entries": None, "retries": 3, "timeout": 60.0, "protocol": "root"},
     "selection": {
         "lead_photon_pt": 50.0,
         "sublead_photon_pt": 30.0,
@@ -153,6 +153,7 @@ SCHEMA: dict[str, Any] = _section(
         "processing": _section(
             {
                 "chunksize": {"type": "integer", "minimum": 1},
+                "task_entries": {"type": ["integer", "null"], "minimum": 1},
                 "retries": _COUNT,
                 "timeout": _POSITIVE,
                 "protocol": {"enum": list(PROTOCOLS)},
@@ -271,9 +272,10 @@ class ClusterConfig(NamedTuple):
 
 
 class ProcessingSettings(NamedTuple):
-    """How input files are read and chunks retried."""
+    """How input files are read and chunks retried; ``task_entries`` None: the engine's default (two chunks)."""
 
     chunksize: int
+    task_entries: int | None
     retries: int
     timeout: float
     protocol: str

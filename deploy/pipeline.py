@@ -102,6 +102,7 @@ def run_pipeline(
     scale: float = 1.0,
     seed: int | None = None,
     chunksize: int = DEFAULT_CHUNKSIZE,
+    task_entries: int | None = None,
     retries: int = 3,
     timeout: float = 60.0,
     cuts: Cuts = Cuts(),
@@ -127,6 +128,7 @@ def run_pipeline(
         scale: share of the release's events to generate.
         seed: generator seed (default: the generator's).
         chunksize: entries per processing chunk.
+        task_entries: most entries per processing task (None: the engine's default, two chunks).
         retries: retries of a chunk after a transient (network) error.
         timeout: seconds allowed for each remote read.
         cuts: the diphoton selection.
@@ -166,7 +168,7 @@ def run_pipeline(
     processing_dir = out_dir / "processing"
     processor = DiphotonProcessor(cuts=cuts, bins=bins, mass_range=mass_range)
     result = process_files(files, processor=processor, client=client, tree=TREE_NAME, chunksize=chunksize,
-                           retries=retries, timeout=timeout, checkpoint_dir=processing_dir / "checkpoint",
+                           task_entries=task_entries, retries=retries, timeout=timeout, checkpoint_dir=processing_dir / "checkpoint",
                            progress=progress)
     save_outputs(processing_dir, result, lumi_fb=truth["lumi_fb"])
     failures += [f"chunk {f.file} [{f.entry_start}, {f.entry_stop}): {f.error}" for f in result.failed_chunks]

@@ -18,6 +18,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import awkward as ak
@@ -378,3 +379,9 @@ def run_chunk(
                 continue
             failure = FailedChunk(chunk.file, chunk.entry_start, chunk.entry_stop, one_line(reported), kind)
             return ChunkOutcome(chunk, None, failure, attempt)
+
+
+def run_chunks(chunks: Sequence[Chunk], **options: Any) -> list[ChunkOutcome]:
+    """:func:`run_chunk` for each of ``chunks`` in turn (``options`` as for it), in one task: one chunk in
+    memory at a time, one outcome each."""
+    return [run_chunk(chunk, **options) for chunk in chunks]

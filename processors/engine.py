@@ -1,12 +1,15 @@
 """The chunk engine: split files into cluster-aligned chunks, run a processor on each, merge the outputs.
 
-One task opens a file, plans its chunks and processes the first; each further chunk is one more task: the
-next one for the worker that holds the file open, the others for whichever worker is free. With fewer
-files than workers, each worker starts at once on a part of a file (:func:`spread_parts`), then reads that
-part's equal share of the file's further chunks. Local files
-smaller than a chunk share a task (:func:`pack_files`): every task costs the client, scheduler and worker a
-fixed few ms of CPU (benchmarks/bench_processing.py). Tasks (``client.submit``) take plain inputs and return plain results
-(:class:`FileStart`, :class:`~processors.chunks.ChunkOutcome`); without a client they run in this process.
+One task opens a file, plans its chunks and processes the first task's worth of them; the further chunks
+are more tasks, each of consecutive chunks up to ``task_entries`` entries (:func:`group_chunks`): the next
+one for the worker that holds the file open, the others for whichever worker is free. A chunk bounds what is
+in memory at once, a task what the scheduler handles: every task costs the client, scheduler and worker a
+fixed 5-10 ms of CPU (benchmarks/bench_processing.py), which on a machine with a worker per core is taken
+from the workers. With fewer files than workers, each worker starts at once on a part of a file
+(:func:`spread_parts`), then reads that part's equal share of the file's further chunks. Local files smaller
+than a task share one (:func:`pack_files`). Tasks (``client.submit``) take plain inputs and return plain
+results (:class:`FileStart`, :class:`~processors.chunks.ChunkOutcome`); without a client they run in this
+process.
 Nothing is lost silently: every chunk either contributes to the histograms or is listed in
 ``failed_chunks``. Finished chunks are checkpointed one file each, so an interrupted run resumes with the
 missing ones.
@@ -35,6 +38,8 @@ from processors.errors import ProcessingError
 
 #: Default target of entries per chunk; chunks follow the tree's clusters, so their sizes vary around it.
 DEFAULT_CHUNKSIZE = 500_000
+#: Default most entries per task, in chunk sizes (``task_entries`` of :func:`process_files`).
+TASK_CHUNKS = 2
 #: What opening a file costs, counted in entries: deserializing the ~80 branch descriptions of a GamGam tree
 #: took 28-44 ms per file, as long as reading and selecting 130k-240k events at 160-250 ns each (measured in
 #: one process over the 16 files of benchmarks/bench_processing.py). Only used to pack small files into tasks.
@@ -105,11 +110,12 @@ def inspect_file(
 
 
 class FileStart(NamedTuple):
-    """What :func:`start_file` returns: the file's entries (or failure) and the outcome of its chunk ``part``;
-    ``worker``: the Dask worker that ran it (None in this process), which has the file open."""
+    """What :func:`start_file` returns: the file's entries (or failure) and the outcomes of the chunks of part
+    ``part`` that it ran (:func:`first_chunks`); ``worker``: the Dask worker that ran it (None in this
+    process), which has the file open."""
 
     info: FileInfo | FailedChunk
-    first: ChunkOutcome | None
+    done: tuple[ChunkOutcome, ...] = ()
     part: int = 0
     worker: str | None = None
 
@@ -117,29 +123,58 @@ class FileStart(NamedTuple):
 def start_file(
     url: str, *, tree: str, columns: tuple[str, ...], timeout: float, max_retries: int, chunksize: int,
     fraction: float, first_chunk: dict[str, Any] | None, backoff: float = 0.5, part: int = 0, parts: int = 1,
+    task_entries: int | None = None,
 ) -> FileStart:
-    """Inspect ``url`` and, unless ``first_chunk`` is None, process its chunk ``part`` in the same task.
+    """Inspect ``url`` and, unless ``first_chunk`` is None, process the first chunks of part ``part`` in the same task.
 
-    Processing a chunk right away saves a task and a round trip per file, which matters when files hold one
-    or a few chunks (the release's files do). When there are fewer files than workers, several start tasks
-    of one file (``part`` 0, 1, ...) let every worker begin at once instead of after the file's plan is known.
+    Processing right away saves a task and a round trip per file, which matters when files hold one or a few
+    chunks (the release's files do). When there are fewer files than workers, several start tasks of one file
+    (``part`` 0, 1, ...) let every worker begin at once instead of after the file's plan is known.
 
     Args:
         url: the file.
         tree, columns, timeout, max_retries, backoff: as for :func:`inspect_file`.
         chunksize, fraction: as for :func:`plan_chunks`.
         first_chunk: keyword arguments of :func:`~processors.chunks.run_chunk` other than the chunk.
-        part: index of the chunk to process (none if the file has fewer chunks).
+        part: whose chunks to process (:func:`first_chunks`; none if the file has fewer chunks than parts).
         parts: start tasks of this file (``multiple`` of :func:`plan_chunks`).
+        task_entries: most entries to process (at least one chunk), as for :func:`group_chunks`.
 
     Returns:
-        The file's entries and clusters (or its failure) and the chunk's outcome.
+        The file's entries and clusters (or its failure) and the chunks' outcomes.
     """
     info = inspect_file(url, tree=tree, columns=columns, timeout=timeout, max_retries=max_retries, backoff=backoff)
     if first_chunk is None or not isinstance(info, FileInfo):
-        return FileStart(info, None, part)
+        return FileStart(info, (), part)
     planned = plan_chunks(info, tree=tree, chunksize=chunksize, fraction=fraction, multiple=parts)
-    return FileStart(info, chunking.run_chunk(planned[part], **first_chunk) if part < len(planned) else None, part)
+    chunks = first_chunks(planned, part=part, parts=parts, task_entries=task_entries)
+    return FileStart(info, tuple(chunking.run_chunk(chunk, **first_chunk) for chunk in chunks), part)
+
+
+def first_chunks(plan: list[Chunk], *, part: int, parts: int, task_entries: int | None) -> list[Chunk]:
+    """The chunks that start task ``part`` of ``parts`` runs: the first task (:func:`group_chunks`) of its
+    lane, the chunks ``part, part + parts, ...`` of ``plan``; none if the plan is shorter."""
+    groups = group_chunks(plan[part::parts], task_entries)
+    return groups[0] if groups else []
+
+
+def group_chunks(chunks: list[Chunk], task_entries: int | None) -> list[list[Chunk]]:
+    """Cut ``chunks``, in order, into tasks of at most ``task_entries`` entries, or of one chunk where a chunk
+    alone has more (one chunk each if ``task_entries`` is None).
+
+    The chunks of a task are read one after another, so memory follows the chunk size, not the task's.
+    """
+    groups: list[list[Chunk]] = []
+    load = 0
+    for chunk in chunks:
+        entries = chunk.entry_stop - chunk.entry_start
+        if groups and task_entries is not None and load + entries <= task_entries:
+            groups[-1].append(chunk)
+            load += entries
+        else:
+            groups.append([chunk])
+            load = entries
+    return groups
 
 
 def start_files(urls: list[str], **options: Any) -> list[FileStart]:
@@ -185,27 +220,30 @@ def most_parts(size: float, *, chunksize: int, fraction: float) -> int:
 
 
 def pack_files(
-    sizes: list[tuple[str, int]], *, bytes_per_entry: float, chunksize: int, fraction: float
+    sizes: list[tuple[str, int]], *, bytes_per_entry: float, task_entries: int, fraction: float, workers: int = 1
 ) -> list[list[str]]:
-    """Pack local files into groups of about one chunk's work, largest first (first-fit decreasing).
+    """Pack local files into groups of about one task's work, largest first (first-fit decreasing).
 
     A file's work is its estimated entries to process (``size / bytes_per_entry * fraction``) plus
-    :data:`FILE_OPEN_ENTRIES` for opening it; a group holds at most what one file of one chunk costs. A file
-    bigger than that is a group of its own.
+    :data:`FILE_OPEN_ENTRIES` for opening it; a group holds at most what one file of one task costs, and at
+    most a ``2 * workers``-th of all the work, so that the workers finish together. A file bigger than that
+    is a group of its own.
 
     Args:
         sizes: (file, bytes on disk) pairs.
         bytes_per_entry: bytes per entry of a file of the same data set (learned from a file already opened).
-        chunksize: target entries per chunk.
+        task_entries: most entries per task.
         fraction: share of each file to process.
+        workers: workers that share the groups.
 
     Returns:
         The groups, those with the most work first.
     """
-    capacity = chunksize + FILE_OPEN_ENTRIES
+    work_of = {url: size / bytes_per_entry * fraction + FILE_OPEN_ENTRIES for url, size in sizes}
+    capacity = min(task_entries + FILE_OPEN_ENTRIES, sum(work_of[url] for url, _ in sizes) / (2 * workers))
     groups: list[tuple[float, list[str]]] = []
     for url, size in sorted(sizes, key=lambda pair: -pair[1]):
-        work = size / bytes_per_entry * fraction + FILE_OPEN_ENTRIES
+        work = work_of[url]
         for index, (load, members) in enumerate(groups):
             if load + work <= capacity:
                 groups[index] = (load + work, [*members, url])
@@ -388,6 +426,7 @@ def process_files(
     client: Any = None,
     tree: str = "analysis",
     chunksize: int = DEFAULT_CHUNKSIZE,
+    task_entries: int | None = None,
     fraction: float = 1.0,
     retries: int = 3,
     backoff: float = 0.5,
@@ -406,7 +445,9 @@ def process_files(
             arguments that rebuild it on the workers) and ``empty_output()``.
         client: a ``distributed.Client``; None runs every chunk in this process.
         tree: name of the tree.
-        chunksize: target entries per chunk (clusters are never split).
+        chunksize: target entries per chunk (clusters are never split): what a worker holds in memory at once.
+        task_entries: most entries per task, in consecutive chunks of a file (at least one chunk); default
+            :data:`TASK_CHUNKS` chunk sizes. A task is the unit of scheduling, retries and checkpoints.
         fraction: share of each file to process, from its start (the tutorial's ``fraction``).
         retries: attempts after the first for transient (network) errors, with doubling back-off.
         backoff: seconds before the first retry (then 2x, 4x, ...): retries x back-off must outlast an outage.
@@ -432,6 +473,9 @@ def process_files(
         raise ProcessingError(f"fraction must be in (0, 1], got {fraction}")
     if chunksize < 1:
         raise ProcessingError(f"chunksize must be positive, got {chunksize}")
+    task_entries = TASK_CHUNKS * chunksize if task_entries is None else task_entries
+    if task_entries < 1:
+        raise ProcessingError(f"task_entries must be positive, got {task_entries}")
     if retries < 0 or backoff < 0:
         raise ProcessingError(f"retries and backoff must not be negative, got {retries} and {backoff}")
     if resume and checkpoint_dir is None:
@@ -468,7 +512,7 @@ def process_files(
     tasks = _Tasks(client, progress=progress)
     start_options = dict(
         tree=tree, columns=columns, timeout=timeout, max_retries=retries, backoff=backoff, chunksize=chunksize,
-        fraction=fraction,
+        fraction=fraction, task_entries=task_entries,
         # On resume the first chunk may be checkpointed already: then every chunk waits for the plan.
         first_chunk=None if resume else chunk_options,
     )
@@ -486,9 +530,9 @@ def process_files(
         tasks.submit("files", group, start_files, label=(group, part), part=part, parts=parts.get(group[0], 1),
                      **start_options)
 
-    def submit_chunk(chunk: Chunk, *, near: list[str] | None = None) -> None:
-        """One further chunk of a file already planned, ahead of files not yet started."""
-        tasks.submit("chunk", chunk, chunking.run_chunk, near=near, follow_up=True, **chunk_options)
+    def submit_chunks(group: list[Chunk], *, near: list[str] | None = None) -> None:
+        """One task of further chunks of a file already planned, ahead of files not yet started."""
+        tasks.submit("chunks", tuple(group), chunking.run_chunks, near=near, follow_up=True, **chunk_options)
 
     def where(start: FileStart, future: Any) -> list[str] | None:
         """The worker that ran ``start`` (it has the file open), or the holders of its result (then asked)."""
@@ -502,7 +546,8 @@ def process_files(
         if info is None:
             groups = [[url] for url, _ in held]  # no file could be opened to learn from
         else:
-            groups = pack_files(held, bytes_per_entry=size / info.num_entries, chunksize=chunksize, fraction=fraction)
+            groups = pack_files(held, bytes_per_entry=size / info.num_entries, task_entries=task_entries,
+                                fraction=fraction, workers=workers)
         held = []
         for group in groups:
             submit_files(group)
@@ -513,36 +558,39 @@ def process_files(
     most = {url: most_parts(size, chunksize=chunksize, fraction=fraction) for url, size in local}
     spread = spread_parts(starting, workers, most=most) if not resume and len(set(files)) == len(files) else []
     parts = collections.Counter(url for url, _ in spread)
-    plans: dict[str, list[Chunk]] = {}  # of the files started in several parts, once the first part is back
+    firsts: dict[str, dict[int, list[Chunk]]] = {}  # files started in parts, once one is back: what each part runs
     dropped: set[str] = set()  # files started in several parts whose first part to return failed
-    lanes: dict[tuple[str, int], list[Chunk]] = {}  # (file, part): its further chunks, submitted when the part answers
+    lanes: dict[tuple[str, int], list[list[Chunk]]] = {}  # (file, part): its further tasks, sent when the part answers
     for url, part in spread or [(url, 0) for url in starting]:
         submit_files([url], part)
 
     for kind, item, result, future in tasks.results():
-        if kind == "chunk":
-            take(item, result)
+        if kind == "chunks":
+            for chunk, outcome in zip(item, [result] * len(item) if isinstance(result, BaseException) else result):
+                take(chunk, outcome)
             continue
         group, part = item
         unopened -= len(group)
-        starts = [FileStart(FailedChunk(url, 0, None, chunking.one_line(result), chunking.WORKER), None, part)
+        starts = [FileStart(FailedChunk(url, 0, None, chunking.one_line(result), chunking.WORKER), (), part)
                   for url in group] if isinstance(result, BaseException) else result
-        holders = None  # asked once per task, when a file's first further chunk is submitted
+        holders = None  # asked once per task, when a file's first further task is submitted
         for start in starts:
             url = start.info.file
             in_parts = parts.get(url, 1)  # start tasks of this file
             if url in dropped:
                 continue  # listed as failed as a whole already
-            if url in plans:  # a further part of a file already planned
-                if start.part < len(plans[url]):
-                    if isinstance(start.info, FailedChunk):  # its chunk was not run: run it on its own
-                        submit_chunk(plans[url][start.part])
-                    elif start.first is not None:
-                        take(plans[url][start.part], start.first)
+            if url in firsts:  # a further part of a file already planned
+                ran = firsts[url][start.part]
+                if isinstance(start.info, FailedChunk):  # its chunks were not run: run them on their own
+                    if ran:
+                        submit_chunks(ran)
+                else:
+                    for chunk, outcome in zip(ran, start.done):
+                        take(chunk, outcome)
                 lane = lanes.pop((url, start.part), [])
                 near = None if isinstance(start.info, FailedChunk) or not lane else where(start, future)
-                for chunk in lane:
-                    submit_chunk(chunk, near=near)
+                for tasked in lane:
+                    submit_chunks(tasked, near=near)
                 continue
             if isinstance(start.info, FailedChunk):
                 if strict and start.info.kind in (chunking.MISSING, chunking.CORRUPT, chunking.SCHEMA):
@@ -554,38 +602,42 @@ def process_files(
             infos.append(start.info)
             release_held(start.info)
             plan = plan_chunks(start.info, tree=tree, chunksize=chunksize, fraction=fraction, multiple=in_parts)
+            planned += len(plan)
+            # What each start task of this file runs (nothing on resume), as start_file picks it.
+            first = {p: [] if resume else first_chunks(plan, part=p, parts=in_parts, task_entries=task_entries)
+                     for p in range(in_parts)}
             if in_parts > 1:
-                plans[url] = plan
-            others = range(in_parts)  # chunks that this file's other start tasks run
-            next_pinned = False
-            for index, chunk in enumerate(plan):
-                planned += 1
-                if index == start.part and start.first is not None:
-                    take(chunk, start.first)
-                    continue
-                if index in others and not resume:
-                    continue
-                saved = checkpoint.load(chunk) if checkpoint is not None and resume else None
-                if saved is not None:
-                    outputs.append(saved)
-                    events_processed += saved["events"]
-                    resumed += 1
-                    continue
+                firsts[url] = first
+            for chunk, outcome in zip(first[start.part], start.done):
+                take(chunk, outcome)
+            started_chunks = {chunk for chunks in first.values() for chunk in chunks}
+            for p in range(in_parts):
+                rest = []
+                for chunk in plan[p::in_parts]:
+                    saved = checkpoint.load(chunk) if checkpoint is not None and resume else None
+                    if saved is not None:
+                        outputs.append(saved)
+                        events_processed += saved["events"]
+                        resumed += 1
+                    elif chunk not in started_chunks:
+                        rest.append(chunk)
+                tasked = group_chunks(rest, task_entries)
                 # A file read in parts: chunk k is part k % parts's, run by the worker that read that part (it has
                 # the file open), submitted when the part answers. Each worker gets an equal share; left to Dask, a
                 # worker still reading its part looks busier than it is, and one worker got 3 of 4 (task streams).
-                if in_parts > 1 and index % in_parts != start.part:
-                    lanes.setdefault((url, index % in_parts), []).append(chunk)
+                if p != start.part:
+                    lanes[(url, p)] = tasked
                     continue
-                # Otherwise the worker holding the file open runs its next chunk; any further chunk goes to whichever
+                # Otherwise the worker holding the file open runs its next task; any further task goes to whichever
                 # worker is free first (which opens the file too, once): pinning them all would leave workers idle
                 # while a few large files are read, and use one worker per file on a facility with more cores than
                 # files.
-                near = None
-                if in_parts > 1 or not next_pinned:
-                    holders = holders or where(start, future)
-                    near, next_pinned = holders, True
-                submit_chunk(chunk, near=near)
+                for number, chunks in enumerate(tasked):
+                    near = None
+                    if in_parts > 1 or number == 0:
+                        holders = holders or where(start, future)
+                        near = holders
+                    submit_chunks(chunks, near=near)
         if unopened == 0:
             release_held(None)
 

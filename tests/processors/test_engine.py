@@ -13,7 +13,15 @@ from _photon_files import BAD_FILES, _not_root, write_photon_file
 from deploy.clusters import dask_client
 from processors import chunks, engine
 from processors.chunks import Chunk
-from processors.engine import FileInfo, pack_files, plan_chunks, process_files, spread_parts
+from processors.engine import (
+    FileInfo,
+    first_chunks,
+    group_chunks,
+    pack_files,
+    plan_chunks,
+    process_files,
+    spread_parts,
+)
 from processors.errors import ProcessingError
 from processors.processor import DiphotonProcessor
 
@@ -50,6 +58,50 @@ def test_chunks_follow_clusters_and_cover_the_share():
     assert len(plan_chunks(fine, tree="t", chunksize=400, fraction=1.0)) == 3
 
 
+def _ranges(groups):
+    return [[(c.entry_start, c.entry_stop) for c in group] for group in groups]
+
+
+def test_chunks_are_grouped_into_tasks_of_consecutive_chunks():
+    chunks_ = [Chunk("f", "t", a, b) for a, b in [(0, 300), (300, 600), (600, 1000), (1000, 1100), (1100, 1200)]]
+    assert _ranges(group_chunks(chunks_, 700)) == [[(0, 300), (300, 600)], [(600, 1000), (1000, 1100), (1100, 1200)]]
+    # A chunk larger than a task is a task of its own; None: one chunk per task.
+    assert _ranges(group_chunks(chunks_, 250)) == [[(0, 300)], [(300, 600)], [(600, 1000)], [(1000, 1100), (1100, 1200)]]
+    assert _ranges(group_chunks(chunks_, None)) == [[r] for r in [(0, 300), (300, 600), (600, 1000), (1000, 1100), (1100, 1200)]]
+    assert group_chunks([], 10) == []
+
+
+def test_a_start_task_runs_the_first_task_of_its_lane():
+    plan = [Chunk("f", "t", 100 * k, 100 * (k + 1)) for k in range(8)]
+    assert _ranges([first_chunks(plan, part=0, parts=2, task_entries=250)]) == [[(0, 100), (200, 300)]]
+    assert _ranges([first_chunks(plan, part=1, parts=2, task_entries=250)]) == [[(100, 200), (300, 400)]]
+    assert _ranges([first_chunks(plan, part=0, parts=1, task_entries=None)]) == [[(0, 100)]]
+    assert first_chunks(plan[:4], part=5, parts=8, task_entries=250) == []
+
+
+def test_a_task_reads_its_chunks_one_at_a_time_and_loses_no_event(files, clean, monkeypatch):
+    read, original = [], chunks.run_chunk
+    monkeypatch.setattr(chunks, "run_chunk", lambda chunk, **options: read.append(chunk) or original(chunk, **options))
+    result = process_files(files, processor=DiphotonProcessor(), chunksize=1, task_entries=24_000, progress=False)
+    # Clusters of about 10000, 6667 and 8333 entries: f0 in tasks of 2 + 1 chunks, f1 in one, f2 in 2 + 1.
+    assert result.tasks == 5 and result.chunks == clean.chunks == len(read) == len(set(read)) == 9
+    assert max(c.entry_stop - c.entry_start for c in read) == 10_000  # one cluster in memory at a time
+    assert result.events_processed == result.events_in_files == sum(ENTRIES)
+    assert same_histograms(result, clean)
+
+
+def test_grouped_tasks_on_dask_equal_single_process(files, clean, client):
+    result = process_files(files, processor=DiphotonProcessor(), client=client, chunksize=1, task_entries=10**9,
+                           progress=False)
+    assert result.tasks == len(files) and result.chunks == clean.chunks and result.failed_chunks == []
+    assert result.events_processed == sum(ENTRIES) and same_histograms(result, clean)
+
+
+def test_task_entries_default_to_two_chunks(files):
+    one = process_files(files[:1], processor=DiphotonProcessor(), chunksize=10_000, progress=False)
+    assert one.chunks == 3 and one.tasks == 2  # 10000 + 10000 entries, then 10000
+
+
 def test_every_event_is_processed(files, clean):
     assert clean.events_in_files == clean.events_processed == sum(ENTRIES)
     assert clean.histograms["cutflow"]["data", "all"] == sum(ENTRIES)
@@ -57,14 +109,19 @@ def test_every_event_is_processed(files, clean):
     assert 0 < clean.wall_time < 60  # seconds of this run, not of the clock's origin
 
 
-def test_small_files_are_packed_into_about_one_chunk_of_work():
-    # 1 byte = 1000 entries; one chunk's work is 500k entries plus 200k for opening the file: 700k.
+def test_small_files_are_packed_into_about_one_task_of_work():
+    # 1 byte = 1000 entries; one task's work is 500k entries plus 200k for opening the file: 700k.
     assert engine.FILE_OPEN_ENTRIES == 200_000
     sizes = [("a", 900), ("b", 500), ("c", 300), ("d", 200), ("e", 100)]
-    assert pack_files(sizes, bytes_per_entry=1e-3, chunksize=500_000, fraction=1.0) == [["a"], ["b"], ["d", "e"], ["c"]]
-    assert pack_files(sizes, bytes_per_entry=1e-3, chunksize=500_000, fraction=0.5) == [["b", "e"], ["a"], ["c", "d"]]
-    twice = pack_files([("x", 10), ("x", 10)], bytes_per_entry=1e-3, chunksize=500_000, fraction=1.0)
-    assert twice == [["x", "x"]]  # a file given twice is processed twice, as without packing
+    assert pack_files(sizes, bytes_per_entry=1e-3, task_entries=500_000, fraction=1.0) == [["a"], ["b"], ["d", "e"], ["c"]]
+    assert pack_files(sizes, bytes_per_entry=1e-3, task_entries=500_000, fraction=0.5) == [["b", "e"], ["a"], ["c", "d"]]
+    twice = pack_files([("x", 10), ("x", 10)] * 2, bytes_per_entry=1e-3, task_entries=500_000, fraction=1.0)
+    assert twice == [["x", "x"], ["x", "x"]]  # a file given twice is processed twice, as without packing
+    # Groups hold at most a (2 x workers)-th of the work: ten files of 210k entries' work, 2.1M in all.
+    tiny = [(name, 10) for name in "abcdefghij"]
+    assert [len(g) for g in pack_files(tiny, bytes_per_entry=1e-3, task_entries=10**9, fraction=1.0)] == [5, 5]
+    assert [len(g) for g in pack_files(tiny, bytes_per_entry=1e-3, task_entries=10**9, fraction=1.0, workers=2)] == [
+        2, 2, 2, 2, 2]
 
 
 SMALL = (2_000, 2_400, 2_800, 3_200, 3_600, 4_000, 2_200, 2_600, 3_000, 3_400, 3_800, 4_200)
@@ -85,8 +142,9 @@ def one_by_one(small_files):
 
 def test_small_files_share_tasks_and_lose_no_event(small_files, one_by_one):
     result = process_files(small_files, processor=DiphotonProcessor(), progress=False)
-    # The two largest start alone; the other ten (about 203k entries of work each) go three to a task.
-    assert result.tasks == 6 and result.chunks == len(SMALL)
+    # The two largest start alone; the other ten (about 203k entries of work each, the opening of a file counts
+    # 200k) share three tasks: a group holds at most half their work (two groups per worker), 4 + 4 + 2 files.
+    assert result.tasks == 5 and result.chunks == len(SMALL)
     assert result.events_processed == result.events_in_files == sum(SMALL)
     assert result.histograms["mass"] == one_by_one["mass"] and result.histograms["cutflow"] == one_by_one["cutflow"]
 
@@ -217,7 +275,8 @@ def test_a_file_read_in_parts_gives_each_part_worker_its_share_of_the_chunks(tmp
     part_worker = {part: ran_on[key] for key, (part, item, _) in submitted.items() if isinstance(item, list)}
     assert sorted(part_worker) == [0, 1] and part_worker[0] != part_worker[1]
     # Chunk k (k >= 2) is part k % 2's: it goes to the worker that read that part and has the file open.
-    further = sorted((item.entry_start // 2000, workers) for _, item, workers in submitted.values() if isinstance(item, Chunk))
+    further = sorted((chunk.entry_start // 2000, workers) for _, item, workers in submitted.values()
+                     if isinstance(item, tuple) for chunk in item)
     assert [index for index, _ in further] == [2, 3, 4, 5, 6, 7]
     assert all(workers == [part_worker[index % 2]] for index, workers in further)
     assert result.chunks == 8 and result.failed_chunks == [] and result.events_processed == 16_000
@@ -349,6 +408,7 @@ def test_bad_options_are_rejected(files):
     for options, message in [
         ({"fraction": 0.0}, "fraction"),
         ({"chunksize": 0}, "chunksize"),
+        ({"task_entries": 0}, "task_entries"),
         ({"resume": True}, "checkpoint"),
     ]:
         with pytest.raises(ProcessingError, match=message):
@@ -388,6 +448,23 @@ class DiesOnce(KillsItsWorker):
         if events.metadata["entrystart"] == 0:
             self.die_once()
         return super().process(events)
+
+
+class DiesMidTask(KillsItsWorker):
+    """Kills the worker process running the second chunk of a file, once: the first is done in the same task."""
+
+    def process(self, events):
+        if events.metadata["entrystart"] > 0:
+            self.die_once()
+        return super().process(events)
+
+
+def test_a_worker_killed_in_the_middle_of_a_task_counts_each_chunk_once(files, clean, tmp_path, client):
+    result = process_files(files, processor=DiesMidTask(marker=str(tmp_path / "died")), client=client, chunksize=1,
+                           task_entries=10**9, progress=False)
+    assert (tmp_path / "died").exists()
+    assert result.failed_chunks == [] and result.events_processed == sum(ENTRIES)
+    assert same_histograms(result, clean)
 
 
 def test_a_killed_worker_loses_no_chunk(files, clean, tmp_path, client):
