@@ -159,22 +159,19 @@ def first_chunks(plan: list[Chunk], *, part: int, parts: int, task_entries: int 
 
 
 def group_chunks(chunks: list[Chunk], task_entries: int | None) -> list[list[Chunk]]:
-    """Cut ``chunks``, in order, into tasks of at most ``task_entries`` entries, or of one chunk where a chunk
-    alone has more (one chunk each if ``task_entries`` is None).
+    """Cut ``chunks``, in order, into tasks of about ``task_entries`` entries: the same number of chunks each
+    (the last may have fewer), the number that makes ``task_entries`` with chunks of their mean size, at least
+    one (one chunk per task if ``task_entries`` is None).
 
-    The chunks of a task are read one after another, so memory follows the chunk size, not the task's.
+    A count, not a sum: chunks are cut on cluster boundaries, so two chunks of a 2 x ``chunksize`` share come
+    to a little more or less than twice ``chunksize``. The chunks of a task are read one after another, so
+    memory follows the chunk size, not the task's.
     """
-    groups: list[list[Chunk]] = []
-    load = 0
-    for chunk in chunks:
-        entries = chunk.entry_stop - chunk.entry_start
-        if groups and task_entries is not None and load + entries <= task_entries:
-            groups[-1].append(chunk)
-            load += entries
-        else:
-            groups.append([chunk])
-            load = entries
-    return groups
+    if not chunks or task_entries is None:
+        return [[chunk] for chunk in chunks]
+    mean = sum(chunk.entry_stop - chunk.entry_start for chunk in chunks) / len(chunks)
+    per_task = max(1, round(task_entries / mean))
+    return [chunks[start:start + per_task] for start in range(0, len(chunks), per_task)]
 
 
 def start_files(urls: list[str], **options: Any) -> list[FileStart]:

@@ -64,10 +64,13 @@ def _ranges(groups):
 
 def test_chunks_are_grouped_into_tasks_of_consecutive_chunks():
     chunks_ = [Chunk("f", "t", a, b) for a, b in [(0, 300), (300, 600), (600, 1000), (1000, 1100), (1100, 1200)]]
-    assert _ranges(group_chunks(chunks_, 700)) == [[(0, 300), (300, 600)], [(600, 1000), (1000, 1100), (1100, 1200)]]
-    # A chunk larger than a task is a task of its own; None: one chunk per task.
-    assert _ranges(group_chunks(chunks_, 250)) == [[(0, 300)], [(300, 600)], [(600, 1000)], [(1000, 1100), (1100, 1200)]]
-    assert _ranges(group_chunks(chunks_, None)) == [[r] for r in [(0, 300), (300, 600), (600, 1000), (1000, 1100), (1100, 1200)]]
+    # Chunks of 240 entries on average: 700 entries make three per task, 250 one; None: one chunk per task.
+    assert _ranges(group_chunks(chunks_, 700)) == [[(0, 300), (300, 600), (600, 1000)], [(1000, 1100), (1100, 1200)]]
+    singles = [[r] for r in [(0, 300), (300, 600), (600, 1000), (1000, 1100), (1100, 1200)]]
+    assert _ranges(group_chunks(chunks_, 250)) == _ranges(group_chunks(chunks_, 1)) == _ranges(group_chunks(chunks_, None)) == singles
+    # Two chunks of a little more than half the task's entries still make one task.
+    near_half = [Chunk("f", "t", 0, 500_300), Chunk("f", "t", 500_300, 1_000_500), Chunk("f", "t", 1_000_500, 1_400_000)]
+    assert [len(g) for g in group_chunks(near_half, 1_000_000)] == [2, 1]
     assert group_chunks([], 10) == []
 
 
@@ -82,8 +85,9 @@ def test_a_start_task_runs_the_first_task_of_its_lane():
 def test_a_task_reads_its_chunks_one_at_a_time_and_loses_no_event(files, clean, monkeypatch):
     read, original = [], chunks.run_chunk
     monkeypatch.setattr(chunks, "run_chunk", lambda chunk, **options: read.append(chunk) or original(chunk, **options))
-    result = process_files(files, processor=DiphotonProcessor(), chunksize=1, task_entries=24_000, progress=False)
-    # Clusters of about 10000, 6667 and 8333 entries: f0 in tasks of 2 + 1 chunks, f1 in one, f2 in 2 + 1.
+    result = process_files(files, processor=DiphotonProcessor(), chunksize=1, task_entries=20_000, progress=False)
+    # Clusters of about 10000, 6667 and 8333 entries: 2, 3 and 2 (of 20000 / 8333 = 2.4) chunks per task, so f0
+    # in tasks of 2 + 1 chunks, f1 in one, f2 in 2 + 1.
     assert result.tasks == 5 and result.chunks == clean.chunks == len(read) == len(set(read)) == 9
     assert max(c.entry_stop - c.entry_start for c in read) == 10_000  # one cluster in memory at a time
     assert result.events_processed == result.events_in_files == sum(ENTRIES)
