@@ -128,7 +128,7 @@ def run_pipeline(
         scale: share of the release's events to generate.
         seed: generator seed (default: the generator's).
         chunksize: entries per processing chunk.
-        task_entries: most entries per processing task (None: the engine's default, two chunks).
+        task_entries: about how many entries per processing task (None: the engine's default, two chunks).
         retries: retries of a chunk after a transient (network) error.
         timeout: seconds allowed for each remote read.
         cuts: the diphoton selection.

@@ -1,7 +1,7 @@
 """The chunk engine: split files into cluster-aligned chunks, run a processor on each, merge the outputs.
 
 One task opens a file, plans its chunks and processes the first task's worth of them; the further chunks
-are more tasks, each of consecutive chunks up to ``task_entries`` entries (:func:`group_chunks`): the next
+are more tasks, each of consecutive chunks, about ``task_entries`` entries (:func:`group_chunks`): the next
 one for the worker that holds the file open, the others for whichever worker is free. A chunk bounds what is
 in memory at once, a task what the scheduler handles: every task costs the client, scheduler and worker a
 fixed 5-10 ms of CPU (benchmarks/bench_processing.py), which on a machine with a worker per core is taken
@@ -38,7 +38,7 @@ from processors.errors import ProcessingError
 
 #: Default target of entries per chunk; chunks follow the tree's clusters, so their sizes vary around it.
 DEFAULT_CHUNKSIZE = 500_000
-#: Default most entries per task, in chunk sizes (``task_entries`` of :func:`process_files`).
+#: Default entries per task, in chunk sizes (``task_entries`` of :func:`process_files`).
 TASK_CHUNKS = 2
 #: What opening a file costs, counted in entries: deserializing the ~80 branch descriptions of a GamGam tree
 #: took 28-44 ms per file, as long as reading and selecting 130k-240k events at 160-250 ns each (measured in
@@ -138,7 +138,7 @@ def start_file(
         first_chunk: keyword arguments of :func:`~processors.chunks.run_chunk` other than the chunk.
         part: whose chunks to process (:func:`first_chunks`; none if the file has fewer chunks than parts).
         parts: start tasks of this file (``multiple`` of :func:`plan_chunks`).
-        task_entries: most entries to process (at least one chunk), as for :func:`group_chunks`.
+        task_entries: about how many entries to process (at least one chunk), as for :func:`group_chunks`.
 
     Returns:
         The file's entries and clusters (or its failure) and the chunks' outcomes.
@@ -443,8 +443,9 @@ def process_files(
         client: a ``distributed.Client``; None runs every chunk in this process.
         tree: name of the tree.
         chunksize: target entries per chunk (clusters are never split): what a worker holds in memory at once.
-        task_entries: most entries per task, in consecutive chunks of a file (at least one chunk); default
-            :data:`TASK_CHUNKS` chunk sizes. A task is the unit of scheduling, retries and checkpoints.
+        task_entries: about how many entries per task, in consecutive chunks of a file (at least one); default
+            :data:`TASK_CHUNKS` chunk sizes. A task is the unit of scheduling and of retries; its chunks are
+            checkpointed when it returns.
         fraction: share of each file to process, from its start (the tutorial's ``fraction``).
         retries: attempts after the first for transient (network) errors, with doubling back-off.
         backoff: seconds before the first retry (then 2x, 4x, ...): retries x back-off must outlast an outage.
