@@ -410,7 +410,7 @@ def report(args: argparse.Namespace, sizes: dict[int, dict[str, Any]], runs: lis
             "Assumptions of the model: every core runs at the per-core rate measured here on local files already in the "
             "page cache; the files are laid out as generated (16 period files sharing the luminosity like 2015-16, "
             "50k-entry clusters); the engine's chunk plan (16 files on 200 cores: each file started in as many parts as "
-            "it has room for and cut into a multiple of them, a part's chunks grouped into tasks of up to "
+            "it has room for and cut into a multiple of them, a part's chunks grouped into tasks of about "
             f"{TASK_CHUNKS} chunk sizes), tasks handed longest first to the next free core; a core "
             f"opens a file the first time it reads from it, at the engine's estimate of that cost "
             f"({FILE_OPEN_ENTRIES // 1000}k entries' work, {FILE_OPEN_ENTRIES / one.per_core * 1e3:.0f} ms at this rate); "
@@ -484,10 +484,14 @@ def main() -> None:
             runs.append(merge(list(measurements)))
             print(_row(runs[-1], bare=None, tutorial=None), flush=True)
 
+    def turns_engine(workers: int) -> Measurement | None:
+        """The turns' engine run at the sweep size: a sweep's default point, not measured again."""
+        return next((m for m in runs if m.size == args.sweep_size and m.label == "engine" and m.workers == workers), None)
+
     sweeps: list[Measurement] = []
     info = sizes[args.sweep_size]
     for chunksize in chunksizes:
-        previous = next((m for m in runs if m.size == args.sweep_size and m.label == "engine" and m.workers == 1), None)
+        previous = turns_engine(1)
         if chunksize == DEFAULT_CHUNKSIZE and previous:
             sweeps.append(previous)
         else:
@@ -501,7 +505,7 @@ def main() -> None:
     task_sweeps: list[Measurement] = []
     for workers in args.workers:
         for task_chunks in [int(x) for x in args.task_chunks.split(",") if x]:
-            previous = next((m for m in runs if m.size == args.sweep_size and m.label == "engine" and m.workers == workers), None)
+            previous = turns_engine(workers)
             if task_chunks == TASK_CHUNKS and previous:
                 task_sweeps.append(previous)
             else:

@@ -148,7 +148,7 @@ def start_file(
         return FileStart(info, (), part)
     planned = plan_chunks(info, tree=tree, chunksize=chunksize, fraction=fraction, multiple=parts)
     chunks = first_chunks(planned, part=part, parts=parts, task_entries=task_entries)
-    return FileStart(info, tuple(chunking.run_chunk(chunk, **first_chunk) for chunk in chunks), part)
+    return FileStart(info, tuple(chunking.run_chunks(chunks, **first_chunk)), part)
 
 
 def first_chunks(plan: list[Chunk], *, part: int, parts: int, task_entries: int | None) -> list[Chunk]:
@@ -608,16 +608,15 @@ def process_files(
                 firsts[url] = first
             for chunk, outcome in zip(first[start.part], start.done):
                 take(chunk, outcome)
-            started_chunks = {chunk for chunks in first.values() for chunk in chunks}
             for p in range(in_parts):
                 rest = []
-                for chunk in plan[p::in_parts]:
+                for chunk in plan[p::in_parts][len(first[p]):]:  # a start task runs the head of its lane
                     saved = checkpoint.load(chunk) if checkpoint is not None and resume else None
                     if saved is not None:
                         outputs.append(saved)
                         events_processed += saved["events"]
                         resumed += 1
-                    elif chunk not in started_chunks:
+                    else:
                         rest.append(chunk)
                 tasked = group_chunks(rest, task_entries)
                 # A file read in parts: chunk k is part k % parts's, run by the worker that read that part (it has
