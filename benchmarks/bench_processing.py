@@ -478,7 +478,7 @@ def main() -> None:
         "tree cache; the TTree's ~80 branch descriptions cost as much as reading and selecting 130k-240k events),",
         "processes a file's first chunks in the task that opens it, runs up to two chunks per task (one after the",
         "other: memory follows the chunk, the scheduler's cost the task), packs files smaller than a task into shared",
-        "tasks, starts a file on every worker at once when there are fewer files than workers (each then reads its",
+        "tasks (largest first, shrinking to single files at the end), starts a file on every worker at once when there are fewer files than workers (each then reads its",
         "part's equal share of the file's chunks), fetches finished tasks' results in the background, takes the two",
         "leading photons from the jagged layout's offsets with numpy (three transcendental functions per pair for",
         "the mass). Its local Dask workers run without the statistical profiler, check their event loops every 200",

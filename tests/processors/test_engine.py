@@ -120,12 +120,19 @@ def test_small_files_are_packed_into_about_one_task_of_work():
     assert pack_files(sizes, bytes_per_entry=1e-3, task_entries=500_000, fraction=1.0) == [["a"], ["b"], ["d", "e"], ["c"]]
     assert pack_files(sizes, bytes_per_entry=1e-3, task_entries=500_000, fraction=0.5) == [["b", "e"], ["a"], ["c", "d"]]
     twice = pack_files([("x", 10), ("x", 10)] * 2, bytes_per_entry=1e-3, task_entries=500_000, fraction=1.0)
-    assert twice == [["x", "x"], ["x", "x"]]  # a file given twice is processed twice, as without packing
-    # Groups hold at most a (2 x workers)-th of the work: ten files of 210k entries' work, 2.1M in all.
+    assert twice == [["x", "x", "x"], ["x"]]  # a file given twice is processed twice, as without packing
+
+
+def test_packed_groups_shrink_to_single_files_for_the_workers_to_finish_together():
+    # Ten files of 210k entries' work, 2.1M in all, tasks unbounded: each group holds at most a workers-th of
+    # the work left (1.05M, then 525k, 315k, 210k, 105k on two workers), so the last groups are single files.
     tiny = [(name, 10) for name in "abcdefghij"]
-    assert [len(g) for g in pack_files(tiny, bytes_per_entry=1e-3, task_entries=10**9, fraction=1.0)] == [5, 5]
-    assert [len(g) for g in pack_files(tiny, bytes_per_entry=1e-3, task_entries=10**9, fraction=1.0, workers=2)] == [
-        2, 2, 2, 2, 2]
+    assert pack_files(tiny, bytes_per_entry=1e-3, task_entries=10**9, fraction=1.0, workers=2) == [
+        list("abcde"), ["f", "g"], ["h"], ["i"], ["j"]]
+    assert pack_files(tiny, bytes_per_entry=1e-3, task_entries=10**9, fraction=1.0) == [list("abcdefghij")]
+    # Three workers: at most 700k (3 files), then 490k (2), 350k, 280k, 210k (1 each); a file over it is alone.
+    assert [len(g) for g in pack_files(tiny, bytes_per_entry=1e-3, task_entries=10**9, fraction=1.0, workers=3)] == [
+        3, 2, 1, 1, 1, 1, 1]
 
 
 SMALL = (2_000, 2_400, 2_800, 3_200, 3_600, 4_000, 2_200, 2_600, 3_000, 3_400, 3_800, 4_200)
@@ -147,8 +154,8 @@ def one_by_one(small_files):
 def test_small_files_share_tasks_and_lose_no_event(small_files, one_by_one):
     result = process_files(small_files, processor=DiphotonProcessor(), progress=False)
     # The two largest start alone; the other ten (about 203k entries of work each, the opening of a file counts
-    # 200k) share three tasks: a group holds at most half their work (two groups per worker), 4 + 4 + 2 files.
-    assert result.tasks == 5 and result.chunks == len(SMALL)
+    # 200k) share two tasks: a group holds at most one task's work (1M entries plus one opening), 5 + 5 files.
+    assert result.tasks == 4 and result.chunks == len(SMALL)
     assert result.events_processed == result.events_in_files == sum(SMALL)
     assert result.histograms["mass"] == one_by_one["mass"] and result.histograms["cutflow"] == one_by_one["cutflow"]
 
@@ -561,8 +568,8 @@ class DiesOnFile(KillsItsWorker):
 def test_a_worker_killed_in_a_shared_task_loses_no_file(small_files, one_by_one, tmp_path, allowed_failures):
     import dask
 
-    # s0 is the smallest file: it starts in a task shared with others (the largest ones start alone).
-    processor = DiesOnFile(marker=str(tmp_path / "died"), name="s0.root")
+    # s10 is the largest file after the two that start alone: it leads the first and largest shared task.
+    processor = DiesOnFile(marker=str(tmp_path / "died"), name="s10.root")
     with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}), \
             dask_client(workers=2, announce=False) as client:
         result = process_files(small_files, processor=processor, client=client, strict=False, progress=False)
@@ -573,7 +580,7 @@ def test_a_worker_killed_in_a_shared_task_loses_no_file(small_files, one_by_one,
         assert result.histograms["mass"] == one_by_one["mass"] and result.histograms["cutflow"] == one_by_one["cutflow"]
         return
     # Every file of the task is listed, whole and as the worker's failure; the others are complete and counted once.
-    assert small_files[0] in lost and len(lost) > 1
+    assert small_files[10] in lost and len(lost) > 1
     assert all(f.entry_stop is None and f.kind == "worker" for f in result.failed_chunks)
     kept = [f for f in small_files if f not in lost]
     reference = process_files(kept, processor=DiphotonProcessor(), progress=False)
