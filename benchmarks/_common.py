@@ -6,13 +6,14 @@ client's ``sys.path``), so nothing in it may depend on ``__main__``.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import platform
 import resource
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,22 @@ class AllBranchesProcessor(DiphotonProcessor):
     """The diphoton processor, but the engine loads every branch of the tree (the cost of not selecting columns)."""
 
     columns = ALL_BRANCHES
+
+
+@contextlib.contextmanager
+def plain_uproot(*, inflater: str | None = "zlib") -> Iterator[None]:
+    """uproot as installed, within the block: ZLIB baskets inflated by ``inflater`` (None: left as is) and class
+    names normalized per object read, as without the engine's settings (``processors.chunks``: isal and
+    ``memoize_classnames``), which importing the project switches on in every process."""
+    decompressor = uproot.compression._decompress_ZLIB
+    model = uproot.model
+    library, regularize = decompressor.library, model.classname_regularize
+    decompressor.library = inflater or library
+    model.classname_regularize = getattr(regularize, "__wrapped__", regularize)
+    try:
+        yield
+    finally:
+        decompressor.library, model.classname_regularize = library, regularize
 
 
 def machine() -> str:

@@ -14,14 +14,14 @@ decompress ~6x slower, then measures in one run on each, single process unless s
   also with uproot's default inflater, Python's zlib;
 * tutorial: the notebook's loop (``tree.iterate`` at uproot's default step size, every cut filtering the
   record array with jagged ``[:, 0]`` indexing, the vector mass stored as a field, the kept events
-  concatenated), with uproot's defaults (zlib); beside it this benchmark's earlier, leaner stand-in (1 M-entry
-  steps, the last two cuts fused, histogrammed per step);
+  concatenated), with uproot's defaults (zlib, no cached class names); beside it this benchmark's earlier,
+  leaner stand-in (1 M-entry steps, the last two cuts fused, histogrammed per step);
 * processor: ``process_files`` without Dask, then on a local Dask cluster with 1 and 2 worker processes
   (cluster start-up excluded, workers warmed up);
 * two bare reads at once, in two processes sharing the files (a single file by entry ranges): what this
   machine gives two busy processes, the ceiling of two workers' speed-up and per-core rate;
 * coffea Runner: ``processor.Runner(IterativeExecutor(), schema=BaseSchema, chunksize=500_000)``, with
-  uproot's defaults (zlib).
+  uproot's defaults (zlib, no cached class names).
 
 The readers take turns, ``--repeat`` rounds of ``--runs`` runs each (the files are in the page cache after
 the first), and every run sits between two runs of the bare read in a spawned process of its own: the ratio
@@ -49,7 +49,7 @@ import vector
 from coffea import processor as coffea_processor
 from coffea.nanoevents import BaseSchema
 
-from _common import machine, replace_section
+from _common import machine, plain_uproot, replace_section
 
 from deploy.clusters import dask_client
 from processors.chunks import clear_trees
@@ -217,8 +217,13 @@ def cluster_cpu(client) -> Callable[[], float]:
 
 
 @contextlib.contextmanager
-def in_process(run: Callable[[], int], *, inflater: str | None = None) -> Iterator[Reader]:
-    """``run`` in this process; ``inflater`` (e.g. uproot's default "zlib") replaces the engine's for ZLIB baskets."""
+def in_process(run: Callable[[], int], *, inflater: str | None = None, plain: bool = False) -> Iterator[Reader]:
+    """``run`` in this process; ``inflater`` (e.g. uproot's default "zlib") replaces the engine's for ZLIB baskets;
+    ``plain``: uproot's defaults altogether (:func:`_common.plain_uproot`), as the tutorial runs."""
+    if plain:
+        with plain_uproot():
+            yield Reader(run)
+        return
     decompressor = uproot.compression._decompress_ZLIB
     saved = decompressor.library
     decompressor.library = inflater or saved
@@ -365,12 +370,12 @@ def measure(files: list[str], args: argparse.Namespace, *, zlib: bool) -> tuple[
                     lambda: bare_read(files, handler=uproot.source.file.MemmapSource)),
                 **defaults,
                 "tutorial loop (iterate + awkward + vector)": lambda: in_process(
-                    lambda: tutorial_loop(files), inflater="zlib"),
+                    lambda: tutorial_loop(files), plain=True),
                 "tutorial's cuts, fused, 1 M-entry steps": lambda: in_process(
-                    lambda: fused_tutorial_loop(files), inflater="zlib"),
+                    lambda: fused_tutorial_loop(files), plain=True),
                 "processor, no Dask": lambda: in_process(lambda: processor_run(files)),
                 "coffea Runner, BaseSchema, 500k chunks": lambda: in_process(
-                    lambda: coffea_runner(files), inflater="zlib"),
+                    lambda: coffea_runner(files), plain=True),
                 "bare uproot read, 2 processes at once": lambda: parallel_bare(files),
                 "processor, Dask 1 worker": lambda: on_cluster(files, 1),
                 "processor, Dask 2 workers": lambda: on_cluster(files, 2),
@@ -475,10 +480,12 @@ def main() -> None:
         "Per core means events per CPU second of every process involved (client and workers), which other work on a",
         "shared machine disturbs far less than wall time. What the processor does to get there: it reads only the",
         "six branches, memory-maps local files, inflates ZLIB baskets with isal, opens each file once (per-process",
-        "tree cache; the TTree's ~80 branch descriptions cost as much as reading and selecting 130k-240k events),",
+        "tree cache; the TTree's ~80 branch descriptions cost as much as reading and selecting 130k-240k events) and",
+        "has uproot normalize each class name of those descriptions once per process, not once per object,",
         "processes a file's first chunks in the task that opens it, runs up to two chunks per task (one after the",
         "other: memory follows the chunk, the scheduler's cost the task), packs files smaller than a task into shared",
-        "tasks (largest first, shrinking to single files at the end), starts a file on every worker at once when there are fewer files than workers (each then reads its",
+        "tasks (largest first, shrinking to single files at the end), starts a file on every worker at once when",
+        "there are fewer files than workers (each then reads its",
         "part's equal share of the file's chunks), fetches finished tasks' results in the background, takes the two",
         "leading photons from the jagged layout's offsets with numpy (three transcendental functions per pair for",
         "the mass). Its local Dask workers run without the statistical profiler, check their event loops every 200",
@@ -488,7 +495,8 @@ def main() -> None:
         "and collect young garbage every 20000 allocations (Python's settings spent ~0.2 s of a 1.1 s 1-worker run",
         "collecting; see Worker garbage collection): cluster.local.profile, tick_interval, environ, gc_threshold.",
         "The processor without Dask runs in this process with glibc's defaults. The tutorial loop and coffea's",
-        "Runner run with uproot's defaults (zlib); every other reader inflates with isal, the bare reads included.",
+        "Runner run with uproot's defaults (zlib, class names normalized per object); every other reader inflates",
+        "with isal and normalizes each class name once, the bare reads included.",
     ]
     print("\n".join(table))
     if not args.no_write:

@@ -1,4 +1,5 @@
-"""Reading chunks: ZLIB baskets inflated with isal, bit for bit as with zlib, in this process and on workers."""
+"""Reading chunks: ZLIB baskets inflated with isal, bit for bit as with zlib, and uproot's class names normalized once,
+in this process and on workers."""
 
 from __future__ import annotations
 
@@ -86,10 +87,29 @@ def test_a_library_the_user_chose_is_kept(monkeypatch):
     assert chunks.inflate_with_isal() == "deflate" == DECOMPRESSOR.library
 
 
+def test_class_names_are_normalized_once_as_uproot_normalizes_them(zlib_file):
+    cached = uproot.model.classname_regularize
+    assert chunks.CLASSNAMES_MEMOIZED and chunks.memoize_classnames()
+    assert uproot.model.classname_regularize is cached  # not wrapped twice
+    original = cached.__wrapped__
+    for name in ("std::vector< float >", "vector<Float_t>", "map<Int_t,vector<Double_t> >", "TBranch", None):
+        assert cached(name) == original(name)
+    assert cached("vector<Float_t>") == "vector<float>"
+    before = cached.cache_info().hits
+    tree = chunks.open_tree(zlib_file, "analysis", tuple(DiphotonProcessor.columns), timeout=10)
+    tree.file.close()
+    assert cached.cache_info().hits > before + 80  # every branch description's class names came from the cache
+
+
 def _zlib_library() -> str:
     return uproot.compression._decompress_ZLIB.library
 
 
-def test_dask_workers_inflate_with_isal():
+def _classnames_memoized() -> bool:
+    return hasattr(uproot.model.classname_regularize, "cache_info")
+
+
+def test_dask_workers_inflate_with_isal_and_memoize_class_names():
     with dask_client(workers=2, announce=False) as client:
         assert set(client.run(_zlib_library).values()) == {"isal"}
+        assert set(client.run(_classnames_memoized).values()) == {True}
