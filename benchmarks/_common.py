@@ -34,19 +34,26 @@ class AllBranchesProcessor(DiphotonProcessor):
 
 
 @contextlib.contextmanager
-def plain_uproot(*, inflater: str | None = "zlib") -> Iterator[None]:
-    """uproot as installed, within the block: ZLIB baskets inflated by ``inflater`` (None: left as is) and class
-    names normalized per object read, as without the engine's settings (``processors.chunks``: isal and
-    ``memoize_classnames``), which importing the project switches on in every process."""
+def uproot_settings(*, inflater: str | None = None, memoized_classnames: bool = True) -> Iterator[None]:
+    """Within the block: ZLIB baskets inflated by ``inflater`` (None: as set, isal since ``processors.chunks`` was
+    imported) and, unless ``memoized_classnames``, class names normalized per object read, as uproot does without
+    ``processors.chunks.memoize_classnames``; both put back afterwards."""
     decompressor = uproot.compression._decompress_ZLIB
     model = uproot.model
     library, regularize = decompressor.library, model.classname_regularize
     decompressor.library = inflater or library
-    model.classname_regularize = getattr(regularize, "__wrapped__", regularize)
+    if not memoized_classnames:
+        model.classname_regularize = getattr(regularize, "__wrapped__", regularize)
     try:
         yield
     finally:
         decompressor.library, model.classname_regularize = library, regularize
+
+
+def plain_uproot() -> contextlib.AbstractContextManager[None]:
+    """uproot as installed, within the block: Python's zlib and no cached class names (the engine's reading
+    settings, which importing the project switches on in every process, off)."""
+    return uproot_settings(inflater="zlib", memoized_classnames=False)
 
 
 def machine() -> str:

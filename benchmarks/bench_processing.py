@@ -49,7 +49,7 @@ import vector
 from coffea import processor as coffea_processor
 from coffea.nanoevents import BaseSchema
 
-from _common import machine, plain_uproot, replace_section
+from _common import machine, plain_uproot, replace_section, uproot_settings
 
 from deploy.clusters import dask_client
 from processors.chunks import clear_trees
@@ -220,17 +220,8 @@ def cluster_cpu(client) -> Callable[[], float]:
 def in_process(run: Callable[[], int], *, inflater: str | None = None, plain: bool = False) -> Iterator[Reader]:
     """``run`` in this process; ``inflater`` (e.g. uproot's default "zlib") replaces the engine's for ZLIB baskets;
     ``plain``: uproot's defaults altogether (:func:`_common.plain_uproot`), as the tutorial runs."""
-    if plain:
-        with plain_uproot():
-            yield Reader(run)
-        return
-    decompressor = uproot.compression._decompress_ZLIB
-    saved = decompressor.library
-    decompressor.library = inflater or saved
-    try:
+    with plain_uproot() if plain else uproot_settings(inflater=inflater):
         yield Reader(run)
-    finally:
-        decompressor.library = saved
 
 
 @contextlib.contextmanager

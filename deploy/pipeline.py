@@ -168,8 +168,8 @@ def run_pipeline(
     processing_dir = out_dir / "processing"
     processor = DiphotonProcessor(cuts=cuts, bins=bins, mass_range=mass_range)
     result = process_files(files, processor=processor, client=client, tree=TREE_NAME, chunksize=chunksize,
-                           task_entries=task_entries, retries=retries, timeout=timeout, checkpoint_dir=processing_dir / "checkpoint",
-                           progress=progress)
+                           task_entries=task_entries, retries=retries, timeout=timeout,
+                           checkpoint_dir=processing_dir / "checkpoint", progress=progress)
     save_outputs(processing_dir, result, lumi_fb=truth["lumi_fb"])
     failures += [f"chunk {f.file} [{f.entry_start}, {f.entry_stop}): {f.error}" for f in result.failed_chunks]
     results["processing"] = {"directory": str(processing_dir), "events_in_files": result.events_in_files,

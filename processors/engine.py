@@ -7,9 +7,9 @@ in memory at once, a task what the scheduler handles: every task costs the clien
 fixed 5-10 ms of CPU (benchmarks/bench_processing.py), which on a machine with a worker per core is taken
 from the workers. With fewer files than workers, each worker starts at once on a part of a file
 (:func:`spread_parts`), then reads that part's equal share of the file's further chunks. Local files smaller
-than a task share one, in groups that shrink toward the end of the run (:func:`pack_files`). Tasks (``client.submit``) take plain inputs and return plain
-results (:class:`FileStart`, :class:`~processors.chunks.ChunkOutcome`); without a client they run in this
-process.
+than a task share one, in groups that shrink toward the end of the run (:func:`pack_files`). Tasks
+(``client.submit``) take plain inputs and return plain results (:class:`FileStart`,
+:class:`~processors.chunks.ChunkOutcome`); without a client they run in this process.
 Nothing is lost silently: every chunk either contributes to the histograms or is listed in
 ``failed_chunks``. Finished chunks are checkpointed one file each, so an interrupted run resumes with the
 missing ones.
