@@ -568,10 +568,12 @@ class DiesOnFile(KillsItsWorker):
 def test_a_worker_killed_in_a_shared_task_loses_no_file(small_files, one_by_one, tmp_path, allowed_failures):
     import dask
 
-    # s10 is the largest file after the two that start alone: it leads the first and largest shared task.
-    processor = DiesOnFile(marker=str(tmp_path / "died"), name="s10.root")
+    # With both workers up, the four largest files start alone (two per worker); s9, the largest of the others,
+    # leads the first and largest shared task.
+    processor = DiesOnFile(marker=str(tmp_path / "died"), name="s9.root")
     with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}), \
             dask_client(workers=2, announce=False) as client:
+        client.wait_for_workers(2, timeout=60)
         result = process_files(small_files, processor=processor, client=client, strict=False, progress=False)
     assert (tmp_path / "died").exists() and result.tasks < len(small_files)
     lost = [f.file for f in result.failed_chunks]
@@ -580,7 +582,7 @@ def test_a_worker_killed_in_a_shared_task_loses_no_file(small_files, one_by_one,
         assert result.histograms["mass"] == one_by_one["mass"] and result.histograms["cutflow"] == one_by_one["cutflow"]
         return
     # Every file of the task is listed, whole and as the worker's failure; the others are complete and counted once.
-    assert small_files[10] in lost and len(lost) > 1
+    assert small_files[9] in lost and len(lost) > 1
     assert all(f.entry_stop is None and f.kind == "worker" for f in result.failed_chunks)
     kept = [f for f in small_files if f not in lost]
     reference = process_files(kept, processor=DiphotonProcessor(), progress=False)
