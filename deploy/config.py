@@ -1,15 +1,18 @@
-"""The project configuration file: cluster, processing and analysis settings, validated against a JSON schema.
+"""The project configuration: one packaged file of defaults, one JSON schema, one step that applies flags.
 
-A config file is YAML with the sections ``cluster``, ``processing``, ``selection``, ``histogram``, ``fit``,
-``mass_scan`` and ``patchset``. Every key is optional: what a file leaves out comes from :data:`DEFAULTS` (the
-ATLAS open-data H->yy tutorial's values, also written out with comments in ``deploy/facilities/default.yaml``).
-Unknown keys and bad values are rejected with one line naming the key.
+``deploy/facilities/default.yaml`` (packaged) holds every default; ``deploy/config.schema.json`` (packaged) says
+what each value may be. A config file overrides any subset of the defaults, command-line flags override the file,
+and :func:`configure` does both in one step for every command, keeping where each choice came from
+(:meth:`Configuration.origin`). Unknown keys and bad values are rejected with one line naming the key.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import json
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,168 +22,48 @@ import yaml
 from deploy.errors import DeployError
 from stats.likelihoods import HypotestSettings, default_backend
 
-#: Cluster kinds understood by :func:`deploy.clusters.dask_client`.
-CLUSTER_KINDS = ("local", "scheduler", "htcondor", "gateway")
-#: Protocols used to read the input files.
-PROTOCOLS = ("root", "https", "eos")  # what atlasopenmagic resolves
+#: The packaged files: every default, and the schema every configuration is validated against.
+DEFAULT_FILE = "facilities/default.yaml"
+SCHEMA_FILE = "config.schema.json"
 
-#: Default settings; a config file overrides any subset of them.
-DEFAULTS: dict[str, Any] = {
-    "cluster": {
-        "kind": "local",
-        "local": {"workers": None, "threads_per_worker": 1, "memory_limit": "auto", "dashboard_address": "127.0.0.1:0",
-                  "profile": False, "tick_interval": "200ms", "gc_threshold": 20000,
-                  "environ": {"MALLOC_TRIM_THRESHOLD_": 256 * 2**20, "MALLOC_MMAP_THRESHOLD_": 32 * 2**20}},
-        "scheduler": {"address": None, "timeout": 30.0, "tls": None},
-        "htcondor": {
-            "cores": 1,
-            "memory": "2 GiB",
-            "disk": "4 GiB",
-            "processes": 1,
-            "job_extra_directives": {},
-            "log_directory": None,
-            "image": None,
-            "env": {},
-            "interface": None,
-            "minimum": 0,
-            "maximum": 10,
-            "gc_threshold": 20000,
-        },
-        "gateway": {
-            "address": None,
-            "proxy_address": None,
-            "auth": None,
-            "cluster_options": {},
-            "minimum": 0,
-            "maximum": 10,
-            "gc_threshold": 20000,
-        },
-    },
-    "processing": {"chunksize": 500_000, "task_entries": None, "retries": 3, "timeout": 60.0, "protocol": "root"},
-    "selection": {
-        "lead_photon_pt": 50.0,
-        "sublead_photon_pt": 30.0,
-        "isolation_ptcone20_over_pt": 0.055,
-        "crack_eta": [1.37, 1.52],
-        "pt_over_mass": 0.35,
-    },
-    "histogram": {"bins": 60, "low": 100.0, "high": 160.0},
-    "fit": {"mass": 125.0, "degree": 4},
-    "mass_scan": {"low": 110.0, "high": 140.0, "points": 25},
-    "patchset": {"mu": 1.0, "test_stat": "qtilde", "timeout": 600.0, "normsys": "code4", "histosys": "code4p",
-                 "backend": "auto"},
-}
-
-_NUMBER = {"type": "number"}
-_POSITIVE = {"type": "number", "exclusiveMinimum": 0}
-_COUNT = {"type": "integer", "minimum": 0}
-_GC_THRESHOLD = {"type": ["integer", "null"], "minimum": 1}
-_OPTIONAL_STRING = {"type": ["string", "null"]}
-_STRING_MAP = {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}
-_MEMORY = {"type": ["string", "number"]}
+#: Where a choice came from when neither a config file nor a flag set it.
+DEFAULT_ORIGIN = "default"
 
 
-def _section(properties: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "properties": properties, "additionalProperties": False}
+@functools.cache
+def _packaged_text(name: str) -> str:
+    return resources.files("deploy").joinpath(name).read_text(encoding="utf-8")
 
 
-#: JSON schema of a (merged) config file.
-SCHEMA: dict[str, Any] = _section(
-    {
-        "cluster": _section(
-            {
-                "kind": {"enum": list(CLUSTER_KINDS)},
-                "local": _section(
-                    {
-                        "workers": {"type": ["integer", "null"], "minimum": 1},
-                        "threads_per_worker": {"type": "integer", "minimum": 1},
-                        "memory_limit": _MEMORY,
-                        "dashboard_address": _OPTIONAL_STRING,
-                        "profile": {"type": "boolean"},
-                        "tick_interval": {"type": "string", "pattern": r"^\s*[0-9.]+\s*(us|ms|s)\s*$"},
-                        "gc_threshold": _GC_THRESHOLD,
-                        "environ": {"type": "object", "additionalProperties": {"type": ["string", "number", "null"]}},
-                    }
-                ),
-                "scheduler": _section(
-                    {
-                        "address": _OPTIONAL_STRING,
-                        "timeout": _POSITIVE,
-                        "tls": {
-                            "oneOf": [
-                                {"type": "null"},
-                                _section(
-                                    {
-                                        "ca_file": {"type": "string"},
-                                        "cert": {"type": "string"},
-                                        "key": {"type": "string"},
-                                        "require_encryption": {"type": "boolean"},
-                                    }
-                                ),
-                            ]
-                        },
-                    }
-                ),
-                "htcondor": _section(
-                    {
-                        "cores": {"type": "integer", "minimum": 1},
-                        "memory": _MEMORY,
-                        "disk": _MEMORY,
-                        "processes": {"type": "integer", "minimum": 1},
-                        "job_extra_directives": _STRING_MAP,
-                        "log_directory": _OPTIONAL_STRING,
-                        "image": _OPTIONAL_STRING,
-                        "env": _STRING_MAP,
-                        "interface": _OPTIONAL_STRING,
-                        "minimum": _COUNT,
-                        "maximum": _COUNT,
-                        "gc_threshold": _GC_THRESHOLD,
-                    }
-                ),
-                "gateway": _section(
-                    {
-                        "address": _OPTIONAL_STRING,
-                        "proxy_address": _OPTIONAL_STRING,
-                        "auth": {"enum": [None, "basic", "kerberos", "jupyterhub"]},
-                        "cluster_options": {"type": "object"},
-                        "minimum": _COUNT,
-                        "maximum": _COUNT,
-                        "gc_threshold": _GC_THRESHOLD,
-                    }
-                ),
-            }
-        ),
-        "processing": _section(
-            {
-                "chunksize": {"type": "integer", "minimum": 1},
-                "task_entries": {"type": ["integer", "null"], "minimum": 1},
-                "retries": _COUNT,
-                "timeout": _POSITIVE,
-                "protocol": {"enum": list(PROTOCOLS)},
-            }
-        ),
-        "selection": _section(
-            {
-                "lead_photon_pt": _NUMBER,
-                "sublead_photon_pt": _NUMBER,
-                "isolation_ptcone20_over_pt": _POSITIVE,
-                "crack_eta": {"type": "array", "items": _NUMBER, "minItems": 2, "maxItems": 2},
-                "pt_over_mass": _NUMBER,
-            }
-        ),
-        "histogram": _section({"bins": {"type": "integer", "minimum": 1}, "low": _NUMBER, "high": _NUMBER}),
-        "fit": _section({"mass": _POSITIVE, "degree": {"type": "integer", "minimum": 0, "maximum": 10}}),
-        "mass_scan": _section({"low": _POSITIVE, "high": _POSITIVE, "points": {"type": "integer", "minimum": 1}}),
-        "patchset": _section({"mu": _NUMBER, "test_stat": {"enum": ["q", "qtilde", "q0"]}, "timeout": _POSITIVE,
-                              "normsys": {"enum": ["code1", "code4"]},
-                              "histosys": {"enum": ["code0", "code2", "code4p"]},
-                              "backend": {"enum": ["auto", "numpy", "jax"]}}),
-    }
-)
+def schema() -> dict[str, Any]:
+    """The JSON schema of a complete configuration (the packaged ``config.schema.json``)."""
+    return json.loads(_packaged_text(SCHEMA_FILE))
+
+
+def defaults() -> dict[str, Any]:
+    """Every default setting: the packaged ``default.yaml`` as a nested dict (a fresh copy on each call)."""
+    return yaml.safe_load(_packaged_text(DEFAULT_FILE))
+
+
+def _enum(*path: str) -> tuple[Any, ...]:
+    node = schema()
+    for key in path:
+        node = node["properties"][key]
+    return tuple(node["enum"])
+
+
+def __getattr__(name: str) -> Any:
+    # Read from the schema on first use, so that the schema file stays the one list of allowed values.
+    if name == "CLUSTER_KINDS":
+        return _enum("cluster", "kind")
+    if name == "PROTOCOLS":
+        return _enum("processing", "protocol")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class TLSSettings(NamedTuple):
-    """Client TLS files for a ``tls://`` scheduler (coffea-casa provides its own through the Dask config)."""
+    """Client TLS files for a ``tls://`` scheduler; a key the file leaves out takes the value below
+    (coffea-casa provides its own through the Dask config, ``tls: null``)."""
 
     ca_file: str | None = None
     cert: str | None = None
@@ -189,38 +72,31 @@ class TLSSettings(NamedTuple):
 
 
 class LocalSettings(NamedTuple):
-    """A ``distributed.LocalCluster`` bound to 127.0.0.1.
+    """A ``distributed.LocalCluster`` bound to 127.0.0.1 (``cluster.local``; default.yaml explains each key).
 
     Attributes:
         workers: worker processes; None means one per core.
         threads_per_worker: threads in each worker process.
         memory_limit: memory limit of each worker.
         dashboard_address: where the dashboard listens; None turns it off.
-        profile: run the workers' statistical profiler (the dashboard's Profile page). It samples the task
-            thread's stack every 10 ms and costs ~10 % of a chunk task's CPU (benchmarks/bench_processing.py).
+        profile: run the workers' statistical profiler (the dashboard's Profile page; it costs task CPU).
         tick_interval: how often every process checks that its event loop is responsive (Dask's
-            ``distributed.admin.tick.interval``); Dask's 20 ms costs 2-4 % of a core per idle process.
+            ``distributed.admin.tick.interval``).
         environ: environment variables set in each worker process before it starts (Dask's
-            ``distributed.nanny.pre-spawn-environ``; None unsets one). The defaults make glibc keep up to 256 MiB
-            of freed memory and serve arrays up to 32 MiB (its maximum) from it, so that every chunk reuses the
-            memory of the one before instead of page-faulting fresh pages (a third of a chunk's CPU time for
-            500k-event chunks; Dask's own MALLOC_TRIM_THRESHOLD_=65536 returns all of it to the system).
-        gc_threshold: allocations between collections of Python's youngest GC generation in each worker (Python's
-            default is 700), which also freezes the objects alive once the worker has imported the processing
-            code (Dask's, uproot's, awkward's: about 200k), so that no full collection walks them again; None
-            leaves the garbage collector as Python sets it. Every opened file leaves a few thousand cyclic objects
-            to collect; with Python's settings a worker spent about 0.2 s of a 1.1 s run collecting them, mostly
-            in one full collection over Dask's objects (benchmarks/bench_worker_gc.py).
+            ``distributed.nanny.pre-spawn-environ``; None unsets one).
+        gc_threshold: allocations between collections of Python's youngest GC generation in each worker, which
+            also freezes the objects alive once the worker has imported the processing code; None leaves the
+            garbage collector as Python sets it.
     """
 
     workers: int | None
     threads_per_worker: int
     memory_limit: str | float
     dashboard_address: str | None
-    profile: bool = False
-    tick_interval: str = "200ms"
-    environ: dict[str, Any] | None = None
-    gc_threshold: int | None = 20000
+    profile: bool
+    tick_interval: str
+    gc_threshold: int | None
+    environ: dict[str, Any] | None
 
 
 class SchedulerSettings(NamedTuple):
@@ -299,19 +175,38 @@ class HistogramBinning(NamedTuple):
     high: float
 
 
+class DatasetSettings(NamedTuple):
+    """The generated dataset of ``run`` and ``generate``: luminosity (fb^-1), share of the release's events,
+    and seed (None: the generator's default)."""
+
+    lumi_fb: float
+    scale: float
+    seed: int | None
+
+
 class FitSettings(NamedTuple):
-    """Signal mass hypothesis (GeV) and degree of the background polynomial."""
+    """The background fit: signal mass hypothesis (GeV), polynomial degree (or ``"auto"``: the F-test's choice),
+    fit method, likelihood and fixed peak width (GeV)."""
 
     mass: float
-    degree: int
+    degree: int | str
+    method: str
+    likelihood: str
+    resolution: float
 
 
 class MassScanGrid(NamedTuple):
-    """The grid of mass hypotheses (GeV) scanned."""
+    """The grid of mass hypotheses (GeV) scanned: ``points`` evenly spaced from ``low`` to ``high`` inclusive."""
 
     low: float
     high: float
     points: int
+
+    def masses(self) -> Any:
+        """The grid as a numpy array."""
+        import numpy as np
+
+        return np.linspace(self.low, self.high, self.points)
 
 
 class PatchsetSettings(NamedTuple):
@@ -326,21 +221,67 @@ class PatchsetSettings(NamedTuple):
     backend: str
 
     def hypotest_settings(self) -> HypotestSettings:
+        """The settings as :class:`stats.likelihoods.HypotestSettings` (``auto`` resolved to an installed backend)."""
         backend = default_backend() if self.backend == "auto" else self.backend
         return HypotestSettings(mu=self.mu, test_stat=self.test_stat, normsys=self.normsys, histosys=self.histosys,
                                 backend=backend)
 
 
 class Settings(NamedTuple):
-    """Every section of a validated config file, defaults filled in."""
+    """Every section of a validated configuration, defaults filled in."""
 
     cluster: ClusterConfig
     processing: ProcessingSettings
     selection: SelectionCuts
     histogram: HistogramBinning
+    dataset: DatasetSettings
     fit: FitSettings
     mass_scan: MassScanGrid
     patchset: PatchsetSettings
+
+
+class Configuration(NamedTuple):
+    """Validated settings and where each of them came from.
+
+    Attributes:
+        settings: the complete settings.
+        path: the config file, or None.
+        given: what the config file set (nested, as read).
+        flags: dotted key -> the flag that set it (e.g. ``{"fit.degree": "--degree"}``).
+    """
+
+    settings: Settings
+    path: Path | None = None
+    given: Mapping[str, Any] = {}
+    flags: Mapping[str, str] = {}
+
+    def origin(self, key: str) -> str:
+        """Where the setting ``key`` (dotted, e.g. ``"fit.degree"``, or a section) came from.
+
+        Returns:
+            ``"flag --x"``, ``"config file PATH"`` or ``"default"``; for a section, the first non-default origin
+            of its keys.
+        """
+        flagged = [flag for name, flag in self.flags.items() if name == key or name.startswith(key + ".")]
+        if flagged:
+            return f"flag {flagged[0]}"
+        node: Any = self.given
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return DEFAULT_ORIGIN
+            node = node[part]
+        return f"config file {self.path}"
+
+    def choices(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """``{key: {"value": ..., "origin": ...}}`` for each dotted key, as a report lists them."""
+        return {key: {"value": self.value(key), "origin": self.origin(key)} for key in keys}
+
+    def value(self, key: str) -> Any:
+        """The setting at the dotted ``key``."""
+        node: Any = self.settings
+        for part in key.split("."):
+            node = getattr(node, part)
+        return node._asdict() if hasattr(node, "_asdict") else node
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -378,25 +319,30 @@ def _describe(error: jsonschema.ValidationError) -> str:
         name = ".".join(filter(None, [where, unknown[0] if unknown else "?"]))
         return f"unknown key '{name}' (allowed: {', '.join(sorted(known))})"
     if error.validator == "oneOf" and error.context:
-        error = max(error.context, key=lambda sub: len(sub.absolute_path))
-        where = _key_path(error)
+        deepest = max(error.context, key=lambda sub: len(sub.absolute_path))
+        if len(deepest.absolute_path) > len(error.absolute_path):
+            return _describe(deepest)
+        if "description" in error.schema:
+            return f"bad value for '{where or '<top>'}': {error.instance!r} is not {error.schema['description']}"
     return f"bad value for '{where or '<top>'}': {error.message}"
 
 
 def validate(settings: Mapping[str, Any], *, source: str = "config") -> None:
-    """Check settings against :data:`SCHEMA` and a few cross-field rules.
+    """Check complete settings against the packaged schema and a few cross-field rules.
 
     Args:
-        settings: nested settings (a config file's content, possibly merged with the defaults).
+        settings: nested settings (the defaults merged with a config file and flags).
         source: name of where they came from, used in the message.
 
     Raises:
         DeployError: naming the first offending key.
     """
-    validator = jsonschema.Draft202012Validator(SCHEMA)
+    validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(settings), key=lambda err: (list(err.absolute_path), err.message))
     if errors:
         deepest = jsonschema.exceptions.best_match(errors)
+        while deepest.parent is not None and "description" in deepest.parent.schema:
+            deepest = deepest.parent  # a described choice ("an integer from 0 to 10 or 'auto'") says it best
         raise DeployError(f"{source}: {_describe(deepest)}")
     _check_ranges(settings, source)
 
@@ -418,6 +364,91 @@ def _check_ranges(settings: Mapping[str, Any], source: str) -> None:
         raise DeployError(f"{source}: bad value for 'selection.crack_eta': {crack} is not [low, high]")
 
 
+def _build(merged: Mapping[str, Any]) -> Settings:
+    cluster = merged["cluster"]
+    tls = cluster["scheduler"]["tls"]
+    fit = dict(merged["fit"])
+    if fit["degree"] != "auto":
+        fit["degree"] = int(fit["degree"])
+    return Settings(
+        cluster=ClusterConfig(
+            kind=cluster["kind"],
+            local=LocalSettings(**cluster["local"]),
+            scheduler=SchedulerSettings(**dict(cluster["scheduler"], tls=None if tls is None else TLSSettings(**tls))),
+            htcondor=HTCondorSettings(**cluster["htcondor"]),
+            gateway=GatewaySettings(**cluster["gateway"]),
+        ),
+        processing=ProcessingSettings(**merged["processing"]),
+        selection=SelectionCuts(**dict(merged["selection"], crack_eta=tuple(merged["selection"]["crack_eta"]))),
+        histogram=HistogramBinning(**merged["histogram"]),
+        dataset=DatasetSettings(**merged["dataset"]),
+        fit=FitSettings(**fit),
+        mass_scan=MassScanGrid(**merged["mass_scan"]),
+        patchset=PatchsetSettings(**merged["patchset"]),
+    )
+
+
+def _read(path: Path) -> Any:
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise DeployError(f"cannot read config file {path}: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise DeployError(f"config file {path} is not valid YAML{where}") from None
+    return content if content is not None else {}
+
+
+def _complete(given: Any, source: str) -> dict[str, Any]:
+    if not isinstance(given, Mapping):
+        raise DeployError(f"{source}: expected a mapping of sections, got {type(given).__name__}")
+    merged = merge(defaults(), given)
+    validate(merged, source=source)
+    return merged
+
+
+def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        *sections, leaf = key.split(".")
+        node = nested
+        for part in sections:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def configure(
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    flags: Mapping[str, str] | None = None,
+) -> Configuration:
+    """The defaults, overridden by a config file, overridden by command-line values: the one step every command uses.
+
+    Args:
+        path: a YAML config file setting any subset of the keys; None: the defaults alone.
+        overrides: dotted key -> value (e.g. ``{"fit.degree": 5}``); None values are ignored (a flag not given).
+        flags: dotted key -> the flag's name, to report where a value came from (default: the key).
+
+    Returns:
+        The validated settings and the origin of each.
+
+    Raises:
+        DeployError: the file is missing or not YAML, or a key is unknown or a value bad (one line naming it).
+    """
+    path = Path(path) if path is not None else None
+    given = _read(path) if path is not None else {}
+    merged = _complete(given, f"config file {path}" if path is not None else "defaults")
+    chosen = {key: value for key, value in (overrides or {}).items() if value is not None}
+    names = {key: (flags or {}).get(key, key) for key in chosen}
+    if chosen:
+        merged = merge(merged, _nest(chosen))
+        validate(merged, source="command line (" + ", ".join(sorted(set(names.values()))) + ")")
+    return Configuration(_build(merged), path, given, names)
+
+
 def settings_from_dict(settings: Mapping[str, Any], *, source: str = "config") -> Settings:
     """Validate settings (any subset of the sections) and fill in the defaults.
 
@@ -431,32 +462,11 @@ def settings_from_dict(settings: Mapping[str, Any], *, source: str = "config") -
     Raises:
         DeployError: on an unknown key or a bad value.
     """
-    if not isinstance(settings, Mapping):
-        raise DeployError(f"{source}: expected a mapping of sections, got {type(settings).__name__}")
-    merged = merge(DEFAULTS, settings)
-    validate(merged, source=source)
-    cluster = merged["cluster"]
-    tls = cluster["scheduler"]["tls"]
-    selection = dict(merged["selection"], crack_eta=tuple(merged["selection"]["crack_eta"]))
-    return Settings(
-        cluster=ClusterConfig(
-            kind=cluster["kind"],
-            local=LocalSettings(**cluster["local"]),
-            scheduler=SchedulerSettings(**dict(cluster["scheduler"], tls=None if tls is None else TLSSettings(**tls))),
-            htcondor=HTCondorSettings(**cluster["htcondor"]),
-            gateway=GatewaySettings(**cluster["gateway"]),
-        ),
-        processing=ProcessingSettings(**merged["processing"]),
-        selection=SelectionCuts(**selection),
-        histogram=HistogramBinning(**merged["histogram"]),
-        fit=FitSettings(**merged["fit"]),
-        mass_scan=MassScanGrid(**merged["mass_scan"]),
-        patchset=PatchsetSettings(**merged["patchset"]),
-    )
+    return _build(_complete(settings, source))
 
 
 def load_config(path: str | Path | None = None) -> Settings:
-    """Read a YAML config file, validate it and fill in the defaults.
+    """Read a YAML config file, validate it and fill in the defaults (:func:`configure` without flags).
 
     Args:
         path: the file; ``None`` gives the defaults.
@@ -467,23 +477,7 @@ def load_config(path: str | Path | None = None) -> Settings:
     Raises:
         DeployError: the file is missing or not YAML, or has an unknown key or a bad value.
     """
-    if path is None:
-        return settings_from_dict({})
-    path = Path(path)
-    try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise DeployError(f"cannot read config file {path}: {err.strerror or err}") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise DeployError(f"config file {path} is not valid YAML{where}") from None
-    return settings_from_dict(content if content is not None else {}, source=f"config file {path}")
-
-
-def load_cluster_config(path: str | Path | None = None) -> ClusterConfig:
-    """Read only the ``cluster`` section's settings of a config file (see :func:`load_config`)."""
-    return load_config(path).cluster
+    return configure(path).settings
 
 
 def selection_cuts(settings: Settings) -> Any:
