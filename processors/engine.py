@@ -12,18 +12,22 @@ than a task share one, in groups that shrink toward the end of the run (:func:`p
 :class:`~processors.chunks.ChunkOutcome`); without a client they run in this process.
 Nothing is lost silently: every chunk either contributes to the histograms or is listed in
 ``failed_chunks``. Finished chunks are checkpointed one file each, so an interrupted run resumes with the
-missing ones.
+missing ones; a checkpoint records what it was computed from (:class:`Checkpoint`) and is reused only for
+the same file, entry range, processor configuration and project version.
 """
 
 from __future__ import annotations
 
 import bisect
 import collections
+import contextlib
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
 import pickle
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -50,11 +54,34 @@ MIN_BYTES_PER_ENTRY = 100
 
 
 class FileInfo(NamedTuple):
-    """Entries and cluster boundaries of one file's tree."""
+    """Entries and cluster boundaries of one file's tree, and what identifies the file: its size in bytes and
+    the ROOT file's UUID (None where unknown)."""
 
     file: str
     num_entries: int
     cluster_offsets: tuple[int, ...]
+    size: int | None = None
+    uuid: str | None = None
+
+
+def project_version() -> str:
+    """The installed version of opendata-stats ("unknown" when it is not installed)."""
+    try:
+        return importlib.metadata.version("opendata-stats")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class OtherCheckpoints(NamedTuple):
+    """Checkpoints in the directory that this run did not compute or reuse, kept as they are.
+
+    Attributes:
+        count: how many.
+        reasons: what differs from this run, one short phrase each (e.g. ``"processor settings (bins 30 -> 60)"``).
+    """
+
+    count: int = 0
+    reasons: tuple[str, ...] = ()
 
 
 class ProcessingResult(NamedTuple):
@@ -72,6 +99,10 @@ class ProcessingResult(NamedTuple):
         tasks: tasks run: one per file or group of small files, one per further chunk.
         fraction: share of each file's entries that was processed.
         entries_total: entries of all opened files, whatever the fraction.
+        identity: what the result was computed from: ``files`` (path, size in bytes and ROOT UUID of each
+            input, size and UUID None for a file that could not be opened), ``config`` (processor type and
+            configuration, dataset, tree, fraction) and ``version`` (of opendata-stats).
+        other_checkpoints: checkpoints of other inputs or settings found in ``checkpoint_dir`` and kept.
     """
 
     histograms: dict[str, Any]
@@ -85,12 +116,22 @@ class ProcessingResult(NamedTuple):
     tasks: int
     fraction: float
     entries_total: int
+    identity: dict[str, Any] | None = None
+    other_checkpoints: OtherCheckpoints = OtherCheckpoints()
+
+
+def _file_size(url: str, file: Any) -> int | None:
+    """Bytes of an open file: from the file system for a local one, else what its source knows."""
+    try:
+        return os.path.getsize(url) if not chunking.is_remote(url) else int(file.source.num_bytes)
+    except Exception:  # noqa: BLE001 - a size the source cannot tell is unknown, not an error
+        return None
 
 
 def inspect_file(
     url: str, *, tree: str, columns: tuple[str, ...], timeout: float, max_retries: int, backoff: float = 0.5
 ) -> FileInfo | FailedChunk:
-    """Open ``url`` and return its entries and clusters, or the failure (a plain Dask task).
+    """Open ``url`` and return its entries, clusters, size and UUID, or the failure (a plain Dask task).
 
     Transient errors are retried ``max_retries`` times, ``backoff`` seconds after the first, doubling.
     """
@@ -99,7 +140,8 @@ def inspect_file(
         attempt += 1
         try:
             ttree = chunking.trees.get(url, tree, columns, timeout=timeout)
-            return FileInfo(url, int(ttree.num_entries), tuple(int(x) for x in ttree.common_entry_offsets()))
+            offsets = tuple(int(x) for x in ttree.common_entry_offsets())
+            return FileInfo(url, int(ttree.num_entries), offsets, _file_size(url, ttree.file), str(ttree.file.uuid))
         except Exception as error:  # noqa: BLE001 - classified below, unexpected ones re-raised
             chunking.trees.discard(url)
             kind, reported = chunking.classify(error, url)
@@ -305,44 +347,115 @@ def _local_size(name: str) -> int | None:
 
 
 class Checkpoint:
-    """One pickle per finished chunk in a directory, keyed by file, entry range and processor config.
+    """One pickle per finished chunk in a directory, each recording what it was computed from.
+
+    A chunk's identity is its file (path, size in bytes, ROOT file UUID), tree and entry range, the processor's
+    configuration and the project version; its checkpoint is named by a digest of that identity and holds it
+    beside the output. :meth:`load` returns an output only for a chunk of identical identity, so a changed or
+    replaced file, other settings or another version are processed again. Nothing here deletes or replaces a
+    checkpoint that can be read: a run writes only the checkpoints it lacks, each atomically, and the others
+    (other inputs, settings or versions) stay as they are and are reported by :meth:`others`.
 
     Args:
-        directory: where the files live (created).
+        directory: where the files live (created on the first :meth:`save`).
         config: the processor's configuration; a different one never matches old checkpoints.
-        clear: delete existing checkpoints first (a fresh run).
+        version: the project version (default: the installed one).
     """
 
-    def __init__(self, directory: Path, *, config: dict[str, Any], clear: bool) -> None:
+    def __init__(self, directory: Path, *, config: dict[str, Any], version: str | None = None) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._config = json.dumps(config, sort_keys=True, default=str)
-        if clear:
-            for path in self.directory.glob("chunk-*.pkl"):
-                path.unlink()
+        self.config = json.loads(json.dumps(config, sort_keys=True, default=str))
+        self.version = project_version() if version is None else version
+        self._used: set[Path] = set()  # checkpoints of this run's chunks, found or written
+        self._unreadable: set[Path] = set()
 
-    def _path(self, chunk: Chunk) -> Path:
-        key = json.dumps([chunk.file, chunk.tree, chunk.entry_start, chunk.entry_stop, self._config])
-        return self.directory / f"chunk-{hashlib.sha1(key.encode()).hexdigest()[:20]}.pkl"
+    def identity(self, chunk: Chunk, info: FileInfo) -> dict[str, Any]:
+        """What the output of ``chunk`` of the file ``info`` is computed from."""
+        return {
+            "file": chunk.file, "size": info.size, "uuid": info.uuid, "tree": chunk.tree,
+            "entry_start": chunk.entry_start, "entry_stop": chunk.entry_stop, "config": self.config,
+            "version": self.version,
+        }
 
-    def load(self, chunk: Chunk) -> dict[str, Any] | None:
-        """The saved output of ``chunk``, or None."""
-        path = self._path(chunk)
+    def _path(self, identity: dict[str, Any]) -> Path:
+        key = json.dumps(identity, sort_keys=True, default=str)
+        return self.directory / f"chunk-{hashlib.sha256(key.encode()).hexdigest()[:32]}.pkl"
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any] | None:
+        """A checkpoint's content ({"identity", "output"}), or None if it is not one."""
         try:
             with path.open("rb") as stream:
-                return pickle.load(stream)
-        except FileNotFoundError:
+                saved = pickle.load(stream)
+        except (pickle.UnpicklingError, EOFError, OSError, AttributeError, ImportError, IndexError, TypeError,
+                ValueError):
             return None
-        except (pickle.UnpicklingError, EOFError, OSError):
-            return None  # a half-written file from a killed run: process the chunk again
+        return saved if isinstance(saved, dict) and {"identity", "output"} <= saved.keys() else None
 
-    def save(self, chunk: Chunk, output: dict[str, Any]) -> None:
-        """Save the output of ``chunk`` atomically."""
-        path = self._path(chunk)
-        partial = path.with_suffix(".tmp")
-        with partial.open("wb") as stream:
-            pickle.dump(output, stream, protocol=pickle.HIGHEST_PROTOCOL)
-        partial.replace(path)
+    def load(self, chunk: Chunk, info: FileInfo) -> dict[str, Any] | None:
+        """The saved output of ``chunk`` (of the file ``info``), or None if none of identical identity is saved."""
+        identity = self.identity(chunk, info)
+        path = self._path(identity)
+        if not path.exists():
+            return None
+        saved = self._read(path)
+        if saved is None or saved["identity"] != identity:
+            self._unreadable.add(path)
+            return None
+        self._used.add(path)
+        return saved["output"]
+
+    def save(self, chunk: Chunk, info: FileInfo, output: dict[str, Any]) -> None:
+        """Save the output of ``chunk`` atomically, unless a readable checkpoint of the same identity exists."""
+        identity = self.identity(chunk, info)
+        path = self._path(identity)
+        self._used.add(path)
+        if path.exists() and path not in self._unreadable:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        descriptor, partial = tempfile.mkstemp(prefix=".chunk-", suffix=".tmp", dir=self.directory)
+        try:
+            with os.fdopen(descriptor, "wb") as stream:
+                pickle.dump({"identity": identity, "output": output}, stream, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(partial, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            raise
+        self._unreadable.discard(path)
+
+    def others(self, infos: dict[str, FileInfo]) -> OtherCheckpoints:
+        """The checkpoints in the directory that are not of this run's chunks, and what differs in them.
+
+        Args:
+            infos: this run's opened files by path.
+        """
+        paths = sorted(set(self.directory.glob("chunk-*.pkl")) - self._used) if self.directory.is_dir() else []
+        reasons: dict[str, None] = {}
+        for path in paths:
+            saved = self._read(path)
+            identity = saved["identity"] if saved is not None and isinstance(saved["identity"], dict) else None
+            reasons[_difference(identity, config=self.config, version=self.version, infos=infos)] = None
+        return OtherCheckpoints(len(paths), tuple(reasons))
+
+
+def _difference(identity: dict[str, Any] | None, *, config: dict[str, Any], version: str,
+                infos: dict[str, FileInfo]) -> str:
+    """What differs between a checkpoint's ``identity`` and this run, in a short phrase."""
+    if identity is None:
+        return "unreadable, or written by an older version"
+    if identity.get("version") != version:
+        return f"written by opendata-stats {identity.get('version')} (this is {version})"
+    theirs = identity.get("config") or {}
+    if theirs != config:
+        changed = sorted(key for key in {*theirs, *config} if theirs.get(key) != config.get(key))
+        return "processor settings (" + ", ".join(f"{key} {theirs.get(key)} -> {config.get(key)}" for key in changed) + ")"
+    info = infos.get(identity.get("file"))
+    if info is None:
+        return "files not in this run's inputs"
+    if (identity.get("size"), identity.get("uuid")) != (info.size, info.uuid):
+        return f"{Path(info.file).name} has changed (size {identity.get('size')} -> {info.size}, UUID {identity.get('uuid')} -> {info.uuid})"
+    return "other entry ranges (another --fraction or --chunksize)"
 
 
 class _Tasks:
@@ -459,8 +572,10 @@ def process_files(
         retries: attempts after the first for transient (network) errors, with doubling back-off.
         backoff: seconds before the first retry (then 2x, 4x, ...): retries x back-off must outlast an outage.
         timeout: seconds for each remote read.
-        checkpoint_dir: directory for one checkpoint file per finished chunk.
-        resume: reuse the checkpoints in ``checkpoint_dir`` and process only the missing chunks.
+        checkpoint_dir: directory for one checkpoint file per finished chunk (:class:`Checkpoint`); the
+            checkpoints already there are never deleted or replaced, whatever they were computed from.
+        resume: reuse the checkpoints in ``checkpoint_dir`` of identical identity (same file path, size and
+            UUID, entry range, processor configuration and project version) and process only the other chunks.
         progress: show a progress bar.
         dataset: the name in ``events.metadata["dataset"]`` and on the histograms' dataset axis.
         strict: raise on a file that is missing, not ROOT, or lacks the tree or branches; if False,
@@ -489,14 +604,11 @@ def process_files(
         raise ProcessingError("resume needs a checkpoint directory")
     columns = tuple(processor.columns)
     config = processor.config()
-
-    checkpoint = (
-        Checkpoint(Path(checkpoint_dir), config={"type": type(processor).__qualname__, **config, "dataset": dataset}, clear=not resume)
-        if checkpoint_dir is not None
-        else None
-    )
+    settings = {"type": type(processor).__qualname__, **config, "dataset": dataset}
+    checkpoint = Checkpoint(Path(checkpoint_dir), config=settings) if checkpoint_dir is not None else None
     failed: list[FailedChunk] = []
     infos: list[FileInfo] = []
+    info_of: dict[str, FileInfo] = {}  # the opened files, by path: their identity keys their checkpoints
     outputs: list[dict[str, Any]] = []
     planned = resumed = events_processed = 0
     chunk_options = dict(
@@ -514,7 +626,7 @@ def process_files(
             outputs.append(outcome.output)
             events_processed += outcome.output["events"]
             if checkpoint is not None:
-                checkpoint.save(chunk, outcome.output)
+                checkpoint.save(chunk, info_of[chunk.file], outcome.output)
 
     tasks = _Tasks(client, progress=progress)
     start_options = dict(
@@ -607,6 +719,7 @@ def process_files(
                     dropped.add(url)
                 continue
             infos.append(start.info)
+            info_of[url] = start.info
             release_held(start.info)
             plan = plan_chunks(start.info, tree=tree, chunksize=chunksize, fraction=fraction, multiple=in_parts)
             planned += len(plan)
@@ -620,7 +733,7 @@ def process_files(
             for p in range(in_parts):
                 rest = []
                 for chunk in plan[p::in_parts][len(first[p]):]:  # a start task runs the head of its lane
-                    saved = checkpoint.load(chunk) if checkpoint is not None and resume else None
+                    saved = checkpoint.load(chunk, start.info) if checkpoint is not None and resume else None
                     if saved is not None:
                         outputs.append(saved)
                         events_processed += saved["events"]
@@ -651,6 +764,15 @@ def process_files(
         chunking.trees.clear()  # leave no file open in the caller's process
     histograms = processor.postprocess(coffea_processor.accumulate(outputs, processor.empty_output()))
     failed.sort(key=lambda f: (files.index(f.file) if f.file in files else len(files), f.entry_start))
+    identity = {
+        "files": [
+            {"file": url, "size": info_of[url].size, "uuid": info_of[url].uuid} if url in info_of
+            else {"file": url, "size": _local_size(url), "uuid": None}
+            for url in files
+        ],
+        "config": {**settings, "tree": tree, "fraction": fraction},
+        "version": checkpoint.version if checkpoint is not None else project_version(),
+    }
     return ProcessingResult(
         histograms=histograms,
         events_in_files=sum(int(info.num_entries * fraction) for info in infos),
@@ -663,4 +785,6 @@ def process_files(
         tasks=tasks.submitted,
         fraction=fraction,
         entries_total=sum(info.num_entries for info in infos),
+        identity=json.loads(json.dumps(identity, default=str)),
+        other_checkpoints=checkpoint.others(info_of) if checkpoint is not None else OtherCheckpoints(),
     )

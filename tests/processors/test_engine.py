@@ -350,6 +350,63 @@ def test_a_fresh_run_ignores_old_checkpoints(files, tmp_path):
     assert other.resumed_chunks == 0  # another configuration never reuses these
 
 
+def snapshot(directory):
+    return {path.name: path.read_bytes() for path in Path(directory).iterdir()}
+
+
+def test_the_result_records_each_input_files_size_and_uuid(files, tmp_path):
+    missing = str(tmp_path / "gone.root")
+    result = process_files([*files[:2], missing], processor=DiphotonProcessor(bins=30), fraction=0.5, strict=False,
+                           progress=False)
+    expected = [{"file": f, "size": os.path.getsize(f), "uuid": str(uproot.open(f).file.uuid)} for f in files[:2]]
+    assert result.identity["files"] == [*expected, {"file": missing, "size": None, "uuid": None}]
+    assert result.identity["config"]["bins"] == 30 and result.identity["config"]["fraction"] == 0.5
+    assert result.identity["version"] == engine.project_version() != "unknown"
+
+
+def test_resume_recomputes_the_chunks_of_a_replaced_file_and_keeps_its_old_checkpoints(files, tmp_path):
+    """The same path with other content (another UUID and size) is processed again, never taken from the checkpoint."""
+    local = [shutil.copy(f, tmp_path / f"in{i}.root") for i, f in enumerate(files[:2])]
+    options = dict(processor=DiphotonProcessor(), chunksize=1, progress=False, checkpoint_dir=tmp_path / "ck")
+    process_files([str(p) for p in local], **options)
+    before = snapshot(tmp_path / "ck")
+    write_photon_file(local[1], 12_000, seed=99)  # new data under the old name
+    resumed = process_files([str(p) for p in local], resume=True, **options)
+    reference = process_files([files[0], str(local[1])], processor=DiphotonProcessor(), progress=False)
+    assert resumed.resumed_chunks == 3 and same_histograms(resumed, reference)
+    assert resumed.events_processed == ENTRIES[0] + 12_000
+    after = snapshot(tmp_path / "ck")
+    assert {name: after[name] for name in before} == before  # the old checkpoints stay, byte for byte
+    assert resumed.other_checkpoints.count == 3  # in1.root's three old chunks
+    assert resumed.other_checkpoints.reasons == (f"in1.root has changed (size {os.path.getsize(files[1])} -> "
+                                                 f"{os.path.getsize(local[1])}, UUID {uproot.open(files[1]).file.uuid} -> "
+                                                 f"{uproot.open(local[1]).file.uuid})",)
+
+
+def test_a_run_with_other_settings_keeps_the_checkpoints_and_names_what_differs(files, tmp_path):
+    options = dict(chunksize=1, progress=False, checkpoint_dir=tmp_path)
+    first = process_files(files[:1], processor=DiphotonProcessor(), **options)
+    before = snapshot(tmp_path)
+    assert first.other_checkpoints.count == 0 and len(before) == first.chunks == 3
+    other = process_files(files[:1], processor=DiphotonProcessor(bins=30), resume=True, **options)
+    assert other.resumed_chunks == 0 and other.other_checkpoints.count == 3
+    assert other.other_checkpoints.reasons == ("processor settings (bins 60 -> 30)",)
+    after = snapshot(tmp_path)
+    assert len(after) == 6 and {name: after[name] for name in before} == before
+    again = process_files(files[:1], processor=DiphotonProcessor(), **options)  # not resumed: nothing rewritten
+    assert snapshot(tmp_path) == after and again.other_checkpoints.count == 3
+
+
+def test_a_checkpoint_of_another_version_is_not_reused(files, tmp_path, monkeypatch):
+    options = dict(processor=DiphotonProcessor(), progress=False, checkpoint_dir=tmp_path)
+    monkeypatch.setattr(engine, "project_version", lambda: "0.0.1")
+    process_files(files[:1], **options)
+    monkeypatch.undo()
+    resumed = process_files(files[:1], resume=True, **options)
+    assert resumed.resumed_chunks == 0 and resumed.events_processed == ENTRIES[0]
+    assert resumed.other_checkpoints.reasons == (f"written by opendata-stats 0.0.1 (this is {engine.project_version()})",)
+
+
 @pytest.mark.parametrize(("make", "message"), BAD_FILES.values(), ids=BAD_FILES.keys())
 def test_bad_files_raise_one_line_errors(files, tmp_path, make, message):
     bad = make(tmp_path / "bad.root")
