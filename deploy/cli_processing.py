@@ -1,9 +1,19 @@
-"""``opendata-stats process``: run the diphoton processor over a dataset on Dask."""
+"""``opendata-stats process``: run the diphoton processor over a dataset on Dask.
+
+A run never destroys an earlier good one: outputs are written atomically, only when the run has ended, and a
+partial result never replaces a complete one (:func:`processors.histograms.save_outputs`); checkpoints are
+never deleted (:class:`processors.engine.Checkpoint`). Ctrl-C or SIGTERM end the run with the earlier
+outputs as they were and this run's finished chunks checkpointed.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
+import signal
+import ssl
+import tempfile
+import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,26 +22,68 @@ import click
 
 from deploy.clusters import dask_client
 from deploy.config import load_config, selection_cuts
-from processors.datasets import resolve_files
+from processors import chunks as chunking
+from processors.datasets import NOMINAL_LUMI_FB, luminosity, resolve_files
 from processors.engine import DEFAULT_CHUNKSIZE, ProcessingResult, process_files
-from processors.histograms import save_outputs
+from processors.errors import CertificateError
+from processors.histograms import OutputPaths, save_outputs
 from processors.processor import DiphotonProcessor
 from processors.schema import TREE_NAME
 
-#: The 2015-16 luminosity of the release, used when no truth.json tells otherwise.
-NOMINAL_LUMI_FB = 36.1
 CHECKPOINT_SUBDIR = "checkpoint"
+#: Exit statuses of a run ended by Ctrl-C and by SIGTERM (128 + the signal, as shells report them).
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+#: Where ``opendata-stats serve`` (deploy.xrootd.XRootDServer) keeps the self-signed certificate it prints.
+SERVE_CERTIFICATES = "opendata-xrootd-*/cert.pem"
 
 
-def _lumi_of_inputs(metadata: str | None, paths: tuple[str, ...]) -> float:
-    """Luminosity of the inputs: the generator's truth.json beside them, else the release's."""
-    candidates = [Path(metadata).parent] if metadata else [Path(p).parent for p in paths if "://" not in p][:1]
-    for directory in candidates:
-        truth = directory / "truth.json"
-        if truth.is_file():
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                return float(json.loads(truth.read_text())["lumi_fb"])
-    return NOMINAL_LUMI_FB
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is, like Ctrl-C, so that it ends as cleanly (clusters closed)."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while the block runs (in the main thread; elsewhere nothing)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def served_certificate(url: str, *, timeout: float = 5.0) -> Path | None:
+    """The certificate file of a running ``opendata-stats serve`` that the https server of ``url`` presents.
+
+    The server's certificate is fetched (unverified) and compared with those ``serve`` keeps in the temporary
+    directory; None if none matches or the server cannot be reached.
+    """
+    parsed = urllib.parse.urlsplit(url.removeprefix("simplecache::"))
+    if parsed.scheme != "https" or parsed.hostname is None:
+        return None
+    try:
+        presented = ssl.PEM_cert_to_DER_cert(
+            ssl.get_server_certificate((parsed.hostname, parsed.port or 443), timeout=timeout))
+    except (OSError, ValueError):
+        return None
+    for candidate in sorted(Path(tempfile.gettempdir()).glob(SERVE_CERTIFICATES)):
+        with contextlib.suppress(OSError, ValueError):
+            if ssl.PEM_cert_to_DER_cert(candidate.read_text()) == presented:
+                return candidate
+    return None
+
+
+def _certificate_advice(error: CertificateError) -> str:
+    found = served_certificate(error.url)
+    if found is None:
+        return str(error)
+    return f"{error} (`opendata-stats serve` printed it: export SSL_CERT_FILE={found})"
 
 
 @contextlib.contextmanager
@@ -43,21 +95,37 @@ def _client(workers: int | None, scheduler: str | None, config: Any = None) -> I
         yield client
 
 
-def _report(result: ProcessingResult, out: Path) -> None:
+def _advice(kinds: set[str]) -> str:
+    if chunking.CERTIFICATE in kinds:
+        return "set SSL_CERT_FILE to the servers' certificate and rerun"
+    if kinds <= set(chunking.PERMANENT):
+        return "a rerun cannot mend them: replace or drop those files"
+    return "rerun with --resume to process only those"
+
+
+def _report(result: ProcessingResult, out: Path, paths: OutputPaths) -> None:
     click.echo(
         f"processed {result.events_processed:,} of {result.events_in_files:,} events "
         f"({result.chunks} chunks in {result.tasks} tasks, {result.resumed_chunks} from checkpoint) in {result.wall_time:.1f} s; "
-        f"{int(result.histograms['mass'].sum()):,} selected; wrote {out}",
+        f"{int(result.histograms['mass'].sum()):,} selected; wrote {paths.histograms}, {paths.summary}",
         err=True,
     )
+    other = result.other_checkpoints
+    if other.count:
+        click.echo(
+            f"note: kept {other.count} checkpoint(s) in {out / CHECKPOINT_SUBDIR} of other inputs or settings, "
+            f"not used ({'; '.join(other.reasons[:3])}); delete them to reclaim the space",
+            err=True,
+        )
     if result.failed_chunks:
         kinds: dict[str, int] = {}
         for failure in result.failed_chunks:
             kinds[failure.kind] = kinds.get(failure.kind, 0) + 1
         counts = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+        kept = f"; the complete result in {paths.kept} is kept" if paths.kept is not None else ""
         click.echo(
-            f"error: {len(result.failed_chunks)} chunk(s) failed ({counts}); partial results saved, "
-            f"see failed_chunks in {out / 'summary.json'}; rerun with --resume to process only those",
+            f"error: {len(result.failed_chunks)} chunk(s) failed ({counts}); partial results saved in "
+            f"{paths.summary}{kept}, see its failed_chunks; {_advice(set(kinds))}",
             err=True,
         )
         for failure in result.failed_chunks[:5]:
@@ -83,7 +151,8 @@ def _report(result: ProcessingResult, out: Path) -> None:
               help="Seconds for each remote read [default: 60].")
 @click.option("--bins", type=click.IntRange(min=1), help="m_yy bins [default: 60 in 100-160 GeV].")
 @click.option("--lumi", type=click.FloatRange(min=0, min_open=True),
-              help="Luminosity of all input files in fb^-1 (default: truth.json beside the inputs, else 36.1).")
+              help="Luminosity of all input files in fb^-1 (default: the truth.json beside the input files, local or "
+                   f"on their server, or beside --metadata; else the release's periods, else {NOMINAL_LUMI_FB}).")
 @click.option("--resume", is_flag=True, help="Reuse finished chunks from OUT/checkpoint.")
 @click.option("--skip-bad-files", is_flag=True, help="List unreadable files as failed instead of stopping.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
@@ -98,7 +167,8 @@ def process(
     """Select diphoton events and histogram m_yy; writes OUT/histograms.json and OUT/summary.json.
 
     Inputs are PATHS, a --metadata file, or a --release. Exits 1 if chunks failed (partial results
-    are saved), 2 on bad input.
+    are saved, but never over a complete earlier result: then to OUT/*.partial.json), 2 on bad input,
+    130 / 143 on Ctrl-C / SIGTERM (earlier outputs unchanged; --resume continues).
     """
     if workers is not None and scheduler is not None:
         raise click.UsageError("give --workers or --scheduler, not both")
@@ -110,16 +180,28 @@ def process(
     histogram = settings.histogram
     processor = DiphotonProcessor(cuts=selection_cuts(settings), bins=bins or histogram.bins,
                                   mass_range=(histogram.low, histogram.high))
-    with _client(workers, scheduler, settings.cluster) as client:
-        result = process_files(
-            files, processor=processor, client=client, tree=TREE_NAME, chunksize=chunksize or options.chunksize,
-            task_entries=options.task_entries, fraction=fraction, retries=options.retries if retries is None else retries,
-            timeout=timeout or options.timeout, checkpoint_dir=out_dir / CHECKPOINT_SUBDIR, resume=resume,
-            progress=progress, strict=not skip_bad_files,
+    read_timeout = timeout or options.timeout
+    total = (lumi, "--lumi") if lumi is not None else luminosity(files, metadata=metadata, timeout=min(read_timeout, 10.0))
+    try:
+        with _sigterm_interrupts(), _client(workers, scheduler, settings.cluster) as client:
+            result = process_files(
+                files, processor=processor, client=client, tree=TREE_NAME, chunksize=chunksize or options.chunksize,
+                task_entries=options.task_entries, fraction=fraction, retries=options.retries if retries is None else retries,
+                timeout=read_timeout, checkpoint_dir=out_dir / CHECKPOINT_SUBDIR, resume=resume,
+                progress=progress, strict=not skip_bad_files,
+            )
+    except CertificateError as err:
+        raise CertificateError(_certificate_advice(err), err.url) from None
+    except KeyboardInterrupt as err:
+        cause = "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C"
+        click.echo(
+            f"error: interrupted by {cause}; the outputs in {out_dir} are as they were; the chunks finished are "
+            f"checkpointed in {out_dir / CHECKPOINT_SUBDIR}: rerun with --resume to continue",
+            err=True,
         )
-    total_lumi = lumi if lumi is not None else _lumi_of_inputs(metadata, paths)
-    save_outputs(out_dir, result, lumi_fb=total_lumi * fraction)
-    _report(result, out_dir)
+        ctx.exit(EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED)
+    written = save_outputs(out_dir, result, lumi_fb=total[0] * fraction, lumi_source=total[1], keep_complete=True)
+    _report(result, out_dir, written)
     if result.failed_chunks:
         ctx.exit(1)
 

@@ -1,8 +1,8 @@
 """Reading one chunk of one file and running a processor on it, as a plain picklable task.
 
-Errors are classified here: a missing or corrupt file and a missing tree or branch are permanent (no
-retry); network trouble is transient and retried with back-off, inside the task so the engine sees
-one plain result per chunk.
+Errors are classified here: a missing or corrupt file, a missing tree or branch and an untrusted server
+certificate are permanent (no retry); network trouble is transient and retried with back-off, inside the task
+so the engine sees one plain result per chunk.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import awkward as ak
 import uproot
 from coffea.nanoevents.methods import base
 
-from processors.errors import InputFileError, ProcessingError, SchemaError
+from processors.errors import CertificateError, InputFileError, ProcessingError, SchemaError
 from processors.schema import validate_tree
 
 try:
@@ -35,6 +35,10 @@ except ImportError:  # optional at run time: uproot's zlib then inflates ZLIB ba
 
 #: Failure kinds: permanent ones are never retried.
 MISSING, CORRUPT, SCHEMA, TRANSIENT, WORKER = "missing", "corrupt", "schema", "transient", "worker"
+#: An https server whose certificate is not trusted: permanent, every read of it fails the same way.
+CERTIFICATE = "certificate"
+#: Kinds that a retry or a resumed run cannot mend: the file, or the reader's settings, must change.
+PERMANENT = (MISSING, CORRUPT, SCHEMA, CERTIFICATE)
 
 #: XRootD server answers that are final, not worth a retry (error codes of XProtocol.hh): not authorized, no such
 #: file, not a file, a directory, authentication failed make the file missing; an invalid argument or a
@@ -159,8 +163,11 @@ def classify(error: BaseException, url: str) -> tuple[str, ProcessingError | Bas
         url: the file being read.
 
     Returns:
-        (kind, error) with kind one of "missing", "corrupt", "schema", "transient".
+        (kind, error) with kind one of "missing", "corrupt", "schema", "certificate", "transient".
     """
+    untrusted = _certificate_failure(error)
+    if untrusted is not None:
+        return CERTIFICATE, CertificateError(_untrusted_message(url, untrusted), url)
     if isinstance(error, SchemaError):
         return SCHEMA, error
     if isinstance(error, InputFileError):
@@ -191,6 +198,33 @@ def classify(error: BaseException, url: str) -> tuple[str, ProcessingError | Bas
         reason = " ".join(str(error).split())[:200] or type(error).__name__
         return CORRUPT, InputFileError(f"{url}: not a readable ROOT file ({reason})")
     raise error
+
+
+def _certificate_failure(error: BaseException) -> str | None:
+    """The verifier's reason if ``error`` (or one it was raised from) is a refused server certificate, else None.
+
+    aiohttp's ``ClientConnectorCertificateError`` is an ``ssl.SSLCertVerificationError``; uproot's coalesced
+    reads can turn it into a ``TypeError`` that only names it.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, CertificateError):
+            return None
+        if isinstance(error, ssl.SSLCertVerificationError):
+            original = getattr(error, "certificate_error", error)  # aiohttp's wraps the ssl module's
+            return getattr(original, "verify_message", None) or "certificate verify failed"
+        if isinstance(error, TypeError) and "CertificateError" in str(error):
+            return "certificate verify failed"
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _untrusted_message(url: str, reason: str) -> str:
+    cafile = os.environ.get("SSL_CERT_FILE")
+    trusted = f"SSL_CERT_FILE={cafile} does not sign it" if cafile else "SSL_CERT_FILE is not set"
+    return (f"{url}: the server's certificate is not trusted ({reason}; {trusted}); "
+            "set SSL_CERT_FILE to the certificate, or CA bundle, that signs it")
 
 
 def _raised_in(error: BaseException, path: str) -> bool:

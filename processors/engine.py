@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from processors import chunks as chunking
 from processors.chunks import Chunk, ChunkOutcome, FailedChunk
-from processors.errors import ProcessingError
+from processors.errors import CertificateError, ProcessingError
 
 #: Default target of entries per chunk; chunks follow the tree's clusters, so their sizes vary around it.
 DEFAULT_CHUNKSIZE = 500_000
@@ -586,6 +586,7 @@ def process_files(
 
     Raises:
         ProcessingError: no files, bad options, or (with ``strict``) a bad input file.
+        CertificateError: an https server's certificate is not trusted (whatever ``strict``).
     """
     started = time.perf_counter()
     files = [os.fspath(f) for f in files]
@@ -712,6 +713,8 @@ def process_files(
                     submit_chunks(tasked, near=near)
                 continue
             if isinstance(start.info, FailedChunk):
+                if start.info.kind == chunking.CERTIFICATE:  # every file of that server would fail the same way
+                    raise CertificateError(start.info.error, url)
                 if strict and start.info.kind in (chunking.MISSING, chunking.CORRUPT, chunking.SCHEMA):
                     raise ProcessingError(start.info.error)
                 failed.append(start.info)

@@ -21,3 +21,15 @@ class InputFileError(ProcessingError):
 
 class SchemaError(ProcessingError):
     """An input file lacks the expected tree or branches, or has branches of the wrong type."""
+
+
+class CertificateError(InputFileError):
+    """An https server's certificate is not trusted (not signed by a CA in ``SSL_CERT_FILE`` or the system's).
+
+    Attributes:
+        url: the file whose server was refused.
+    """
+
+    def __init__(self, message: str, url: str) -> None:
+        super().__init__(message)
+        self.url = url
