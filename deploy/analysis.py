@@ -6,17 +6,20 @@ plain dict, so the command line and the pipeline report the same numbers.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import pathlib
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from stats.background import DEFAULT_RESOLUTION_GEV, fit_background, scan_degrees
+from deploy.config import FitSettings
+from stats.background import DegreeScan, fit_background, scan_degrees
 from stats.errors import FitError
 from stats.inference import discovery_significance, fit_signal_strength
 from stats.mass_scan import MassScan, scan_masses
-from stats.spectrum import Spectrum, load_spectrum
+from stats.spectrum import SPECTRUM_FILES, Spectrum, load_spectrum
 from stats.workspace import build_workspace, model_info, save_workspace
 
 
@@ -34,52 +37,97 @@ def to_plain(value: Any) -> Any:
 
 
 def write_json(path: pathlib.Path, record: dict[str, Any]) -> pathlib.Path:
-    """Write ``record`` as indented JSON (see :func:`to_plain`)."""
-    path.write_text(json.dumps(to_plain(record), indent=2) + "\n")
+    """Write ``record`` as indented JSON (see :func:`to_plain`), atomically: a temporary file, then a rename."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(to_plain(record), indent=2) + "\n")
+    partial.replace(path)
     return path
 
 
-def fit_spectrum(
-    directory: pathlib.Path,
-    out_dir: pathlib.Path,
-    *,
-    mass: float = 125.0,
-    degree: int | str = 4,
-    method: str = "robust",
-    likelihood: str = "chi2",
-    resolution: float = DEFAULT_RESOLUTION_GEV,
-) -> dict[str, Any]:
+def project_version() -> str:
+    """The installed opendata-stats version (``"unknown"`` when run from an uninstalled tree)."""
+    try:
+        return importlib.metadata.version("opendata-stats")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def file_identity(path: pathlib.Path) -> dict[str, Any]:
+    """Size and SHA-256 of a file's bytes: what a result computed from it depends on."""
+    data = path.read_bytes()
+    return {"path": str(path), "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def spectrum_identity(directory: pathlib.Path) -> list[dict[str, Any]]:
+    """The identity of every spectrum file of a processing output (``directory`` may also be one such file)."""
+    if directory.is_file():
+        return [file_identity(directory)]
+    return [file_identity(directory / name) for name in SPECTRUM_FILES if (directory / name).is_file()]
+
+
+def identity(inputs: Any, settings: Any) -> dict[str, Any]:
+    """What a step's result was computed from: its inputs' identities, its settings and the project version."""
+    return to_plain({"inputs": inputs, "settings": settings, "version": project_version()})
+
+
+class DegreeChoice(NamedTuple):
+    """The polynomial degree used, as asked for (an integer or ``"auto"``), and the F-test scan when one chose it."""
+
+    degree: int
+    requested: int | str
+    scan: DegreeScan | None
+
+    def record(self) -> dict[str, Any]:
+        """Plain-data description for the output JSON and the report."""
+        by = "F-test over degrees " + ", ".join(str(r.degree) for r in self.scan.rows) if self.scan else "setting"
+        return {"requested": self.requested, "chosen": self.degree, "by": by}
+
+
+def choose_degree(spectrum: Spectrum, fit: FitSettings, degree: int | str | None = None) -> DegreeChoice:
+    """The degree to fit: ``degree`` (default ``fit.degree``) or, for ``"auto"``, the F-tests' choice at ``fit.mass``.
+
+    Every command resolves ``auto`` here, at the same mass and with the same fit options, so ``fit``, ``scan-mass``
+    and ``run`` choose the same degree on the same histogram.
+    """
+    requested = fit.degree if degree is None else degree
+    if requested != "auto":
+        return DegreeChoice(int(requested), requested, None)
+    scan = scan_degrees(spectrum.counts, spectrum.edges, mass=fit.mass, method=fit.method, likelihood=fit.likelihood,
+                        resolution=fit.resolution)
+    return DegreeChoice(scan.best_degree, requested, scan)
+
+
+def fit_spectrum(directory: pathlib.Path, out_dir: pathlib.Path, fit: FitSettings) -> dict[str, Any]:
     """Fit the spectrum, build the workspace, fit ``mu`` and the significance; write fit.json, workspace.json, plots.
 
     Args:
         directory: processing output (``histograms.json`` or ``summary.json``).
         out_dir: where to write.
-        mass: fixed Gaussian centre in GeV.
-        degree: polynomial degree, or ``"auto"`` for the F-test choice over degrees 2-6.
-        method: ``"robust"`` or ``"tutorial"`` background fit.
-        likelihood: ``"chi2"`` or ``"poisson"``.
-        resolution: peak width in GeV (fixed in the robust method).
+        fit: mass hypothesis, degree (``"auto"``: the F-test's choice, see :func:`choose_degree`), method,
+            likelihood and resolution.
 
     Returns:
-        The content of ``fit.json``; a failed significance is recorded under ``significance.error``.
+        The content of ``fit.json``, with ``degree_choice`` and the ``identity`` of its input and settings; a failed
+        significance is recorded under ``significance.error``.
     """
     from stats.plotting import plot_data_mc, plot_degree_scan, plot_fit
 
     out_dir.mkdir(parents=True, exist_ok=True)
     spectrum = load_spectrum(directory)
-    options = {"mass": mass, "method": method, "likelihood": likelihood, "resolution": resolution}
-    record: dict[str, Any] = {"input": str(directory), **options}
-    if degree == "auto":
-        degrees = scan_degrees(spectrum.counts, spectrum.edges, **options)
-        degree = degrees.best_degree
-        record["degree_scan"] = [row._asdict() for row in degrees.rows]
-        plot_degree_scan(degrees, out_dir / "degree_scan")
-    background = fit_background(spectrum.counts, spectrum.edges, degree=int(degree), **options)
+    options = {"mass": fit.mass, "method": fit.method, "likelihood": fit.likelihood, "resolution": fit.resolution}
+    record: dict[str, Any] = {"input": str(directory), **options,
+                              "identity": identity(spectrum_identity(directory), fit._asdict())}
+    choice = choose_degree(spectrum, fit)
+    if choice.scan is not None:
+        record["degree_scan"] = [row._asdict() for row in choice.scan.rows]
+        plot_degree_scan(choice.scan, out_dir / "degree_scan")
+    degree = choice.degree
+    background = fit_background(spectrum.counts, spectrum.edges, degree=degree, **options)
     spec = build_workspace(spectrum.counts, background)
     save_workspace(spec, out_dir / "workspace.json")
     strength = fit_signal_strength(spec)
     record.update(
-        degree=int(degree), lumi_fb=spectrum.lumi_fb,
+        degree=degree, degree_choice=choice.record(), lumi_fb=spectrum.lumi_fb,
         background_fit={"parameters": background.parameters, "chi2": background.chi2, "ndf": background.ndf,
                         "chi2_ndf": background.chi2_ndf, "signal_yield": background.signal_yield,
                         "signal_yield_unc": background.signal_yield_unc, "sigma": background.sigma,
@@ -91,8 +139,8 @@ def fit_spectrum(
         record["significance"] = discovery_significance(spec)._asdict()
     except FitError as err:
         record["significance"] = {"error": str(err)}
-    record["profile_likelihood"] = scan_masses(spectrum.counts, spectrum.edges, [mass], degree=int(degree),
-                                               resolution=resolution).points[0]
+    record["profile_likelihood"] = scan_masses(spectrum.counts, spectrum.edges, [fit.mass], degree=degree,
+                                               resolution=fit.resolution).points[0]
     plots = [*plot_fit(spectrum.counts, spectrum.edges, background, out_dir / "fit"),
              *plot_data_mc(spec, out_dir / "data_mc_prefit", edges=spectrum.edges),
              *plot_data_mc(spec, out_dir / "data_mc_postfit", fit_results=strength.fit_results, edges=spectrum.edges)]
@@ -105,14 +153,22 @@ def scan_spectrum(
     spectrum: Spectrum,
     out_dir: pathlib.Path,
     masses: np.ndarray,
+    fit: FitSettings,
     *,
+    degree: int | str | None = None,
     client: Any = None,
-    method: str = "robust",
-    degree: int = 4,
-    resolution: float = DEFAULT_RESOLUTION_GEV,
-    source: str = "",
+    source: pathlib.Path | None = None,
 ) -> tuple[MassScan, dict[str, Any]]:
     """Run the mass scan (on ``client`` when given); write mass_scan.json and its plots.
+
+    Args:
+        spectrum: the histogram scanned.
+        out_dir: where to write.
+        masses: the mass hypotheses (GeV).
+        fit: method, resolution, and the degree and mass at which ``"auto"`` is resolved (:func:`choose_degree`).
+        degree: the degree to use instead of ``fit.degree`` (e.g. one a fit already chose).
+        client: a Dask client, or None to scan in this process.
+        source: the processing output the spectrum was read from (its files' identity is recorded).
 
     Returns:
         The scan and the content of ``mass_scan.json``.
@@ -120,15 +176,18 @@ def scan_spectrum(
     from stats.plotting import plot_mass_scan
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    scan = scan_masses(spectrum.counts, spectrum.edges, masses, client=client, method=method, degree=degree,
-                       resolution=resolution)
+    choice = choose_degree(spectrum, fit, degree)
+    scan = scan_masses(spectrum.counts, spectrum.edges, masses, client=client, method=fit.method,
+                       degree=choice.degree, resolution=fit.resolution)
     plots = plot_mass_scan(scan, out_dir / "mass_scan")
-    record = {"input": source, "method": method, "degree": degree, "points": scan.points,
-              "wall_time": scan.wall_time, "failed": len(scan.failed), "best": scan.best,
+    inputs = spectrum_identity(source) if source is not None else {"counts": spectrum.counts, "edges": spectrum.edges}
+    record = {"input": str(source or ""), "method": fit.method, "degree": choice.degree,
+              "degree_choice": choice.record(),
+              "identity": identity(inputs, {**fit._asdict(), "degree": choice.degree, "masses": masses}),
+              "points": scan.points, "wall_time": scan.wall_time, "failed": len(scan.failed), "best": scan.best,
               "plots": [str(path) for path in plots]}
     write_json(out_dir / "mass_scan.json", record)
     return scan, to_plain(record)
-
 
 
 def scan_likelihoods(

@@ -9,28 +9,36 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from deploy.analysis import fit_spectrum, scan_likelihoods, scan_spectrum, to_plain, write_json
+from deploy.analysis import (fit_spectrum, identity, project_version, scan_likelihoods, scan_spectrum, to_plain,
+                             write_json)
+from deploy.config import Configuration, configure, selection_cuts
 from processors.datasets import resolve_files
-from processors.engine import DEFAULT_CHUNKSIZE, process_files
+from processors.engine import process_files
 from processors.generate import generate_dataset
 from processors.histograms import save_outputs
 from processors.processor import DiphotonProcessor
-from processors.selection import Cuts
 from processors.schema import TREE_NAME
 from stats.inference import asimov_significance
-from stats.likelihoods import HypotestSettings, default_backend
 from stats.mass_patchset import build_mass_patchset
 from stats.profile import gaussian_template
 from stats.spectrum import load_spectrum
 
 #: Parameters of the embedded default dataset; a cached dataset is reused only if its truth.json matches them.
 DATASET_KEYS = ("lumi_fb", "scale", "seed", "signal_mass", "background_only")
+#: The settings a report lists with where each came from (default, config file or flag).
+REPORTED_SETTINGS = ["dataset.lumi_fb", "dataset.scale", "dataset.seed", "processing.chunksize", "selection",
+                     "histogram.bins", "histogram.low", "histogram.high", "fit.mass", "fit.degree", "fit.method",
+                     "fit.likelihood", "fit.resolution", "mass_scan", "patchset.mu", "patchset.test_stat",
+                     "patchset.backend", "patchset.timeout"]
+#: The identity record a step's output folder keeps, compared before its results are reused.
+IDENTITY_FILE = "identity.json"
 
 
 class PipelineResult(NamedTuple):
@@ -93,72 +101,77 @@ def _truth_comparison(truth: dict[str, Any], fit: dict[str, Any], best: dict[str
     }
 
 
+def _likelihood_identity(likelihoods: pathlib.Path) -> list[dict[str, Any]]:
+    from deploy.analysis import file_identity
+
+    files = sorted(p for p in likelihoods.rglob("*") if p.is_file()) if likelihoods.is_dir() else [likelihoods]
+    return [file_identity(path) for path in files]
+
+
+def _reuse_or_clear(step_dir: pathlib.Path, stamp: dict[str, Any], outputs: list[pathlib.Path],
+                    echo: Callable[[str], None]) -> None:
+    """Keep a step's resumable ``outputs`` only when they were computed from the same identity ``stamp``."""
+    path = step_dir / IDENTITY_FILE
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        previous = None
+    stale = [output for output in outputs if output.exists()]
+    if previous != stamp and stale:
+        changed = sorted(key for key in stamp if previous is None or previous.get(key) != stamp[key])
+        echo(f"  {step_dir.name}: earlier results were computed from other {', '.join(changed) or 'inputs'}; "
+             "recomputing")
+        for output in stale:
+            shutil.rmtree(output) if output.is_dir() else output.unlink()
+    write_json(path, stamp)
+
+
 def run_pipeline(
     out_dir: str | pathlib.Path,
     *,
     client: Any,
+    configuration: Configuration | None = None,
     data_dir: str | pathlib.Path | None = None,
-    lumi_fb: float = 36.1,
-    scale: float = 1.0,
-    seed: int | None = None,
-    chunksize: int = DEFAULT_CHUNKSIZE,
-    task_entries: int | None = None,
-    retries: int = 3,
-    timeout: float = 60.0,
-    cuts: Cuts = Cuts(),
-    bins: int = 60,
-    mass_range: tuple[float, float] = (100.0, 160.0),
-    fit_mass: float = 125.0,
-    degree: int | str = "auto",
     masses: np.ndarray | None = None,
     patch_masses: np.ndarray | None = None,
     likelihoods: str | pathlib.Path | None = None,
-    hypotest: HypotestSettings | None = None,
-    patch_timeout: float | None = None,
     echo: Callable[[str], None] = print,
     progress: bool = True,
 ) -> PipelineResult:
     """Run every step of the analysis on the embedded default (generated) dataset.
 
+    Every setting comes from ``configuration`` (default: the packaged defaults); the report lists where each came
+    from. Each step records the identity of what it was computed from; the patch scan, the one step that resumes,
+    reuses earlier points only when that identity is unchanged.
+
     Args:
         out_dir: output directory (created).
         client: the Dask client shared by processing and the scans.
+        configuration: settings and their origins (:func:`deploy.config.configure`).
         data_dir: where the generated dataset lives (default ``out_dir/data``; reused when its parameters match).
-        lumi_fb: luminosity of the generated dataset.
-        scale: share of the release's events to generate.
-        seed: generator seed (default: the generator's).
-        chunksize: entries per processing chunk.
-        task_entries: about how many entries per processing task (None: the engine's default, two chunks).
-        retries: retries of a chunk after a transient (network) error.
-        timeout: seconds allowed for each remote read.
-        cuts: the diphoton selection.
-        bins: m_yy bins.
-        mass_range: (low, high) of the m_yy histogram in GeV.
-        fit_mass: the Gaussian's fixed centre in the background fit.
-        degree: polynomial degree, or ``"auto"`` for the F-test choice.
-        masses: mass-scan grid (default 110-140 GeV in 25 points).
-        patch_masses: masses of the analysis's own patchset (default: the mass-scan grid, 110-140 GeV in 25
-            points; each patch is a full CLs hypotest with the 60 per-bin ``shapesys`` parameters).
+        masses: mass-scan grid (default: the configuration's ``mass_scan``).
+        patch_masses: masses of the analysis's own patchset (default: the mass-scan grid; each patch is a full CLs
+            hypotest with the per-bin ``shapesys`` parameters).
         likelihoods: a HEPData likelihood (tarball, directory) to scan; default: a patchset built from the analysis.
-        hypotest: how each patch is tested (default: mu = 1, qtilde, code4/code4p, jax when installed).
-        patch_timeout: per-patch time limit in seconds (a point past it is recorded as failed).
         echo: progress output.
         progress: show progress bars.
 
     Returns:
         PipelineResult: paths, the results record and the failures.
     """
+    configuration = configuration or configure()
+    settings = configuration.settings
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data_dir = pathlib.Path(data_dir) if data_dir is not None else out_dir / "data"
     started = time.perf_counter()
     failures: list[str] = []
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"version": project_version(), "settings": configuration.choices(REPORTED_SETTINGS)}
 
     echo("[1/5] dataset")
-    options: dict[str, Any] = {"lumi_fb": lumi_fb, "scale": scale}
-    if seed is not None:
-        options["seed"] = seed
+    options: dict[str, Any] = {"lumi_fb": settings.dataset.lumi_fb, "scale": settings.dataset.scale}
+    if settings.dataset.seed is not None:
+        options["seed"] = settings.dataset.seed
     truth = cached_dataset(data_dir, echo=echo, **options)
     results["dataset"] = {"directory": str(data_dir), **{k: truth.get(k) for k in (
         "release", "skim", "lumi_fb", "scale", "seed", "signal_mass", "events_written")}}
@@ -166,23 +179,28 @@ def run_pipeline(
     echo("[2/5] processing on Dask")
     files = resolve_files(metadata=data_dir / "metadata.json")
     processing_dir = out_dir / "processing"
-    processor = DiphotonProcessor(cuts=cuts, bins=bins, mass_range=mass_range)
-    result = process_files(files, processor=processor, client=client, tree=TREE_NAME, chunksize=chunksize,
-                           task_entries=task_entries, retries=retries, timeout=timeout,
+    histogram, processing = settings.histogram, settings.processing
+    processor = DiphotonProcessor(cuts=selection_cuts(settings), bins=histogram.bins,
+                                  mass_range=(histogram.low, histogram.high))
+    result = process_files(files, processor=processor, client=client, tree=TREE_NAME,
+                           chunksize=processing.chunksize, task_entries=processing.task_entries,
+                           retries=processing.retries, timeout=processing.timeout,
                            checkpoint_dir=processing_dir / "checkpoint", progress=progress)
     save_outputs(processing_dir, result, lumi_fb=truth["lumi_fb"])
     failures += [f"chunk {f.file} [{f.entry_start}, {f.entry_stop}): {f.error}" for f in result.failed_chunks]
     results["processing"] = {"directory": str(processing_dir), "events_in_files": result.events_in_files,
                              "events_processed": result.events_processed,
                              "selected": float(result.histograms["mass"].sum()),
-                             "failed_chunks": len(result.failed_chunks), "wall_time": result.wall_time}
+                             "failed_chunks": len(result.failed_chunks), "wall_time": result.wall_time,
+                             "identity": getattr(result, "identity", None)}
     echo(f"  {result.events_processed:,} of {result.events_in_files:,} events in {result.wall_time:.1f} s, "
          f"{results['processing']['selected']:,.0f} selected")
 
     echo("[3/5] background fit, workspace, signal strength, significance")
-    fit = fit_spectrum(processing_dir, out_dir / "fit", mass=fit_mass, degree=degree)
+    fit = fit_spectrum(processing_dir, out_dir / "fit", settings.fit)
     results["fit"] = {key: fit.get(key) for key in (
-        "degree", "mass", "method", "mu", "mu_unc", "significance", "profile_likelihood", "plots")}
+        "degree", "degree_choice", "mass", "method", "mu", "mu_unc", "significance", "profile_likelihood", "plots",
+        "identity")}
     results["fit"]["background_fit"] = {key: fit["background_fit"][key] for key in (
         "chi2_ndf", "signal_yield", "signal_yield_unc", "sigma")}
     if "error" in fit["significance"]:
@@ -192,11 +210,13 @@ def run_pipeline(
 
     echo("[4/5] mass scan on Dask")
     spectrum = load_spectrum(processing_dir)
-    grid = np.linspace(110.0, 140.0, 25) if masses is None else np.asarray(masses, dtype=float)
-    scan, scan_record = scan_spectrum(spectrum, out_dir / "mass_scan", grid, client=client, degree=fit["degree"],
-                                      source=str(processing_dir))
+    grid = settings.mass_scan.masses() if masses is None else np.asarray(masses, dtype=float)
+    if masses is not None:
+        results["settings"]["mass_scan"] = {"value": {"masses": grid}, "origin": "given (--masses)"}
+    scan, scan_record = scan_spectrum(spectrum, out_dir / "mass_scan", grid, settings.fit, degree=fit["degree"],
+                                      client=client, source=processing_dir)
     failures += [f"mass {p['mass']:g} GeV: {p['error']}" for p in scan.failed]
-    results["mass_scan"] = {key: scan_record[key] for key in ("best", "failed", "wall_time", "plots")}
+    results["mass_scan"] = {key: scan_record[key] for key in ("best", "failed", "wall_time", "plots", "identity")}
     if scan.best:
         echo(f"  largest local significance {scan.best['significance']:.2f} sigma at {scan.best['mass']:g} GeV "
              f"({len(scan.failed)} failed points, {scan.wall_time:.1f} s)")
@@ -216,14 +236,19 @@ def run_pipeline(
         write_json(likelihoods / "BkgOnly.json", built.background_only)
         write_json(likelihoods / "patchset.json", built.patchset)
         echo(f"  no published likelihood given: scanning the analysis's own mass patchset ({patch_masses.size} patches)")
-    hypotest = hypotest or HypotestSettings(backend=default_backend())
-    record = scan_likelihoods(likelihoods, patchset_dir / "cls.json", client=client, settings=hypotest,
-                              timeout=patch_timeout)
+    likelihoods = pathlib.Path(likelihoods)
+    hypotest = settings.patchset.hypotest_settings()
+    stamp = identity(_likelihood_identity(likelihoods), {**hypotest._asdict(), "timeout": settings.patchset.timeout})
+    cls_path = patchset_dir / "cls.json"
+    _reuse_or_clear(patchset_dir, stamp, [cls_path, *patchset_dir.glob("cls.p*")], echo)
+    record = scan_likelihoods(likelihoods, cls_path, client=client, settings=hypotest,
+                              timeout=settings.patchset.timeout)
     failed = [r for r in record["results"] if r["status"] != "ok"]
     failures += [f"patch {r['name']}: {r['error']}" for r in failed]
     results["patchset"] = {"likelihoods": str(likelihoods), "points": len(record["results"]),
                            "failed": len(failed), "wall_time": record.get("wall_time"),
-                           "plots": record.get("plots", []), "plot_error": record.get("plot_error")}
+                           "plots": record.get("plots", []), "plot_error": record.get("plot_error"),
+                           "identity": stamp}
     echo(f"  {len(record['results'])} patches, {len(failed)} failed, {record.get('wall_time', 0):.1f} s")
 
     results["failures"] = failures
@@ -234,24 +259,40 @@ def run_pipeline(
     return PipelineResult(out_dir, to_plain(results), results_path, report_path, failures)
 
 
+def _settings_table(results: dict[str, Any]) -> list[str]:
+    lines = ["## Settings", "", "| setting | value | from |", "| --- | --- | --- |"]
+    for key, choice in results["settings"].items():
+        value = choice["value"]
+        shown = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else value
+        if key == "fit.degree" and results["fit"].get("degree_choice", {}).get("requested") == "auto":
+            shown = f"auto: {results['fit']['degree']} ({results['fit']['degree_choice']['by']})"
+        lines.append(f"| `{key}` | {shown} | {choice['origin']} |")
+    return [*lines, ""]
+
+
 def render_report(results: dict[str, Any], out_dir: pathlib.Path) -> str:
-    """A short Markdown report of ``results`` with links to every plot (PNG)."""
+    """A short Markdown report of ``results`` with links to every plot (PNG) and where each setting came from."""
     def link(path: str) -> str:
         relative = pathlib.Path(path).resolve().relative_to(out_dir.resolve())
         return f"![{relative.stem}]({relative.as_posix()})"
 
     dataset, processing, fit, scan = results["dataset"], results["processing"], results["fit"], results["mass_scan"]
-    truth = results["truth"]
+    truth, settings = results["truth"], results["settings"]
+    window = f"{settings['histogram.low']['value']:g}-{settings['histogram.high']['value']:g} GeV"
+    choice = fit["degree_choice"]
+    how = choice["by"] if choice["requested"] == "auto" else f"set by {settings['fit.degree']['origin']}"
     lines = [
         "# opendata-stats report", "",
-        f"Dataset: {dataset['release']} `{dataset['skim']}`, {dataset['events_written']:,} generated events "
-        f"({dataset['lumi_fb']:.3g} fb^-1, seed {dataset['seed']}), in `{dataset['directory']}`.", "",
+        f"opendata-stats {results['version']}. Dataset: {dataset['release']} `{dataset['skim']}`, "
+        f"{dataset['events_written']:,} generated events ({dataset['lumi_fb']:.3g} fb^-1, seed {dataset['seed']}), "
+        f"in `{dataset['directory']}`.", "",
+        *_settings_table(results),
         "## Processing", "",
         f"{processing['events_processed']:,} of {processing['events_in_files']:,} events processed in "
-        f"{processing['wall_time']:.1f} s; {processing['selected']:,.0f} diphoton candidates in 100-160 GeV; "
+        f"{processing['wall_time']:.1f} s; {processing['selected']:,.0f} diphoton candidates in {window}; "
         f"{processing['failed_chunks']} failed chunks.", "",
         "## Background fit and inference", "",
-        f"Polynomial degree {fit['degree']} (F-test), chi2/ndf = {fit['background_fit']['chi2_ndf']:.3f}; "
+        f"Polynomial degree {fit['degree']} ({how}), chi2/ndf = {fit['background_fit']['chi2_ndf']:.3f}; "
         f"signal yield {fit['background_fit']['signal_yield']:.0f} +/- {fit['background_fit']['signal_yield_unc']:.0f}"
         f" at {fit['mass']:g} GeV; mu = {fit['mu']:.3f} +/- {fit['mu_unc']:.3f}.", "",
     ]

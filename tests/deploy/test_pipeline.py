@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 
+from deploy.config import configure
 from deploy.pipeline import run_pipeline
 from processors.generate import generate_dataset
 
@@ -30,8 +31,9 @@ def strong_signal(tmp_path_factory):
 
 def test_pipeline_agrees_with_the_injected_truth(tmp_path, strong_signal, client):
     lines = []
-    result = run_pipeline(tmp_path / "out", client=client, data_dir=strong_signal, lumi_fb=36.1, scale=0.06,
-                          seed=11, patch_masses=[120.0, 125.0, 130.0], echo=lines.append, progress=False)
+    configuration = configure(overrides={"dataset.lumi_fb": 36.1, "dataset.scale": 0.06, "dataset.seed": 11})
+    result = run_pipeline(tmp_path / "out", client=client, configuration=configuration, data_dir=strong_signal,
+                          patch_masses=[120.0, 125.0, 130.0], echo=lines.append, progress=False)
     truth = json.loads((strong_signal / "truth.json").read_text())
     results = json.loads(result.results_path.read_text())
     assert result.failures == [] and results["failures"] == []
