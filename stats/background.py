@@ -2,16 +2,21 @@
 
 Two methods:
 
-* ``"tutorial"``: the open-data notebook's lmfit fit, a power series plus ``GaussianModel`` with free amplitude
-  (bounded below by zero) and free width, weights ``1/sqrt(N)``. Away from a peak the width runs off to tiny or
-  huge values and the amplitude onto its bound; there lmfit estimates no covariance, and the background
-  uncertainty comes out zero in every bin.
+* ``"tutorial"``: the ATLAS open-data statistics notebook's lmfit fit (``HyyAnalysis_statistics.ipynb``): a
+  ``PolynomialModel`` started from its ``guess`` on the data plus a ``GaussianModel`` with the amplitude bounded
+  to [0, 1e4] events (start 100) and the width to [1, 5] GeV (start 2), weights ``1/sqrt(N)``. The workspace's
+  per-bin background uncertainty is, as in the notebook, the full model's ``eval_uncertainty``. Where lmfit
+  estimates no covariance (a parameter on its bound) that uncertainty does not exist and the fit fails.
 * ``"robust"``: the same model with the amplitude unbounded (a deficit gives a negative yield instead of a
   parameter on its limit) and the width fixed to the detector resolution (a free width is undetermined when there
   is no peak). The model is then linear in its free parameters, so the covariance always exists.
 
-Either can be fitted by weighted least squares (``likelihood="chi2"``, lmfit) or by a binned Poisson likelihood
-(``likelihood="poisson"``, Migrad on the same function space, see ``stats.profile``).
+Either can be fitted by weighted least squares (``likelihood="chi2"``, lmfit) or, the robust method, by a binned
+Poisson likelihood (``likelihood="poisson"``, Migrad on the same function space, see ``stats.profile``). Every
+least-squares fit is verified (``stats.minimum``): Migrad restarts on the same chi2 from lmfit's point and from a
+start with no signal must confirm it; where a restart is lower, lmfit is restarted there and that minimum stands.
+The only departure from the notebook: an empty bin is weighted as one event (the notebook's ``1/sqrt(0)`` is
+infinite).
 """
 
 from __future__ import annotations
@@ -21,16 +26,21 @@ from typing import Literal, NamedTuple
 
 import lmfit
 import numpy as np
+import scipy.special
 import scipy.stats
 
 from stats import profile
 from stats.errors import FitError, HistogramError
+from stats.minimum import inside, verify_minimum
 from stats.spectrum import validate_spectrum
 
 #: Diphoton mass resolution near 125 GeV (ATLAS H->yy), the width of the robust method's signal peak.
 DEFAULT_RESOLUTION_GEV = 1.7
 #: Polynomial degrees compared by ``scan_degrees``.
 DEFAULT_DEGREES = (2, 3, 4, 5, 6)
+#: The notebook's Gaussian: amplitude (events) and width (GeV) as (start, low, high).
+TUTORIAL_AMPLITUDE = (100.0, 0.0, 1e4)
+TUTORIAL_SIGMA = (2.0, 1.0, 5.0)
 
 Method = Literal["tutorial", "robust"]
 Likelihood = Literal["chi2", "poisson"]
@@ -49,12 +59,15 @@ class BackgroundFit(NamedTuple):
         signal_yield_unc: its uncertainty (nan where not estimated).
         sigma: the peak width in GeV.
         background: fitted continuum per bin.
-        background_unc: 1 sigma uncertainty of the continuum per bin (zero where no covariance was estimated).
+        background_unc: the per-bin 1 sigma uncertainty the workspace's ``shapesys`` takes: the continuum's
+            (robust) or, as in the notebook, the full model's ``eval_uncertainty`` (tutorial).
         signal: fitted peak per bin.
         chi2: the weighted chi2 (``chi2`` fits) or the Poisson deviance (``poisson`` fits).
         ndf: bins minus free parameters.
         covariance_ok: whether a parameter covariance was estimated.
         report: the fitter's text report.
+        edm: Migrad's estimated distance to the minimum of the verifying restart.
+        start: the start whose minimum was accepted (``"found"``: the fitter's own).
     """
 
     mass: float
@@ -72,6 +85,8 @@ class BackgroundFit(NamedTuple):
     ndf: int
     covariance_ok: bool
     report: str
+    edm: float = float("nan")
+    start: str = "found"
 
     @property
     def chi2_ndf(self) -> float:
@@ -130,13 +145,14 @@ def fit_background(
         edges: bin edges in GeV.
         mass: the fixed Gaussian centre in GeV.
         degree: polynomial degree (0 to 10).
-        method: ``"tutorial"`` (bounded amplitude, free width) or ``"robust"`` (unbounded amplitude, width fixed).
+        method: ``"tutorial"`` (the notebook's fit) or ``"robust"`` (unbounded amplitude, width fixed).
         likelihood: ``"chi2"`` (lmfit, weights ``1/sqrt(max(N, 1))``) or ``"poisson"`` (binned likelihood).
         resolution: the robust method's fixed width in GeV.
 
     Raises:
         HistogramError: if the spectrum is invalid or ``mass`` is outside it.
-        FitError: if the fit fails or there are no degrees of freedom left.
+        FitError: if the fit fails, cannot be verified to be a minimum, has no uncertainties where the method
+            needs them, or there are no degrees of freedom left.
 
     Returns:
         BackgroundFit: parameters, per-bin components and the background uncertainty.
@@ -209,39 +225,113 @@ def _check_options(edges: np.ndarray, *, mass: float, degree: int, method: str, 
 
 def _fit_lmfit(counts, edges, *, mass, degree, method, resolution) -> BackgroundFit:
     centers = 0.5 * (edges[1:] + edges[:-1])
-    model = lmfit.models.PolynomialModel(degree, prefix="bkg_") + lmfit.models.GaussianModel(prefix="sig_")
-    params = model.make_params(**{f"bkg_c{i}": 0.0 for i in range(degree + 1)})
-    params["bkg_c0"].set(value=float(np.mean(counts)))
-    params["sig_center"].set(value=mass, vary=False)
-    if method == "tutorial":
-        # The notebook's starting values; GaussianModel's own hint keeps sigma > 0 and nothing bounds it above.
-        params["sig_amplitude"].set(value=100.0, min=0)
-        params["sig_sigma"].set(value=2.0)
-    else:
-        params["sig_amplitude"].set(value=0.0, min=-np.inf, max=np.inf)
-        params["sig_sigma"].set(value=resolution, vary=False)
     # An empty bin would get infinite weight from 1/sqrt(N); weight it as one event instead.
     weights = 1.0 / np.sqrt(np.maximum(counts, 1.0))
+    polynomial = lmfit.models.PolynomialModel(degree)
+    gaussian = lmfit.models.GaussianModel()
+    if method == "tutorial":
+        params = polynomial.guess(counts, x=centers)
+        (a_start, a_low, a_high), (s_start, s_low, s_high) = TUTORIAL_AMPLITUDE, TUTORIAL_SIGMA
+        params += gaussian.make_params(center=dict(value=mass, vary=False),
+                                       amplitude=dict(value=a_start, min=a_low, max=a_high),
+                                       sigma=dict(value=s_start, min=s_low, max=s_high))
+    else:
+        params = polynomial.make_params(**{f"c{i}": 0.0 for i in range(degree + 1)})
+        params["c0"].set(value=float(np.mean(counts)))
+        params += gaussian.make_params(center=dict(value=mass, vary=False), amplitude=dict(value=0.0),
+                                       sigma=dict(value=resolution, vary=False))
+    model = polynomial + gaussian
     result = model.fit(counts, params, x=centers, weights=weights)
+    chi2 = _Chi2(counts, centers, weights, degree, mass, None if method == "tutorial" else resolution)
+    minimum = chi2.verify(result)
+    if minimum.start != "found":
+        # A restart found a lower chi2: lmfit starts again there, and its new minimum must be that one.
+        restarted = result.params.copy()
+        for name, value in zip(chi2.names, chi2.external(minimum.params)):
+            restarted[name].set(value=value)
+        result = model.fit(counts, restarted, x=centers, weights=weights)
+        if not result.chisqr <= minimum.fval + max(minimum.edm_goal, 1e-9):
+            raise FitError(f"lmfit does not reach the lower minimum a Migrad restart found at {mass} GeV "
+                           f"(chi2 {result.chisqr:.6g} against {minimum.fval:.6g})")
     if not np.all(np.isfinite(result.best_fit)):
         raise FitError(f"lmfit returned non-finite predictions at mass {mass} GeV: {result.message}")
-    components = result.eval_components(x=centers)
-    result.eval_uncertainty(x=centers)  # sets dely_comps, except when lmfit has no covariance
-    background_unc = getattr(result, "dely_comps", {}).get("bkg_", np.zeros_like(counts))
-    amplitude = result.params["sig_amplitude"]
+    background = polynomial.eval(params=result.params, x=centers)
+    signal = gaussian.eval(params=result.params, x=centers)
+    covariance_ok = result.covar is not None and bool(result.errorbars)
+    if method == "tutorial":
+        if not covariance_ok:
+            raise FitError(f"lmfit estimated no parameter uncertainties at {mass} GeV (a parameter on its bound: "
+                           f"amplitude {result.params['amplitude'].value:.4g}, sigma {result.params['sigma'].value:.4g}"
+                           "), so the notebook's background uncertainty (eval_uncertainty) does not exist")
+        try:
+            background_unc = result.eval_uncertainty(x=centers, sigma=1)
+        except (AttributeError, ValueError, np.linalg.LinAlgError) as err:
+            raise FitError(f"lmfit cannot evaluate the fit's uncertainty at {mass} GeV: {type(err).__name__}: "
+                           f"{err}") from err
+    else:
+        result.eval_uncertainty(x=centers)  # sets dely_comps (the robust fit's covariance always exists)
+        background_unc = getattr(result, "dely_comps", {}).get("polynomial", np.zeros_like(counts))
+    amplitude = result.params["amplitude"]
     return BackgroundFit(
         mass=float(mass), degree=degree, method=method, likelihood="chi2",
         parameters={name: (float(p.value), None if p.stderr is None else float(p.stderr))
                     for name, p in result.params.items() if p.vary},
         signal_yield=float(amplitude.value),
         signal_yield_unc=float("nan") if amplitude.stderr is None else float(amplitude.stderr),
-        sigma=float(result.params["sig_sigma"].value),
-        background=np.asarray(components["bkg_"], dtype=float),
+        sigma=float(result.params["sigma"].value),
+        background=np.asarray(background, dtype=float),
         background_unc=np.asarray(background_unc, dtype=float),
-        signal=np.asarray(components["sig_"], dtype=float),
-        chi2=float(result.chisqr), ndf=int(result.nfree), covariance_ok=result.covar is not None,
-        report=result.fit_report(),
+        signal=np.asarray(signal, dtype=float),
+        chi2=float(result.chisqr), ndf=int(result.nfree), covariance_ok=covariance_ok,
+        report=result.fit_report(), edm=minimum.edm, start=minimum.start,
     )
+
+
+class _Chi2:
+    """The weighted chi2 of polynomial plus Gaussian, for Migrad.
+
+    Migrad works on the power series in ``t = (x - mid) / half`` (the same functions as lmfit's series in ``x``,
+    but well conditioned), then the amplitude and, when free, the width.
+    """
+
+    def __init__(self, counts, centers, weights, degree, mass, sigma):
+        self.counts, self.centers, self.weights, self.mass, self.sigma = counts, centers, weights, mass, sigma
+        mid, half = 0.5 * (centers[0] + centers[-1]), 0.5 * (centers[-1] - centers[0])
+        self.t = (centers - mid) / half
+        # a = M b: power-series coefficients in x from those in t.
+        self.M = np.zeros((degree + 1, degree + 1))
+        for j in range(degree + 1):
+            for i in range(j + 1):
+                self.M[i, j] = scipy.special.comb(j, i) * (-mid) ** (j - i) / half**j
+        self.names = [f"c{i}" for i in range(degree + 1)] + ["amplitude"] + (["sigma"] if sigma is None else [])
+        self.degree = degree
+
+    def __call__(self, p: np.ndarray) -> float:
+        b, amplitude = p[: self.degree + 1], p[self.degree + 1]
+        sigma = p[self.degree + 2] if self.sigma is None else self.sigma
+        peak = amplitude / (np.sqrt(2 * np.pi) * sigma) * np.exp(-0.5 * ((self.centers - self.mass) / sigma) ** 2)
+        model = np.polynomial.polynomial.polyval(self.t, b) + peak
+        return float(np.sum(((model - self.counts) * self.weights) ** 2))
+
+    def internal(self, values: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.linalg.solve(self.M, values[: self.degree + 1]), values[self.degree + 1:]])
+
+    def external(self, p: np.ndarray) -> np.ndarray:
+        return np.concatenate([self.M @ p[: self.degree + 1], p[self.degree + 1:]])
+
+    def verify(self, result: lmfit.model.ModelResult):
+        found = self.internal(np.array([result.params[name].value for name in self.names]))
+        # No signal: the polynomial alone by weighted least squares, the amplitude at (just off) zero.
+        basis = np.polynomial.polynomial.polyvander(self.t, self.degree)
+        b = np.linalg.lstsq(basis * self.weights[:, None], self.counts * self.weights, rcond=None)[0]
+        if self.sigma is None:
+            (_, a_low, a_high), (s_start, s_low, s_high) = TUTORIAL_AMPLITUDE, TUTORIAL_SIGMA
+            other = np.concatenate([b, [inside(0.0, a_low, a_high), s_start]])
+            limits = [(None, None)] * (self.degree + 1) + [(a_low, a_high), (s_low, s_high)]
+        else:
+            other, limits = np.append(b, 0.0), None
+        return verify_minimum(self, found, self(found), starts={"signal yield 0": other}, limits=limits,
+                              what=f"least-squares fit at {self.mass} GeV")
 
 
 def _fit_poisson(counts, edges, *, mass, degree, method, resolution) -> BackgroundFit:
@@ -263,5 +353,6 @@ def _fit_poisson(counts, edges, *, mass, degree, method, resolution) -> Backgrou
         background_unc=np.sqrt(np.clip(np.einsum("ij,jk,ik->i", basis, poly_cov, basis), 0.0, None)),
         signal=template * fit.params[-1],
         chi2=fit.twice_nll, ndf=len(counts) - len(names), covariance_ok=fit.valid,
-        report=f"binned Poisson fit (Migrad), valid={fit.valid}, deviance={fit.twice_nll:.2f}\n{report}",
+        report=f"binned Poisson fit (Migrad), EDM={fit.edm:.3g}, deviance={fit.twice_nll:.2f}\n{report}",
+        edm=fit.edm, start=fit.start,
     )

@@ -1,16 +1,24 @@
-"""Inference on a workspace with cabinetry and pyhf: yields, signal strength, discovery significance."""
+"""Inference on a workspace with cabinetry and pyhf: yields, signal strength, discovery significance.
+
+Every fit is verified (``stats.minimum``): Migrad restarts on the same ``-2 ln L`` from the fitter's point and from
+a second start (the partner fit's minimum, or ``mu`` at zero) must confirm it; where a restart is lower, that
+minimum stands. Each result records its fits' ``-2 ln L``, ``mu`` and EDM.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 import cabinetry
 import numpy as np
 import pyhf
 import scipy.special
+import scipy.stats
 
 from stats.errors import FitError
+from stats.minimum import Minimum, inside, verify_minimum
 
 
 class SignalStrength(NamedTuple):
@@ -21,12 +29,16 @@ class SignalStrength(NamedTuple):
         mu_unc: its Hessian uncertainty.
         twice_nll: ``-2 ln L`` at the best fit.
         fit_results: cabinetry's full result (all parameters, correlations).
+        edm: Migrad's estimated distance to the minimum (of the verifying restart).
+        start: the start whose minimum was accepted (``"found"``: cabinetry's own).
     """
 
     mu: float
     mu_unc: float
     twice_nll: float
     fit_results: Any
+    edm: float = float("nan")
+    start: str = "found"
 
 
 class Significance(NamedTuple):
@@ -37,12 +49,15 @@ class Significance(NamedTuple):
         observed_p0: observed p-value of the background-only hypothesis.
         expected: expected (Asimov) significance.
         expected_p0: expected p-value.
+        fits: per fit (``free``, ``background_only``, ``asimov_generation`` at ``mu = 1``, ``asimov_free``,
+            ``asimov_background_only``): ``twice_nll``, ``poi``, ``edm``, ``edm_goal`` and the accepted ``start``.
     """
 
     observed: float
     observed_p0: float
     expected: float
     expected_p0: float
+    fits: dict[str, dict[str, Any]] | None = None
 
 
 def model_and_data(spec: dict[str, Any]) -> tuple[pyhf.pdf.Model, list[float]]:
@@ -58,36 +73,126 @@ def prefit_yields(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def fit_signal_strength(spec: dict[str, Any]) -> SignalStrength:
-    """Maximum-likelihood fit of the workspace (cabinetry/Minuit), returning the POI.
+    """Maximum-likelihood fit of the workspace (cabinetry/Minuit), verified, returning the POI.
 
     Raises:
-        FitError: if the fit fails.
+        FitError: if the fit fails or its minimum cannot be verified.
     """
     model, data = model_and_data(spec)
+    index = model.config.poi_index
     try:
         result = cabinetry.fit.fit(model, data)
+        minimum = _verify(model, data, np.asarray(result.bestfit), result.best_twice_nll, fixed_poi=None,
+                          other=_with_poi(model, result.bestfit, None), what="signal-strength fit")
+        if minimum.start != "found":
+            # A restart found a lower -2 ln L: cabinetry starts again there and must reach it.
+            result = cabinetry.fit.fit(model, data, init_pars=minimum.params.tolist())
+            if not result.best_twice_nll <= minimum.fval + max(minimum.edm_goal, 1e-9):
+                raise FitError(f"cabinetry does not reach the lower minimum a Migrad restart found "
+                               f"(-2lnL {result.best_twice_nll:.6g} against {minimum.fval:.6g})")
     except (ValueError, RuntimeError, pyhf.exceptions.FailedMinimization) as err:
         raise FitError(f"signal-strength fit failed: {err}") from err
-    index = model.config.poi_index
     return SignalStrength(float(result.bestfit[index]), float(result.uncertainty[index]),
-                          float(result.best_twice_nll), result)
+                          float(result.best_twice_nll), result, minimum.edm, minimum.start)
 
 
 def discovery_significance(spec: dict[str, Any]) -> Significance:
-    """Observed and expected discovery significance of the workspace's POI (``cabinetry.fit.significance``).
+    """Observed and expected discovery significance of the workspace's POI, as ``cabinetry.fit.significance``.
+
+    The fits are those of ``pyhf.infer.hypotest(0, ..., test_stat="q0")`` with pyhf's Minuit optimizer (what
+    cabinetry runs): the free and ``mu = 0`` fits to the data, the ``mu = 1`` fit that makes the Asimov data set,
+    and the free and ``mu = 0`` fits to it; each is verified, and where a restart is lower that minimum stands.
+    ``q0 = -2 ln L(0) + 2 ln L(mu_hat)`` (zero for ``mu_hat < 0``), significance ``sqrt(q0)``; the expected
+    (median) significance is ``sqrt(q0)`` of the Asimov data set.
 
     Raises:
-        FitError: if the background-only or signal-plus-background fit fails (e.g. no free parameter left).
+        FitError: if a fit fails or cannot be verified (e.g. no free parameter left).
     """
     model, data = model_and_data(spec)
+    fits: dict[str, Minimum] = {}
     try:
-        result = cabinetry.fit.significance(model, data)
-    except (ValueError, RuntimeError, AttributeError, IndexError, pyhf.exceptions.FailedMinimization) as err:
-        # cabinetry fails inside Minuit's Hesse when every parameter of the fixed-POI fit is fixed.
+        with _minuit_backend():
+            observed, fits["free"], fits["background_only"] = _q0(model, data, "data")
+            found = _pyhf_fit(model, data, 1.0)
+            fits["asimov_generation"] = _verify(model, data, *found, fixed_poi=1.0,
+                                                other=_with_poi(model, fits["free"].params, 1.0),
+                                                what="mu = 1 fit for the Asimov data")
+            asimov = model.expected_data(fits["asimov_generation"].params)
+            expected, fits["asimov_free"], fits["asimov_background_only"] = _q0(model, asimov, "Asimov data")
+    except (ValueError, RuntimeError, AttributeError, IndexError, np.linalg.LinAlgError, FitError) as err:
         message = str(err).splitlines()[0] if str(err) else ""
         raise FitError(f"significance fit failed: {type(err).__name__}: {message}") from err
-    return Significance(float(result.observed_significance), float(result.observed_p_value),
-                        float(result.expected_significance), float(result.expected_p_value))
+    index = model.config.poi_index
+    records = {name: minimum.record(minimum.params[index]) for name, minimum in fits.items()}
+    observed_z, expected_z = float(np.sqrt(observed)), float(np.sqrt(expected))
+    return Significance(observed_z, float(scipy.stats.norm.sf(observed_z)), expected_z,
+                        float(scipy.stats.norm.sf(expected_z)), records)
+
+
+def _q0(model: pyhf.pdf.Model, data: Any, label: str) -> tuple[float, Minimum, Minimum]:
+    """q0 from the verified free and ``mu = 0`` fits, each restarted from the other's minimum."""
+    index = model.config.poi_index
+    free_found = _pyhf_fit(model, data, None)
+    zero_found = _pyhf_fit(model, data, 0.0)
+    free = _verify(model, data, *free_found, fixed_poi=None, other=_with_poi(model, zero_found[0], None),
+                   what=f"free fit to the {label}")
+    zero = _verify(model, data, *zero_found, fixed_poi=0.0, other=_with_poi(model, free.params, 0.0),
+                   what=f"mu = 0 fit to the {label}")
+    q0 = max(zero.fval - free.fval, 0.0) if free.params[index] >= 0 else 0.0
+    return q0, free, zero
+
+
+def _pyhf_fit(model: pyhf.pdf.Model, data: Any, poi: float | None) -> tuple[np.ndarray, float]:
+    """pyhf's fit (free, or with the POI fixed to ``poi``) as hypotest runs it; a failed one gives its last point."""
+    try:
+        if poi is None:
+            pars, value = pyhf.infer.mle.fit(data, model, return_fitted_val=True)
+        else:
+            pars, value = pyhf.infer.mle.fixed_poi_fit(poi, data, model, return_fitted_val=True)
+    except pyhf.exceptions.FailedMinimization as err:
+        # Its last point is still a start for the restarts; its value counts for nothing.
+        return np.asarray(err.result.x, dtype=float), float("inf")
+    return np.asarray(pars, dtype=float), float(value)
+
+
+def _verify(model: pyhf.pdf.Model, data: Any, found: np.ndarray, value: float, *, fixed_poi: float | None,
+            other: np.ndarray, what: str) -> Minimum:
+    """Verify a fit of ``-2 ln L`` of ``model`` to ``data`` by Migrad restarts from ``found`` and ``other``."""
+    index = model.config.poi_index
+    data = np.asarray(data, dtype=float)
+    fixed = list(model.config.suggested_fixed())
+    found = np.array(found, dtype=float)
+    if fixed_poi is not None:
+        fixed[index] = True
+        found[index] = other[index] = fixed_poi
+    if all(fixed):
+        raise FitError(f"{what}: every parameter is fixed")
+
+    def twice_nll(pars: np.ndarray) -> float:
+        return float(-2.0 * model.logpdf(pars, data)[0])
+
+    return verify_minimum(twice_nll, found, value, starts={"other fit": other},
+                          limits=[tuple(bound) for bound in model.config.suggested_bounds()], fixed=fixed, what=what)
+
+
+def _with_poi(model: pyhf.pdf.Model, pars: Any, poi: float | None) -> np.ndarray:
+    """``pars`` with the POI set to ``poi``, or (None) to zero moved just inside its lower bound."""
+    pars = np.array(pars, dtype=float)
+    index = model.config.poi_index
+    low, high = model.config.suggested_bounds()[index]
+    pars[index] = inside(max(0.0, low), low, high) if poi is None else poi
+    return pars
+
+
+@contextlib.contextmanager
+def _minuit_backend() -> Iterator[None]:
+    # cabinetry's setting for its fits: pyhf's Minuit optimizer on the current tensor backend.
+    tensorlib, optimizer = pyhf.get_backend()
+    pyhf.set_backend(tensorlib, pyhf.optimize.minuit_optimizer(verbose=0))
+    try:
+        yield
+    finally:
+        pyhf.set_backend(tensorlib, optimizer)
 
 
 def asimov_significance(signal: Iterable[float] | np.ndarray, background: Iterable[float] | np.ndarray) -> float:

@@ -8,11 +8,13 @@ Two methods:
   per-bin uncertainty that can come out zero, nothing sits on a parameter limit, and the likelihood is convex
   (linear model), so every point has a well-defined minimum. The background-only fit does not depend on the mass,
   so it is made once and shipped to the tasks; each point is a single 6-parameter Migrad fit.
-* ``"tutorial"``: the notebook's method per mass: lmfit fit with bounded amplitude and free width, the pyhf
-  workspace with shapesys from ``eval_uncertainty``, ``cabinetry.fit.significance``. Kept for comparison; it fails
-  where lmfit estimates no covariance (parameter on a limit), which zeroes the background uncertainty.
+* ``"tutorial"``: the open-data statistics notebook's method per mass (``stats.background``): its lmfit fit, the
+  pyhf workspace with the shapesys from the fit's ``eval_uncertainty``, and cabinetry's discovery significance. A
+  mass where lmfit estimates no parameter uncertainties (a parameter on its bound) has no such workspace and
+  fails with that reason.
 
-Every mass is in the result: ``status`` is ``"ok"`` or ``"failed"`` with the reason in ``error``.
+Every fit is verified (``stats.minimum``). Every mass is in the result: ``status`` is ``"ok"`` with the fits'
+``-2 ln L``, POI and EDM under ``fits``, or ``"failed"`` with the reason in ``error``.
 """
 
 from __future__ import annotations
@@ -128,7 +130,8 @@ def scan_masses(
         background = profile.fit_poisson(spectrum.counts, profile.polynomial_basis(spectrum.edges, degree))
         task = robust_points
         plain.update(resolution=float(resolution), background_params=background.params.tolist(),
-                     background_twice_nll=background.twice_nll)
+                     background_twice_nll=background.twice_nll, background_edm=background.edm,
+                     background_start=background.start)
     else:
         task = tutorial_points
     n_batches = batches or (grid.size if method == "tutorial" else 2 * _n_workers(client))
@@ -148,7 +151,8 @@ def robust_points(masses: Sequence[float], options: dict[str, Any]) -> list[dict
     edges = np.asarray(options["edges"])
     basis = profile.polynomial_basis(edges, options["degree"])
     background = profile.PoissonFit(np.asarray(options["background_params"]), np.empty((0, 0)),
-                                    options["background_twice_nll"], True)
+                                    options["background_twice_nll"], True, options["background_edm"],
+                                    options["background_start"])
     points = []
     for mass in masses:
         try:
@@ -157,10 +161,8 @@ def robust_points(masses: Sequence[float], options: dict[str, Any]) -> list[dict
         except (StatsError, ValueError, np.linalg.LinAlgError) as err:
             points.append(_failed(mass, f"{type(err).__name__}: {err}"))
             continue
-        if not test.valid:
-            points.append(_failed(mass, "Migrad found no valid minimum of the signal-plus-background fit"))
-            continue
-        points.append(_point(mass, test.significance, test.p0, test.signal_yield, options["reference_yield"]))
+        points.append(_point(mass, test.significance, test.p0, test.signal_yield, options["reference_yield"],
+                             test.fits))
     return points
 
 
@@ -172,17 +174,18 @@ def tutorial_points(masses: Sequence[float], options: dict[str, Any]) -> list[di
 
     points = []
     for mass in masses:
-        fit = None
         try:
             fit = fit_background(options["counts"], options["edges"], mass=mass, degree=options["degree"],
                                  method="tutorial")
             with _quiet_pyhf():
                 result = discovery_significance(build_workspace(options["counts"], fit))
-        except StatsError as err:
-            hint = "" if fit is None or fit.covariance_ok else "lmfit estimated no covariance, background uncertainty is zero; "
-            points.append(_failed(mass, f"{hint}{err}"))
+        except (StatsError, ValueError, np.linalg.LinAlgError) as err:
+            points.append(_failed(mass, f"{type(err).__name__}: {err}"))
             continue
-        points.append(_point(mass, result.observed, result.observed_p0, fit.signal_yield, options["reference_yield"]))
+        fits = {"background_fit": {"chi2": fit.chi2, "poi": fit.signal_yield, "edm": fit.edm, "start": fit.start},
+                **result.fits}
+        points.append(_point(mass, result.observed, result.observed_p0, fit.signal_yield, options["reference_yield"],
+                             fits))
     return points
 
 
@@ -221,12 +224,21 @@ def _n_workers(client: Any) -> int:
     return max(len(client.scheduler_info().get("workers", {})), 1)
 
 
-def _point(mass: float, significance: float, p0: float, signal_yield: float, reference_yield: float) -> dict[str, Any]:
+def _point(mass: float, significance: float, p0: float, signal_yield: float, reference_yield: float,
+           fits: dict[str, Any]) -> dict[str, Any]:
     return {"mass": float(mass), "significance": float(significance), "p0": float(p0),
             "mu": float(signal_yield / reference_yield), "signal_yield": float(signal_yield),
-            "status": "ok", "error": None}
+            "status": "ok", "error": None, "fits": _plain(fits)}
 
 
 def _failed(mass: float, reason: str) -> dict[str, Any]:
     return {"mass": float(mass), "significance": None, "p0": None, "mu": None, "signal_yield": None,
-            "status": "failed", "error": reason}
+            "status": "failed", "error": reason, "fits": None}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
