@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -269,3 +270,55 @@ def test_broken_files_over_root_fail_like_local_ones_without_retries(dataset, tm
     assert remote.events_processed == local.events_processed > 0
     assert equal(remote.histograms, local.histograms)
     assert remote.wall_time < 5
+
+
+@pytest.fixture(scope="module")
+def quarter_scale(tmp_path_factory):
+    """A generated data set at a quarter of its nominal luminosity (``generate --scale 0.25``, 3.61 fb^-1 nominal)."""
+    return generate_dataset(tmp_path_factory.mktemp("quarter") / "data", lumi_fb=3.61, scale=0.25, seed=17)
+
+
+@pytest.mark.parametrize("protocol", ["root", "https"])
+def test_files_served_with_their_metadata_elsewhere_carry_their_own_luminosity(
+    quarter_scale, tmp_path, capsys, monkeypatch, protocol
+):
+    """serve's metadata written away from the data (``--metadata-dir``): the truth.json on the server counts."""
+    assert quarter_scale.truth["lumi_fb"] == pytest.approx(3.61 * 0.25)
+    with XRootDServer(quarter_scale.files[0].parent) as served:
+        monkeypatch.setenv("SSL_CERT_FILE", str(served.handle.ca_file))
+        (tmp_path / "elsewhere").mkdir()
+        metadata, first = served.write_metadata(tmp_path / "elsewhere")[protocol], served.urls(protocol)[0]
+        status, err = run_cli(["process", "--metadata", str(metadata), "--workers", "0", "--fraction", "0.5",
+                               "--no-progress", "--out", str(tmp_path / "out")], capsys)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert status == 0, err
+    assert summary["lumi_fb"] == pytest.approx(0.5 * quarter_scale.truth["lumi_fb"], rel=1e-12)
+    assert summary["lumi_source"] == first.rsplit("/", 1)[0] + "/truth.json"
+
+
+def test_an_untrusted_certificate_fails_at_once_naming_ssl_cert_file_and_the_served_certificate(
+    dataset, tmp_path, capsys, monkeypatch
+):
+    import certifi
+
+    with XRootDServer(dataset.files[0].parent) as served:
+        metadata = served.write_metadata(tmp_path)["https"]
+        argv = ["process", "--metadata", str(metadata), "--workers", "0", "--retries", "3", "--no-progress",
+                "--out", str(tmp_path / "out")]
+        slept = []
+        monkeypatch.setattr(time, "sleep", lambda seconds: slept.append(seconds))  # a retry would back off
+        for cafile, trusted in ((None, "SSL_CERT_FILE is not set"), (certifi.where(), f"SSL_CERT_FILE={certifi.where()} does not sign it")):
+            if cafile is None:
+                monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+            else:
+                monkeypatch.setenv("SSL_CERT_FILE", cafile)
+            status, err = run_cli(argv, capsys)
+            lines = [line for line in err.splitlines() if line.startswith("error:")]
+            assert status == 2 and len(lines) == 1, err
+            assert f"the server's certificate is not trusted (self-signed certificate; {trusted})" in lines[0]
+            assert lines[0].endswith(f"(`opendata-stats serve` printed it: export SSL_CERT_FILE={served.handle.ca_file})")
+            assert slept == [] and not (tmp_path / "out" / "summary.json").exists()
+        monkeypatch.undo()
+        monkeypatch.setenv("SSL_CERT_FILE", str(served.handle.ca_file))
+        status, err = run_cli(argv, capsys)
+    assert status == 0, err

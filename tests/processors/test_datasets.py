@@ -1,13 +1,16 @@
-"""Dataset resolution: offline metadata files, paths, and an unreachable API."""
+"""Dataset resolution: offline metadata files, paths, and an unreachable API; the inputs' luminosity."""
 
 from __future__ import annotations
+
+import json
+import shutil
 
 import pytest
 import requests
 
-from processors.datasets import resolve_files
+from processors.datasets import Luminosity, luminosity, resolve_files
 from processors.errors import DatasetResolutionError
-from processors.generate import write_metadata
+from processors.generate import generate_dataset, write_metadata
 
 
 @pytest.fixture
@@ -76,3 +79,41 @@ def test_unreachable_api_suggests_offline_use(monkeypatch):
     monkeypatch.setattr(requests.Session, "request", refuse)
     with pytest.raises(DatasetResolutionError, match=r"cannot reach the ATLAS Open Data API .*--metadata FILE"):
         resolve_files(release="2025e-13tev-beta")
+
+
+@pytest.fixture(scope="module")
+def quarter(tmp_path_factory):
+    """``generate --scale 0.25`` at a tenth of the nominal luminosity: 0.9025 fb^-1 in 16 files."""
+    return generate_dataset(tmp_path_factory.mktemp("quarter") / "data", lumi_fb=3.61, scale=0.25, seed=4)
+
+
+def test_the_luminosity_of_generated_files_is_their_truth_json(quarter, tmp_path):
+    elsewhere = write_metadata(quarter.files, tmp_path / "metadata.json")  # metadata away from the data
+    found = luminosity([str(f) for f in quarter.files], metadata=elsewhere)
+    assert found == Luminosity(quarter.truth["lumi_fb"], str(quarter.truth_path))
+    assert found.lumi_fb == pytest.approx(3.61 * 0.25)
+
+
+def test_some_of_the_generated_files_count_their_periods_share(quarter, tmp_path):
+    periods = ["data15_periodD", "data16_periodC", "data16_periodL"]
+    chosen = [str(f) for f in quarter.files if any(p in f.name for p in periods)]
+    alone = generate_dataset(tmp_path / "alone", lumi_fb=3.61, scale=0.25, periods=periods, seed=4)
+    assert len(chosen) == 3 and luminosity(chosen).lumi_fb == pytest.approx(alone.truth["lumi_fb"], rel=1e-12)
+
+
+def test_some_files_of_a_truth_without_shares_are_refused(tmp_path):
+    data = generate_dataset(tmp_path / "data", events=4_000, periods=["data15_periodD", "data15_periodE"], seed=1)
+    with pytest.raises(DatasetResolutionError, match="the inputs are 1 of the 2 files .* --lumi"):
+        luminosity([str(data.files[0])])
+    assert luminosity([str(f) for f in data.files]).lumi_fb == data.truth["lumi_fb"]
+
+
+def test_a_truth_json_of_other_files_is_not_used(quarter, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "truth.json").write_text(json.dumps({"lumi_fb": 1.0, "files": ["x.root"]}))
+    found = luminosity([str(f) for f in quarter.files], metadata=other / "metadata.json")
+    assert found.lumi_fb == quarter.truth["lumi_fb"]
+    copied = [shutil.copy(f, other / f.name) for f in quarter.files[:2]]  # release names, no truth of their own
+    found = luminosity(copied)
+    assert found.lumi_fb == pytest.approx(0.1 + 0.5) and "periods" in found.source
