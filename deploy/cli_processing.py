@@ -153,7 +153,9 @@ def _report(result: ProcessingResult, out: Path, paths: OutputPaths) -> None:
 @click.option("--lumi", type=click.FloatRange(min=0, min_open=True),
               help="Luminosity of all input files in fb^-1 (default: the truth.json beside the input files, local or "
                    f"on their server, or beside --metadata; else the release's periods, else {NOMINAL_LUMI_FB}).")
-@click.option("--resume", is_flag=True, help="Reuse finished chunks from OUT/checkpoint.")
+@click.option("--resume", is_flag=True,
+              help="Reuse the chunks in OUT/checkpoint computed from the same files (path, size, ROOT UUID), settings "
+                   "and version; others are processed again, their checkpoints kept.")
 @click.option("--skip-bad-files", is_flag=True, help="List unreadable files as failed instead of stopping.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
