@@ -87,3 +87,50 @@ def test_default_run_command_agrees_with_truth(tmp_path):
     assert compared["observed_significance"] > 5
     assert np.isfinite(results["fit"]["mu"]) and abs(results["fit"]["mu"] - 1) < 3 * results["fit"]["mu_unc"]
     assert str(tmp_path / "results.json") in done.stdout
+
+
+def _pyhf_cls(likelihoods, name):
+    """CLs_obs of one patch straight from pyhf (the reference, independent of the project's engine)."""
+    import pyhf
+
+    bkg_only = json.loads((likelihoods / "BkgOnly.json").read_text())
+    patchset = pyhf.PatchSet(json.loads((likelihoods / "patchset.json").read_text()))
+    workspace = pyhf.Workspace(patchset[name].apply(bkg_only))
+    model = workspace.model(modifier_settings={"normsys": {"interpcode": "code4"},
+                                               "histosys": {"interpcode": "code4p"}})
+    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-10))
+    try:
+        return float(pyhf.infer.hypotest(1.0, workspace.data(model), model, test_stat="qtilde"))
+    finally:
+        pyhf.set_backend("numpy")
+
+
+def test_a_rerun_on_other_data_recomputes_instead_of_reusing(tmp_path, strong_signal, client):
+    """`run`, then `run --scale 0.03 --seed 99` into the same folder: the patch scan gives the new data's CLs."""
+    out, lines = tmp_path / "out", []
+    first_config = configure(overrides={"dataset.scale": 0.06, "dataset.seed": 11})
+    run_pipeline(out, client=client, configuration=first_config, data_dir=strong_signal, patch_masses=[125.0],
+                 echo=lines.append, progress=False)
+    (first,) = json.loads((out / "patchset/cls.json").read_text())["results"]
+
+    other = configure(overrides={"dataset.scale": 0.03, "dataset.seed": 99}, flags={"dataset.seed": "--seed"})
+    result = run_pipeline(out, client=client, configuration=other, data_dir=tmp_path / "other",
+                          patch_masses=[125.0], echo=lines.append, progress=False)
+    (second,) = json.loads((out / "patchset/cls.json").read_text())["results"]
+    assert result.failures == []
+    assert any("recomputing" in line for line in lines)
+
+    truth = json.loads((tmp_path / "other/truth.json").read_text())
+    assert truth["seed"] == 99 and result.results["dataset"]["seed"] == 99
+    assert result.results["processing"]["events_processed"] == truth["events_written"]
+    expected = _pyhf_cls(out / "patchset/likelihoods", second["name"])
+    assert second["CLs_obs"] == pytest.approx(expected, rel=2e-3, abs=1e-6)
+    assert abs(first["CLs_obs"] - second["CLs_obs"]) > 1e-3  # the stale number would have been told apart
+    identity = json.loads((out / "patchset/identity.json").read_text())
+    assert identity == result.results["patchset"]["identity"] and identity["version"]
+    assert result.results["settings"]["dataset.seed"] == {"value": 99, "origin": "flag --seed"}
+    fit_identity = json.loads((out / "fit/fit.json").read_text())["identity"]
+    histograms = (out / "processing/histograms.json").read_bytes()
+    import hashlib
+
+    assert fit_identity["inputs"][0]["sha256"] == hashlib.sha256(histograms).hexdigest()
