@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from typing import Any, NamedTuple
 
 import pyhf
@@ -48,29 +49,73 @@ class PatchSummary(NamedTuple):
     values: tuple[float, ...]
 
 
+#: A number as a patch value: digits with an optional sign, decimal point and exponent, and nothing else (no
+#: underscores, which Python's int() and float() accept: ``650_0`` is a name fragment, not 6500).
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
 def _parse_values(values: str | tuple | list) -> tuple[float, ...]:
-    if isinstance(values, str):
-        try:
-            return tuple(float(v) for v in values.split(","))
-        except ValueError:
-            raise UnknownPatchError(f"patch values must be numbers separated by commas, got {values!r}") from None
-    return tuple(float(v) for v in values)
+    """Patch values from ``"900,250"`` or a sequence; each item strictly a number.
+
+    Raises:
+        UnknownPatchError: an item is not a plain number.
+    """
+    items = values.split(",") if isinstance(values, str) else list(values)
+    parsed = []
+    for item in items:
+        text = str(item).strip()
+        if isinstance(item, bool) or not _NUMBER.fullmatch(text):
+            raise UnknownPatchError(f"patch values must be numbers separated by commas, got {values!r}")
+        parsed.append(float(text))
+    return tuple(parsed)
+
+
+def _fragment_matches(patchset: pyhf.PatchSet, fragment: str) -> list[pyhf.patchset.Patch]:
+    """Patches whose name holds ``fragment`` as whole ``_``-separated parts (``650_0`` in ``C1N2_Wh_hbb_650_0``)."""
+    wanted = fragment.split("_")
+    found = []
+    for patch in patchset.patches:
+        parts = patch.name.split("_")
+        if any(parts[i:i + len(wanted)] == wanted for i in range(len(parts) - len(wanted) + 1)):
+            found.append(patch)
+    return found
+
+
+def _by_fragment(patchset: pyhf.PatchSet, fragment: str) -> pyhf.patchset.Patch:
+    matches = _fragment_matches(patchset, fragment)
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        shown = ", ".join(p.name for p in matches[:10]) + (f", ... ({len(matches) - 10} more)" if len(matches) > 10 else "")
+        raise UnknownPatchError(f"{fragment!r} matches {len(matches)} patches: {shown}; give more of the name, "
+                                "or the values")
+    close = difflib.get_close_matches(fragment, [p.name for p in patchset.patches], n=3, cutoff=0.6)
+    hint = f"; closest: {', '.join(close)}" if close else ""
+    raise UnknownPatchError(f"no patch named {fragment!r}{hint}")
 
 
 def find_patch(patchset: pyhf.PatchSet, key: str | tuple | list) -> pyhf.patchset.Patch:
-    """Return the patch named ``key`` or with values ``key`` (``"900,250"`` or ``(900, 250)``).
+    """Return the patch named ``key``, with values ``key`` (``"900,250"`` or ``(900, 250)``), or whose name holds
+    ``key`` as whole ``_``-separated parts (``"650_0"`` finds ``C1N2_Wh_hbb_650_0``) when exactly one does.
+
+    Values are parsed strictly: ``650_0`` is a name fragment, never the number 6500.
 
     Raises:
-        UnknownPatchError: no such patch; the message names the closest ones.
+        UnknownPatchError: no such patch (the message names the closest ones), values that are not numbers, or a
+            fragment that several patches hold (the message lists them).
     """
     by_name = {patch.name: patch for patch in patchset.patches}
     if isinstance(key, str) and key in by_name:
         return by_name[key]
-    if isinstance(key, str) and not any(ch.isdigit() for ch in key.split(",")[0][:1]) and "," not in key:
-        close = difflib.get_close_matches(key, list(by_name), n=3, cutoff=0.6)
-        hint = f"; closest: {', '.join(close)}" if close else ""
-        raise UnknownPatchError(f"no patch named {key!r}{hint}")
+    if isinstance(key, str) and not all(_NUMBER.fullmatch(part.strip()) for part in key.split(",")):
+        if "," in key:
+            _parse_values(key)  # raises: values that are not all numbers
+        return _by_fragment(patchset, key)
     values = _parse_values(key)
+    if len(values) != len(patchset.labels):
+        if isinstance(key, str) and "," not in key:
+            return _by_fragment(patchset, key)
+        raise UnknownPatchError(f"expected {len(patchset.labels)} values ({','.join(patchset.labels)}), got {key!r}")
     for patch in patchset.patches:
         if len(patch.values) == len(values) and all(math.isclose(a, b) for a, b in zip(patch.values, values)):
             return patch

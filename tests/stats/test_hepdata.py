@@ -203,3 +203,37 @@ def test_cli_patchset_lists_and_reports_errors(toy_dir: Path, capsys):
         main(["patchset", str(toy_dir), "--patch", "sig_40_100"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("error: no patch named 'sig_40_100'")
+
+
+def test_a_name_fragment_finds_the_one_patch_that_holds_it(toy_dir: Path):
+    patchset = load_likelihoods(toy_dir).patchset
+    assert find_patch(patchset, "400_100").name == "sig_400_100"
+    assert [p.name for p in select_patches(patchset, ["300_100", "500,100"])] == ["sig_300_100", "sig_500_100"]
+    with pytest.raises(UnknownPatchError, match="'100' matches 3 patches: sig_300_100, sig_400_100, sig_500_100"):
+        find_patch(patchset, "100")
+    with pytest.raises(UnknownPatchError, match="no patch named '400_10'"):
+        find_patch(patchset, "400_10")  # whole parts of the name only
+
+
+@pytest.mark.parametrize("key", ["4_00,100", "400,1_00", "0x190,100", "400,100j", "nan,100"])
+def test_patch_values_are_parsed_strictly(toy_dir: Path, key: str):
+    with pytest.raises(UnknownPatchError, match="numbers"):
+        find_patch(load_likelihoods(toy_dir).patchset, key)
+
+
+def test_patch_values_need_one_per_label(toy_dir: Path):
+    with pytest.raises(UnknownPatchError, match=r"expected 2 values \(m1,m2\), got '400,100,5'"):
+        find_patch(load_likelihoods(toy_dir).patchset, "400,100,5")
+
+
+@pytest.mark.skipif(not TARBALL.exists(), reason="shared 1Lbb likelihoods absent")
+def test_the_notebooks_650_0_is_a_name_fragment_not_6500(capsys):
+    from deploy.cli import main
+
+    patchset = load_likelihoods(TARBALL).patchset
+    assert find_patch(patchset, "650_0").name == "C1N2_Wh_hbb_650_0"
+    assert find_patch(patchset, "650,0").name == "C1N2_Wh_hbb_650_0"
+    with pytest.raises(UnknownPatchError, match="'650' matches 7 patches: C1N2_Wh_hbb_650_0, "):
+        find_patch(patchset, "650")
+    main(["patchset", str(TARBALL), "--patch", "650_0", "--json"])
+    assert json.loads(capsys.readouterr().out)["name"] == "C1N2_Wh_hbb_650_0"
