@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 import uproot
 
-from processors.generate import DEFAULT_LUMI_FB, DEFAULT_SEED, DEFAULT_SIGNAL_MASS, PERIODS, generate_dataset
+from deploy.cli_options import config_option, settings_from_flags
+from processors.generate import DEFAULT_SIGNAL_MASS, PERIODS, generate_dataset
 
 _POSITIVE = click.FloatRange(min=0.0, min_open=True)
 _CODECS = {
@@ -22,13 +23,13 @@ _OUT = click.Path(file_okay=False, path_type=Path)
 
 @click.command()
 @click.option("--out", "out_dir", required=True, type=_OUT, help="Directory to write.")
-@click.option(
-    "--lumi", "lumi_fb", default=DEFAULT_LUMI_FB, show_default=True, type=_POSITIVE,
-    help="Luminosity in fb^-1 (140: full Run 2).",
-)
-@click.option("--scale", default=1.0, show_default=True, type=_POSITIVE, help="Fraction of its events to write.")
+@config_option
+@click.option("--lumi", "lumi_fb", type=_POSITIVE,
+              help="Luminosity in fb^-1, e.g. 140 for full Run 2 [config: dataset.lumi_fb].")
+@click.option("--scale", type=_POSITIVE, help="Fraction of its events to write [config: dataset.scale].")
 @click.option("--events", type=click.IntRange(min=1), help="Write this many continuum events instead (tests).")
-@click.option("--seed", default=DEFAULT_SEED, show_default=True, type=click.IntRange(min=0), help="Random seed.")
+@click.option("--seed", type=click.IntRange(min=0),
+              help="Random seed [config: dataset.seed; null: the generator's default].")
 @click.option("--signal-mass", default=DEFAULT_SIGNAL_MASS, show_default=True, help="Higgs boson mass in GeV.")
 @click.option(
     "--signal-strength", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
@@ -40,13 +41,17 @@ _OUT = click.Path(file_okay=False, path_type=Path)
     "--compression", type=click.Choice(list(_CODECS)), default="lz4", show_default=True,
     help="Basket compression (level 1).",
 )
-@click.option("--workers", type=click.IntRange(min=1), help="Files written in parallel (default: one per core).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Processes writing files in parallel, without Dask (default: one per core).")
+@click.pass_context
 def generate(
+    ctx: click.Context,
     out_dir: Path,
-    lumi_fb: float,
-    scale: float,
+    config_path: Path | None,
+    lumi_fb: float | None,
+    scale: float | None,
     events: int | None,
-    seed: int,
+    seed: int | None,
     signal_mass: float,
     signal_strength: float,
     background_only: bool,
@@ -55,11 +60,14 @@ def generate(
     workers: int | None,
 ) -> None:
     """Generate ATLAS-like GamGam files (continuum + H->yy), metadata.json and truth.json into OUT."""
+    settings = settings_from_flags(ctx, {"lumi_fb": "dataset.lumi_fb", "scale": "dataset.scale",
+                                         "seed": "dataset.seed"}).settings.dataset
+    seeded = {"seed": settings.seed} if settings.seed is not None else {}
     dataset = generate_dataset(
         out_dir,
-        lumi_fb=lumi_fb,
-        scale=scale,
-        seed=seed,
+        lumi_fb=settings.lumi_fb,
+        scale=settings.scale,
+        **seeded,
         signal_mass=signal_mass,
         signal_strength=signal_strength,
         background_only=background_only,

@@ -7,19 +7,24 @@ import pathlib
 
 import click
 
-from deploy.clusters import dask_client
+from deploy.cli_options import config_option, dask_or_local, scheduler_option, settings_from_flags, workers_option
 from stats.contour import plot_exclusion
 from stats.hepdata import load_likelihoods
-from stats.likelihoods import HypotestSettings, default_backend, describe, find_patch, select_patches
+from stats.likelihoods import default_backend, describe, find_patch, select_patches
 from stats.patchscan import scan_patches
 
 
 @click.command()
 @click.argument("likelihoods", type=click.Path(path_type=pathlib.Path))
-@click.option("--patch", "patch_key", help="Show one patch, by name or values (900,250).")
+@config_option
+@click.option("--patch", "patch_key",
+              help="Show one patch: its name, its values (900,250), or a part of its name (650_0).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def patchset(likelihoods: pathlib.Path, patch_key: str | None, as_json: bool) -> None:
+@click.pass_context
+def patchset(ctx: click.Context, likelihoods: pathlib.Path, patch_key: str | None, as_json: bool,
+             config_path: pathlib.Path | None) -> None:
     """Inspect LIKELIHOODS (.tar.gz, directory): description, labels, digests, patches, or one patch."""
+    settings_from_flags(ctx, {})  # a --config file is validated like every command's; nothing here depends on it
     loaded = load_likelihoods(likelihoods)
     if patch_key:
         patch = find_patch(loaded.patchset, patch_key)
@@ -42,39 +47,46 @@ def patchset(likelihoods: pathlib.Path, patch_key: str | None, as_json: bool) ->
             click.echo(f"{key}: {value}")
 
 
+#: ``scan-patchset``'s flags that set a config key: parameter name -> key.
+PATCHSET_FLAGS = {"backend": "patchset.backend", "mu": "patchset.mu", "test_stat": "patchset.test_stat",
+                  "normsys": "patchset.normsys", "histosys": "patchset.histosys", "timeout": "patchset.timeout"}
+
+
 @click.command("scan-patchset")
 @click.argument("likelihoods", type=click.Path(path_type=pathlib.Path))
 @click.option("--patch", "names", multiple=True, help="Patch name (repeatable); default all.")
 @click.option("--values", "values", multiple=True, help="Patch values like 900,250 (repeatable).")
-@click.option("--workers", type=int, help="Local worker processes (default: cores).")
-@click.option("--scheduler", help="Address of a running Dask scheduler.")
-@click.option("--backend", type=click.Choice(["numpy", "jax"]), default=default_backend,
-              show_default="jax if installed",
+@config_option
+@workers_option(in_process=False)
+@scheduler_option
+@click.option("--backend", type=click.Choice(["numpy", "jax"]),
               help="jax: the compiled engine (one compiled likelihood for all patches, ~100x faster); "
-                   "numpy: plain pyhf per patch.")
-@click.option("--mu", type=float, default=1.0, show_default=True, help="Signal strength tested.")
-@click.option("--test-stat", type=click.Choice(["qtilde", "q", "q0"]), default="qtilde", show_default=True)
-@click.option("--normsys", type=click.Choice(["code1", "code4"]), default="code4", show_default=True,
-              help="normsys interpolation.")
-@click.option("--histosys", type=click.Choice(["code0", "code2", "code4p"]), default="code4p", show_default=True,
-              help="histosys interpolation.")
-@click.option("--timeout", type=float, help="Per-point time limit in seconds.")
+                   "numpy: plain pyhf per patch [config: patchset.backend; auto: jax if installed].")
+@click.option("--mu", type=float, help="Signal strength tested [config: patchset.mu].")
+@click.option("--test-stat", type=click.Choice(["qtilde", "q", "q0"]), help="[config: patchset.test_stat]")
+@click.option("--normsys", type=click.Choice(["code1", "code4"]),
+              help="normsys interpolation [config: patchset.normsys].")
+@click.option("--histosys", type=click.Choice(["code0", "code2", "code4p"]),
+              help="histosys interpolation [config: patchset.histosys].")
+@click.option("--timeout", type=float, help="Per-point time limit in seconds [config: patchset.timeout].")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=pathlib.Path), required=True,
               help="Result JSON (rerun with the same file to resume).")
 @click.option("--no-plot", is_flag=True, help="Skip the exclusion contour.")
 @click.pass_context
 def scan_patchset(ctx: click.Context, likelihoods: pathlib.Path, names: tuple[str, ...], values: tuple[str, ...],
-                  workers: int | None, scheduler: str | None, backend: str, mu: float, test_stat: str, normsys: str,
-                  histosys: str, timeout: float | None, out: pathlib.Path, no_plot: bool) -> None:
+                  workers: int | None, scheduler: str | None, backend: str | None, out: pathlib.Path, no_plot: bool,
+                  **_: object) -> None:
     """CLs of patches of LIKELIHOODS on Dask; write --out JSON and, for a 2D grid, the exclusion contour."""
+    configuration = settings_from_flags(ctx, PATCHSET_FLAGS)
     if backend == "jax" and default_backend() != "jax":
         raise click.BadParameter("jax is not installed (pip install 'opendata-stats[jax]')", param_hint="--backend")
     loaded = load_likelihoods(likelihoods)
     chosen = select_patches(loaded.patchset, [*names, *values])
-    settings = HypotestSettings(mu=mu, test_stat=test_stat, normsys=normsys, histosys=histosys, backend=backend)
+    settings = configuration.settings.patchset.hypotest_settings()
+    timeout = configuration.settings.patchset.timeout
     from tqdm import tqdm
 
-    with dask_client(workers=workers, scheduler=scheduler) as client, tqdm(total=len(chosen), unit="patch") as bar:
+    with dask_or_local(configuration, workers, scheduler) as client, tqdm(total=len(chosen), unit="patch") as bar:
         result = scan_patches(loaded, client, patches=chosen, settings=settings, timeout=timeout, out=out,
                               progress=lambda point: bar.update(1))
     ok = len(result.results) - len(result.failed)

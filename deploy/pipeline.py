@@ -21,7 +21,7 @@ from deploy.analysis import (fit_spectrum, identity, project_version, scan_likel
 from deploy.config import Configuration, configure, selection_cuts
 from processors.datasets import resolve_files
 from processors.engine import process_files
-from processors.generate import generate_dataset
+from processors.generate import DEFAULT_SEED, generate_dataset
 from processors.histograms import save_outputs
 from processors.processor import DiphotonProcessor
 from processors.schema import TREE_NAME
@@ -169,9 +169,9 @@ def run_pipeline(
     results: dict[str, Any] = {"version": project_version(), "settings": configuration.choices(REPORTED_SETTINGS)}
 
     echo("[1/5] dataset")
-    options: dict[str, Any] = {"lumi_fb": settings.dataset.lumi_fb, "scale": settings.dataset.scale}
-    if settings.dataset.seed is not None:
-        options["seed"] = settings.dataset.seed
+    # A seed left null is the generator's default, compared explicitly so that data of another seed is not reused.
+    seed = DEFAULT_SEED if settings.dataset.seed is None else settings.dataset.seed
+    options: dict[str, Any] = {"lumi_fb": settings.dataset.lumi_fb, "scale": settings.dataset.scale, "seed": seed}
     truth = cached_dataset(data_dir, echo=echo, **options)
     results["dataset"] = {"directory": str(data_dir), **{k: truth.get(k) for k in (
         "release", "skim", "lumi_fb", "scale", "seed", "signal_mass", "events_written")}}
