@@ -21,6 +21,8 @@ from stats.errors import FitError
 
 #: Name of the restart from the point the fitter found.
 FOUND = "found"
+#: Name of that restart when it went lower than the found point.
+RESTARTED = "found, restarted"
 
 
 class Minimum(NamedTuple):
@@ -31,7 +33,8 @@ class Minimum(NamedTuple):
         fval: the objective there.
         edm: Migrad's estimated distance to the minimum, of the restart that confirmed (or found) it.
         edm_goal: Migrad's bound on the EDM for a valid minimum.
-        start: the start whose result was accepted (``"found"`` when the fitter's own point stands).
+        start: the start whose result was accepted: ``"found"`` when the fitter's own point stands,
+            ``"found, restarted"`` when Migrad from that point went lower, else the other start's name.
         restarts: each start's Migrad value (None where Migrad found no valid minimum).
     """
 
@@ -66,7 +69,8 @@ def verify_minimum(
     Args:
         fcn: the objective the fitter minimised (a chi2 or ``-2 ln L``; ``errordef`` 1).
         found: the fitter's best-fit parameters.
-        found_value: ``fcn`` there as the fitter reported it.
+        found_value: the fitter's reported value there; only whether it is finite counts (infinite: the fitter
+            failed, so its point is only a start). The found point is judged by ``fcn`` there.
         starts: further starting points by name (e.g. ``"signal yield 0"``, ``"other fit"``).
         grad: the gradient of ``fcn`` where known.
         limits: per-parameter ``(low, high)`` bounds (None for unbounded sides).
@@ -82,6 +86,7 @@ def verify_minimum(
         Minimum: the accepted point, its value, EDM and which start it came from.
     """
     found = np.asarray(found, dtype=float)
+    found_value = float(fcn(found)) if np.isfinite(found_value) else float("inf")
     candidates = {FOUND: found, **{name: np.asarray(start, dtype=float) for name, start in (starts or {}).items()}}
     results: dict[str, Minuit | None] = {}
     reasons = []
@@ -104,7 +109,7 @@ def verify_minimum(
         return Minimum(found, float(found_value), float(confirm.fmin.edm), float(confirm.fmin.edm_goal), FOUND,
                        restarts)
     return Minimum(np.asarray(best.values, dtype=float), float(best.fval), float(best.fmin.edm),
-                   float(best.fmin.edm_goal), best_name, restarts)
+                   float(best.fmin.edm_goal), RESTARTED if best_name == FOUND else best_name, restarts)
 
 
 def _migrad(fcn, start, *, grad, limits, fixed, errordef, step_sizes) -> Minuit | None:
