@@ -20,6 +20,9 @@ Every fit is verified (``stats.minimum``). Every mass is in the result: ``status
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.metadata
+import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -46,11 +49,14 @@ class MassScan(NamedTuple):
             yield over ``reference_yield``), ``signal_yield``, ``status`` (``"ok"``/``"failed"``), ``error``.
         method: ``"robust"`` or ``"tutorial"``.
         wall_time: seconds from submission to the last result.
+        identity: what the points were computed from (:func:`scan_identity`); a stored scan is the same result
+            only where its identity is equal.
     """
 
     points: list[dict[str, Any]]
     method: str
     wall_time: float
+    identity: dict[str, Any] | None = None
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -79,6 +85,19 @@ def mass_grid(text: str) -> np.ndarray:
         return np.array([float(value) for value in text.split(",")])
     except ValueError as err:
         raise StatsError(f"bad mass grid {text!r} (expected START:STOP:NUM or M1,M2,...): {err}") from err
+
+
+def scan_identity(counts: np.ndarray, edges: np.ndarray, masses: np.ndarray, **settings: Any) -> dict[str, Any]:
+    """The inputs of a scan: SHA-256 of the histogram (counts and edges as float64), the masses, the settings and
+    the installed ``opendata-stats`` version."""
+    digest = hashlib.sha256(np.asarray(counts, dtype="<f8").tobytes() + np.asarray(edges, dtype="<f8").tobytes())
+    try:
+        version = importlib.metadata.version("opendata-stats")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    plain = json.loads(json.dumps(settings, sort_keys=True))
+    return {"histogram_sha256": digest.hexdigest(), "masses": [float(m) for m in masses], "settings": plain,
+            "version": version}
 
 
 def scan_masses(
@@ -142,7 +161,11 @@ def scan_masses(
         futures = [client.submit(_run_batch, task, chunk, plain, pure=False) for chunk in chunks]
         results = [_gather(future, chunk) for future, chunk in zip(futures, chunks)]
     points = [point for batch in results for point in batch]
-    return MassScan(points, method, time.perf_counter() - start)
+    settings = {"method": method, "degree": int(degree), "reference_yield": float(reference_yield)}
+    if method == "robust":
+        settings["resolution"] = float(resolution)
+    identity = scan_identity(spectrum.counts, spectrum.edges, grid, **settings)
+    return MassScan(points, method, time.perf_counter() - start, identity)
 
 
 def robust_points(masses: Sequence[float], options: dict[str, Any]) -> list[dict[str, Any]]:

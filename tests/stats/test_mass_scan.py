@@ -1,6 +1,8 @@
 """Mass scans: the robust profile likelihood against an independent implementation, toy truth, the tutorial
 method's failures, bad grids, and the Dask scan against the serial one."""
 
+import importlib.metadata
+
 import numpy as np
 import pytest
 import scipy.optimize
@@ -109,3 +111,18 @@ def test_dask_scan_equals_the_serial_scan(toy, serial_scan):
     with dask_client(workers=2) as client:
         distributed = scan_masses(toy.counts, toy.edges, np.linspace(110.0, 140.0, 25), client=client)
     assert distributed.points == serial_scan.points
+
+
+def test_the_scan_records_the_identity_of_its_inputs(toy, serial_scan):
+    identity = serial_scan.identity
+    assert identity["masses"] == [point["mass"] for point in serial_scan.points]
+    assert identity["settings"] == {"method": "robust", "degree": 4, "reference_yield": 1.0, "resolution": 1.7}
+    assert identity["version"] == importlib.metadata.version("opendata-stats")
+    # Another histogram (one event moved), degree or grid is another identity; the same inputs the same one.
+    moved = toy.counts.copy()
+    moved[10] += 1
+    grid = np.linspace(110.0, 140.0, 25)
+    assert scan_masses(toy.counts, toy.edges, grid).identity == identity
+    assert scan_masses(moved, toy.edges, grid).identity["histogram_sha256"] != identity["histogram_sha256"]
+    assert scan_masses(toy.counts, toy.edges, grid, degree=5).identity != identity
+    assert scan_masses(toy.counts, toy.edges, grid[:3]).identity != identity
