@@ -48,11 +48,11 @@ def test_scan_mass_writes_every_point_and_exits_one_on_failures(run_dir, tmp_pat
     assert max(record["points"], key=lambda p: p["significance"])["mass"] == 125.0
     assert (tmp_path / "robust" / "mass_scan.png").exists()
 
-    assert _run(["scan-mass", str(run_dir), "--masses", "118.75", "--method", "tutorial", "--degree", "4",
+    assert _run(["scan-mass", str(run_dir), "--masses", "115", "--method", "tutorial", "--degree", "4",
                  "--out", str(tmp_path / "tutorial")]) == 1
     (point,) = json.loads((tmp_path / "tutorial" / "mass_scan.json").read_text())["points"]
-    assert point["status"] == "failed" and "no covariance" in point["error"]
-    assert "failed at 118.75 GeV" in capsys.readouterr().out
+    assert point["status"] == "failed" and "no parameter uncertainties" in point["error"]
+    assert "failed at 115 GeV" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
