@@ -20,7 +20,7 @@ from _common import machine, replace_section
 from deploy.clusters import dask_client
 from stats.hepdata import load_likelihoods
 from stats.likelihoods import HypotestSettings, hypotest_patch
-from stats.patchengine import CACHE_ENV
+from stats.compact.worker import CACHE_ENV
 from stats.patchscan import scan_patches
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

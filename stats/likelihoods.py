@@ -9,14 +9,11 @@ from typing import Any, NamedTuple
 
 import pyhf
 
-from stats.errors import FitError, UnknownPatchError
-
-#: pyhf's recommended interpolation for published likelihoods (what the ATLAS results used).
-DEFAULT_MODIFIER_SETTINGS = {"normsys": {"interpcode": "code4"}, "histosys": {"interpcode": "code4p"}}
-
+from stats.errors import UnknownPatchError
+from stats.hypotest import Hypotest, pyhf_hypotest
 
 def default_backend() -> str:
-    """``"jax"`` when jax is installed (the compiled engine of :mod:`stats.patchfast`), else ``"numpy"``."""
+    """``"jax"`` when jax is installed (the compact engine of :mod:`stats.compact`), else ``"numpy"``."""
     try:
         import jax  # noqa: F401
     except ImportError:
@@ -35,13 +32,6 @@ class HypotestSettings(NamedTuple):
 
     def modifier_settings(self) -> dict[str, dict[str, str]]:
         return {"normsys": {"interpcode": self.normsys}, "histosys": {"interpcode": self.histosys}}
-
-
-class CLsResult(NamedTuple):
-    """Observed CLs and the expected band (-2, -1, 0, +1, +2 sigma) at one signal strength."""
-
-    CLs_obs: float
-    CLs_exp: tuple[float, float, float, float, float]
 
 
 class PatchSummary(NamedTuple):
@@ -171,24 +161,22 @@ def switch_backend(name: str, optimizer: Any = None) -> None:
         pyhf.events.enable("tensorlib_changed")
 
 
-def check_cls(cls_obs: Any, cls_exp: Any) -> CLsResult:
-    """Convert pyhf's output to floats; a non-finite CLs is a FitError."""
-    result = CLsResult(float(cls_obs), tuple(float(v) for v in cls_exp))
-    if not all(math.isfinite(v) for v in (result.CLs_obs, *result.CLs_exp)):
-        raise FitError(f"non-finite CLs: {result.CLs_obs}, {list(result.CLs_exp)}")
-    return result
+def hypotest(model: pyhf.pdf.Model, data: Any, settings: HypotestSettings, fallback: str | None = None) -> Hypotest:
+    """CLs at ``settings.mu`` with the expected band, through pyhf with every fit verified (:mod:`stats.hypotest`).
+
+    Raises:
+        FitError: a fit that cannot be verified to be a minimum, or an undefined CLs.
+    """
+    return pyhf_hypotest(model, data, mu=settings.mu, test_stat=settings.test_stat, backend=settings.backend,
+                         fallback=fallback)
 
 
-def hypotest(model: pyhf.pdf.Model, data: Any, settings: HypotestSettings) -> CLsResult:
-    """CLs at ``settings.mu`` with the expected band, as :func:`pyhf.infer.hypotest` computes it."""
-    cls_obs, cls_exp = pyhf.infer.hypotest(
-        settings.mu, data, model, test_stat=settings.test_stat, return_expected_set=True
-    )
-    return check_cls(cls_obs, cls_exp)
-
-
-def hypotest_patch(bkg_only: dict, patch: dict, settings: HypotestSettings = HypotestSettings()) -> CLsResult:
-    """CLs of one patch with plain pyhf (the slow reference path; see :mod:`stats.patchfast`)."""
+def hypotest_patch(bkg_only: dict, patch: dict, settings: HypotestSettings = HypotestSettings(),
+                   fallback: str | None = None) -> Hypotest:
+    """The verified hypotest of one patch through pyhf (the reference path; see :mod:`stats.compact`)."""
     switch_backend(settings.backend)  # the model is built under it: nothing alive needs converting
-    model, data = patched_model(bkg_only, patch, settings)
-    return hypotest(model, data, settings)
+    try:
+        model, data = patched_model(bkg_only, patch, settings)
+        return hypotest(model, data, settings, fallback)
+    finally:
+        switch_backend("numpy")

@@ -1,8 +1,10 @@
-"""Scan the patches of a patchset as Dask tasks: one CLs hypotest per patch, resumable, time-limited.
+"""Scan the patches of a patchset as Dask tasks: one verified CLs hypotest per patch, resumable, time-limited.
 
-Each worker keeps one engine child process (:mod:`stats.patchengine`) per background-only workspace
-and settings; it holds the compiled likelihoods between patches. A point that runs past the time
-limit has its engine killed and is reported ``failed`` with ``timeout after Ns``; the scan goes on.
+Each worker keeps one engine child process (:mod:`stats.compact.worker`) per background-only workspace and
+settings; it holds the compiled likelihoods between patches. A point that runs past the time limit has its engine
+killed and is reported ``failed`` with ``timeout after Ns``; the scan goes on. Every point records how it was
+computed (``method``, the ``fallback`` reason, and its five fits), and the output file records the identity of what
+it was computed from, so a rerun reuses only points of the same likelihood, patch and settings.
 """
 
 from __future__ import annotations
@@ -18,16 +20,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from stats.compact.worker import receive, send
 from stats.errors import WorkspaceError
 from stats.hepdata import Likelihoods
 from stats.likelihoods import HypotestSettings
-from stats.patchengine import receive, send
 
-DEFAULT_TARGET = "stats.patchengine:default_target"
+DEFAULT_TARGET = "stats.compact.worker:default_target"
 
 
 class PointResult(NamedTuple):
-    """CLs of one patch, or why it failed."""
+    """CLs of one patch, or why it failed.
+
+    Attributes:
+        method: ``"compact"`` or ``"pyhf"`` (which likelihood and minimiser computed it), None when failed.
+        fallback: why the compact path was not taken, when it was not.
+        fits: per fit of the hypotest (:data:`stats.hypotest.FIT_NAMES`) its -2lnL, mu, EDM and where the first
+            fit stopped (:class:`stats.hypotest.FitRecord` as a dict).
+        patch_digest: sha256 of the patch's operations (a rerun reuses the point only for the same patch).
+    """
 
     name: str
     values: list[float]
@@ -36,6 +46,10 @@ class PointResult(NamedTuple):
     status: str
     error: str | None
     seconds: float
+    method: str | None = None
+    fallback: str | None = None
+    fits: dict[str, dict[str, float]] | None = None
+    patch_digest: str | None = None
 
 
 class ScanResult(NamedTuple):
@@ -57,7 +71,7 @@ def _engine(key: tuple, init: tuple) -> subprocess.Popen:
         return proc
     env = dict(os.environ, OMP_NUM_THREADS="1", XLA_FLAGS="--xla_cpu_multi_thread_eigen=false")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stats.patchengine"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+        [sys.executable, "-m", "stats.compact.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
         cwd=os.getcwd(),
     )
     send(proc.stdin, init)
@@ -76,9 +90,11 @@ def run_point(bkg_only: dict, digest: str, patch: dict, settings: tuple, shared:
     key = (digest, settings, target)
     start = time.perf_counter()
 
+    digest = patch_digest(patch)
+
     def failed(reason: str) -> dict:
         return PointResult(meta["name"], list(meta["values"]), None, None, "failed", reason,
-                           time.perf_counter() - start)._asdict()
+                           time.perf_counter() - start, patch_digest=digest)._asdict()
 
     try:
         proc = _engine(key, (bkg_only, settings, shared, target))
@@ -96,16 +112,50 @@ def run_point(bkg_only: dict, digest: str, patch: dict, settings: tuple, shared:
         return failed(f"engine died: {err}")
     if status != "ok":
         return failed(payload)
-    cls_obs, cls_exp = payload
+    cls_obs, cls_exp = payload["CLs_obs"], payload["CLs_exp"]
     if not all(math.isfinite(v) for v in (cls_obs, *cls_exp)):
         return failed(f"non-finite CLs: {cls_obs}, {cls_exp}")
     return PointResult(meta["name"], list(meta["values"]), cls_obs, cls_exp, "ok", None,
-                       time.perf_counter() - start)._asdict()
+                       time.perf_counter() - start, payload["method"], payload["fallback"], payload["fits"],
+                       digest)._asdict()
 
 
-def _tested_as(settings: dict | None) -> dict | None:
-    """The settings that change the CLs (all but the backend: both compute pyhf's numbers)."""
-    return None if settings is None else {key: value for key, value in settings.items() if key != "backend"}
+def patch_digest(patch: dict) -> str:
+    """sha256 of a patch's operations (pyhf's digest of canonical JSON)."""
+    import pyhf.utils
+
+    return pyhf.utils.digest(list(patch["patch"]))
+
+
+def project_version() -> str:
+    """The installed opendata-stats version ("unknown" when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("opendata-stats")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def scan_identity(likelihoods: Likelihoods, settings: HypotestSettings) -> dict[str, Any]:
+    """What a scan's points depend on: the likelihood's digests, the settings that change CLs, the project version.
+
+    The backend is left out: both backends compute the same verified numbers.
+    """
+    return {
+        "background_only_sha256": likelihoods.digest,
+        "patchset_digests": dict(likelihoods.patchset.digests),
+        "settings": {key: value for key, value in settings._asdict().items() if key != "backend"},
+        "version": project_version(),
+    }
+
+
+def identity_difference(found: dict[str, Any] | None, wanted: dict[str, Any]) -> str | None:
+    """What differs between a stored identity and the wanted one, in words (None: identical)."""
+    if not found:
+        return "it records no input identity (written by an older version)"
+    differences = [f"{key} {found.get(key)!r} != {value!r}" for key, value in wanted.items() if found.get(key) != value]
+    return "; ".join(differences) or None
 
 
 def read_results(path: str | Path) -> dict[str, Any]:
@@ -120,10 +170,10 @@ def read_results(path: str | Path) -> dict[str, Any]:
 
 
 def write_results(path: str | Path, results: list[PointResult], settings: HypotestSettings, wall_time: float,
-                  source: str) -> None:
+                  source: str, identity: dict[str, Any] | None = None) -> None:
     """Write results atomically (a killed scan never leaves a truncated file)."""
     path = Path(path)
-    doc = {"source": source, "settings": settings._asdict(), "wall_time": wall_time,
+    doc = {"source": source, "identity": identity, "settings": settings._asdict(), "wall_time": wall_time,
            "results": [r._asdict() for r in sorted(results, key=lambda r: r.name)]}
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1))
@@ -149,30 +199,39 @@ def scan_patches(
         patches: pyhf patches to scan (default: all).
         settings: hypotest settings.
         timeout: per-point time limit in seconds (a hung point is failed, the scan continues).
-        out: output JSON; points already ``ok`` there (same settings) are skipped, and it is rewritten as points finish.
+        out: output JSON, rewritten as points finish. Points already ``ok`` there are reused when the file's
+            identity (:func:`scan_identity`) and the point's patch digest are those of this scan.
         progress: called with each finished point.
         target: ``module:function`` building the per-patch compute function (for tests).
 
     Returns:
         Every selected point, ``ok`` or ``failed`` with its reason, and the wall time.
+
+    Raises:
+        WorkspaceError: ``out`` holds a scan of another identity (another likelihood, other settings, another
+            version): it is left as it is, and the message names what differs.
     """
     from distributed import as_completed
 
     start = time.perf_counter()
     chosen = list(patches) if patches is not None else list(likelihoods.patchset.patches)
+    identity = scan_identity(likelihoods, settings)
+    digests = {p.name: patch_digest({"patch": list(p.patch)}) for p in chosen}
     done: dict[str, PointResult] = {}
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)  # before any work: a bad path fails now, not after
         previous = read_results(out)
-        if previous and _tested_as(previous.get("settings")) != _tested_as(settings._asdict()):
-            raise WorkspaceError(f"cannot resume from {out}: it was computed with other settings {previous.get('settings')}")
-        wanted = {p.name for p in chosen}
+        difference = identity_difference(previous.get("identity"), identity) if previous else None
+        if difference is not None:
+            raise WorkspaceError(f"{out} holds a scan of other inputs ({difference}); "
+                                 "choose another output file or remove it")
         for row in previous.get("results", []):
-            if row.get("status") == "ok" and row.get("name") in wanted:
-                done[row["name"]] = PointResult(**row)
+            name = row.get("name")
+            if row.get("status") == "ok" and name in digests and row.get("patch_digest") == digests[name]:
+                done[name] = PointResult(**row)
     todo = [p for p in chosen if p.name not in done]
     specs = [{"metadata": dict(p.metadata), "patch": list(p.patch)} for p in todo]
-    from stats.patchfast import shared_modifiers
+    from stats.compact.padding import shared_modifiers
 
     shared = shared_modifiers(likelihoods.bkg_only, [{"patch": list(p.patch)} for p in chosen])
     results = dict(done)
@@ -192,15 +251,16 @@ def scan_patches(
                 name = str(future.key).split("-", 2)[-1].rsplit("-", 1)[0]
                 spec = next(s for s in specs if s["metadata"]["name"] == name)
                 point = PointResult(name, list(spec["metadata"]["values"]), None, None, "failed",
-                                    f"{type(err).__name__}: {err}", 0.0)
+                                    f"{type(err).__name__}: {err}", 0.0, patch_digest=digests[name])
             results[point.name] = point
             if progress is not None:
                 progress(point)
             if out is not None and time.perf_counter() - last_write > 2:
-                write_results(out, list(results.values()), settings, time.perf_counter() - start, likelihoods.source)
+                write_results(out, list(results.values()), settings, time.perf_counter() - start, likelihoods.source,
+                              identity)
                 last_write = time.perf_counter()
     ordered = [results[p.name] for p in chosen]
     wall = time.perf_counter() - start
     if out is not None:
-        write_results(out, ordered, settings, wall, likelihoods.source)
+        write_results(out, ordered, settings, wall, likelihoods.source, identity)
     return ScanResult(ordered, wall, settings)

@@ -1,239 +1,37 @@
-"""Fast CLs for many patches of one background-only workspace: one compiled likelihood for them all.
+"""CLs for many patches of one background-only workspace: one compiled likelihood for them all, pyhf as fallback.
 
-The engine builds each patch's likelihood as a :mod:`stats.compactmodel` (a few dense arrays, from
-the patched specification, without a pyhf model) and runs the five hypotest fits as jax programs
-(:mod:`stats.compactfit`), compiled once per model structure and reused for every patch of that
-structure.
-
-All patches of a patchset share one structure: :func:`canonical_patch` adds the modifiers other patches
-put on a sample with no effect, and adds the samples other patches add (to channels this patch leaves
-alone) with zero yields. Two checks guard this: per structure, the compact likelihood, initial values,
-bounds and fixed parameters must equal those of pyhf's model of the same (padded) specification
-(:func:`~stats.compactmodel.verify`); per patch, :func:`padding_problem` checks independently that the
-padding only added what has no effect. A patch that fails a check, a model the compact likelihood does
-not implement, or a fit that does not converge, is computed by plain pyhf instead (``fallbacks`` names
-them with the reason).
+The engine builds each patch's likelihood as a compact model (:mod:`stats.compact.model`, from the patched
+specification, without a pyhf model) padded to the patchset's shared structure (:mod:`stats.compact.padding`), and
+runs the hypotest's verified fits (:mod:`stats.compact.hypotest`) as jax programs compiled once per structure. Two
+checks guard the compact likelihood: per structure, it must equal pyhf's model of the same (padded) specification
+(:func:`~stats.compact.model.verify`); per patch, the padding must have no effect. Anything the compact path does
+not take (:class:`~stats.compact.Unsupported`: a feature it does not implement, a failed check, a fit it cannot
+verify) is computed by pyhf with the same verification (:func:`stats.hypotest.pyhf_hypotest`), and the result
+names the method and the reason.
 """
 
 from __future__ import annotations
 
-import contextlib
-import re
 import sys
-import types
-from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import pyhf
 
-from stats import compactfit, compactmodel
-from stats.likelihoods import CLsResult, HypotestSettings, hypotest_patch, switch_backend
-
-
-@contextlib.contextmanager
-def _no_spec_copy() -> Iterator[None]:
-    """Build pyhf models without their defensive deep copy of the specification (most of the build time).
-
-    Safe here: the engine never changes a specification after building a model from it.
-    """
-    module = pyhf.pdf.copy
-    pyhf.pdf.copy = types.SimpleNamespace(deepcopy=lambda spec: spec)
-    try:
-        yield
-    finally:
-        pyhf.pdf.copy = module
-
-
-_NEUTRAL_TYPES = ("normsys", "histosys")
-#: On a zero-yield padding sample these modifiers have no effect either (0 times anything adds 0).
-_PADDING_TYPES = ("normsys", "histosys", "staterror", "lumi", "normfactor")
-
-
-def _added_sample(op: dict) -> bool:
-    return op.get("op") == "add" and isinstance(op.get("value"), dict) and "modifiers" in op["value"]
-
-
-def shared_modifiers(bkg_only: dict, patches: list[dict]) -> dict[str, dict]:
-    """Per added sample (JSON-patch path): its name, bin count, and every modifier some patch puts there.
-
-    :func:`canonical_patch` pads each patch with these, with no effect, so that all patches share one
-    model structure (one jax compilation). Only parameters the patch's model already has are added
-    (see :func:`canonical_patch`), so the model's parameters are unchanged.
-    """
-    union: dict[str, dict] = {}
-    for patch in patches:
-        for op in patch["patch"]:
-            if _added_sample(op):
-                entry = union.setdefault(op["path"], {"name": op["value"].get("name"),
-                                                      "nbins": len(op["value"].get("data", [])), "modifiers": set()})
-                entry["modifiers"].update((m["name"], m["type"]) for m in op["value"]["modifiers"])
-    return {path: {**entry, "modifiers": sorted(entry["modifiers"])} for path, entry in union.items()}
-
-
-def _neutral_data(kind: str, nominal: list) -> Any:
-    if kind == "normsys":
-        return {"hi": 1.0, "lo": 1.0}
-    if kind == "histosys":
-        return {"hi_data": list(nominal), "lo_data": list(nominal)}
-    if kind == "staterror":
-        return [0.0] * len(nominal)
-    return None
-
-
-def _channel_index(op: dict) -> int:
-    match = re.fullmatch(r"/channels/(\d+)/samples/\d+", op.get("path", ""))
-    return int(match.group(1)) if match else -1
-
-
-def canonical_patch(patch: dict, shared: dict[str, dict], bkg_only: dict | None = None) -> dict:
-    """The patch padded to the shared structure with no effect (an exact transformation).
-
-    Added samples get every shared normsys/histosys they lack (hi = lo = 1, hi = lo = nominal). With
-    ``bkg_only`` given, a sample path the patch does not add is added with zero yields and the shared
-    modifiers of the padding kinds. Only modifiers whose parameter the patched model already has are
-    added (those of ``bkg_only`` and of the patch), so the parameters stay the same.
-    """
-    # Copies only what padding changes (the operations, added samples and their modifier lists).
-    spec = {**patch, "patch": [
-        {**op, "value": {**op["value"], "modifiers": list(op["value"]["modifiers"])}} if _added_sample(op) else dict(op)
-        for op in patch["patch"]]}
-    known = {m["name"] for op in spec["patch"] if _added_sample(op) for m in op["value"]["modifiers"]}
-    if bkg_only is not None:
-        known |= {m["name"] for channel in bkg_only["channels"] for sample in channel["samples"]
-                  for m in sample["modifiers"]}
-    else:
-        known = None
-    present = set()
-    for op in spec["patch"]:
-        entry = shared.get(op.get("path"))
-        if not entry or not _added_sample(op):
-            continue
-        present.add(op["path"])
-        sample = op["value"]
-        have = {(m["name"], m["type"]) for m in sample["modifiers"]}
-        for name, kind in entry["modifiers"]:
-            if (name, kind) in have or kind not in _NEUTRAL_TYPES or (known is not None and name not in known):
-                continue
-            sample["modifiers"].append({"name": name, "type": kind, "data": _neutral_data(kind, sample["data"])})
-    if bkg_only is None or not all(op.get("op") == "add" and _channel_index(op) >= 0 for op in spec["patch"]):
-        return spec
-    touched = {_channel_index(op) for op in spec["patch"]}
-    names = [op["value"].get("name") for op in spec["patch"] if _added_sample(op)]
-    for path, entry in shared.items():
-        if path in present or _channel_index({"path": path}) in touched:
-            continue
-        zeros = [0.0] * entry["nbins"]
-        modifiers = [{"name": name, "type": kind, "data": _neutral_data(kind, zeros)}
-                     for name, kind in entry["modifiers"] if kind in _PADDING_TYPES and name in known]
-        spec["patch"].append({"op": "add", "path": path,
-                              "value": {"name": names[0] if names else entry["name"], "data": zeros, "modifiers": modifiers}})
-    spec["patch"].sort(key=_channel_index)
-    return spec
-
-
-def _shallow_apply(channels: list, patch: dict) -> list | None:
-    """``channels`` with the patch's added samples, copying only the touched channels (None: other ops)."""
-    channels = list(channels)
-    for op in patch["patch"]:
-        match = re.fullmatch(r"/channels/(\d+)/samples/(\d+|-)", op.get("path", ""))
-        if op.get("op") != "add" or not match or int(match.group(1)) >= len(channels):
-            return None
-        index = int(match.group(1))
-        channel = dict(channels[index])
-        samples = list(channel["samples"])
-        where = len(samples) if match.group(2) == "-" else int(match.group(2))
-        if where > len(samples):
-            return None
-        samples.insert(where, op["value"])
-        channel["samples"] = samples
-        channels[index] = channel
-    return channels
-
-
-def _neutral(modifier: dict, nominal: list) -> bool:
-    kind, data = modifier["type"], modifier.get("data")
-    if kind == "normsys":
-        return data == {"hi": 1.0, "lo": 1.0}
-    if kind == "histosys":
-        return list(data["hi_data"]) == list(nominal) == list(data["lo_data"])
-    if any(nominal):
-        return False
-    return kind in ("lumi", "normfactor") or (kind == "staterror" and not any(data))
-
-
-def modifier_index(bkg_only: dict) -> tuple[dict[str, set], dict[str, set]]:
-    """Per modifier name of ``bkg_only``: its types, and the channels (by index) it appears in."""
-    kinds: dict[str, set] = {}
-    channels: dict[str, set] = {}
-    for index, channel in enumerate(bkg_only["channels"]):
-        for sample in channel["samples"]:
-            for m in sample["modifiers"]:
-                kinds.setdefault(m["name"], set()).add(m["type"])
-                channels.setdefault(m["name"], set()).add(index)
-    return kinds, channels
-
-
-def padding_problem(patch: dict, canonical: dict, index: tuple[dict[str, set], dict[str, set]]) -> str | None:
-    """Why ``canonical`` is not ``patch`` plus padding without effect (None: it is).
-
-    An independent check of :func:`canonical_patch`: every operation of ``patch`` is kept with its yields
-    and modifiers, only neutral modifiers are appended (normsys hi = lo = 1, histosys hi = lo = nominal),
-    added samples have zero yields, no parameter is introduced, and a padded staterror lives in one channel
-    only (pyhf sums a staterror's yields over its carriers in every channel). ``index`` is
-    :func:`modifier_index` of the background-only workspace.
-    """
-    kinds = {name: set(types) for name, types in index[0].items()}
-    channels_of = {name: set(found) for name, found in index[1].items()}
-    for op in patch["patch"]:
-        for m in op["value"]["modifiers"] if _added_sample(op) else []:
-            kinds.setdefault(m["name"], set()).add(m["type"])
-            channels_of.setdefault(m["name"], set()).add(_channel_index(op))
-    own = {op.get("path"): op for op in patch["patch"]}
-    if len(own) != len(patch["patch"]):
-        return "the patch changes one path twice"
-    kept = set()
-    for op in canonical["patch"]:
-        path = op.get("path")
-        if path in own:
-            kept.add(path)
-            base = own[path]
-            if not _added_sample(op) or op == base:
-                if op != base:
-                    return f"padding changed the operation at {path}"
-                continue
-            value, original = op["value"], base["value"]
-            count = len(original["modifiers"])
-            if (value.get("name"), value["data"], value["modifiers"][:count]) != (
-                    original.get("name"), original["data"], original["modifiers"]):
-                return f"padding changed the sample added at {path}"
-            extra, nominal = value["modifiers"][count:], original["data"]
-        else:
-            if not _added_sample(op):
-                return f"padding added an operation at {path} that is not a sample"
-            extra, nominal = op["value"]["modifiers"], op["value"]["data"]
-            if any(nominal):
-                return f"padding added a sample with non-zero yields at {path}"
-        for m in extra:
-            if not _neutral(m, nominal):
-                return f"padding modifier {m['name']} ({m['type']}) at {path} is not neutral"
-            allowed = {"normsys", "histosys"} if m["type"] in ("normsys", "histosys") else {m["type"]}
-            if not kinds.get(m["name"], set()) & allowed:
-                return f"padding introduces the parameter {m['name']}"
-            if m["type"] == "staterror" and channels_of[m["name"]] != {_channel_index(op)}:
-                return f"padding puts staterror {m['name']} in a channel of several"
-    if kept != set(own):
-        return "padding dropped an operation"
-    return None
+from stats.compact import Unsupported
+from stats.compact import hypotest as compact_hypotest
+from stats.compact import minimise
+from stats.compact import model as compact_model
+from stats.compact.padding import canonical_patch, modifier_index, padding_problem, shallow_apply
+from stats.hypotest import Hypotest
+from stats.likelihoods import HypotestSettings, hypotest_patch, switch_backend
 
 
 class _Family(NamedTuple):
     """Everything the engine keeps per model structure."""
 
-    structure: compactmodel.Structure
-    defaults: compactmodel.ParameterDefaults
-    config: Any  # the pyhf config of the structure's first member (parameter layout)
-    model: Any  # that pyhf model (numpy), for the CLs arithmetic
-    programs: compactfit.Programs
+    structure: compact_model.Structure
+    defaults: compact_model.ParameterDefaults
+    programs: minimise.Programs
 
 
 class PatchEngine:
@@ -242,85 +40,89 @@ class PatchEngine:
     Args:
         bkg_only: the validated background-only workspace specification.
         settings: hypotest settings.
-        shared: :func:`shared_modifiers` of the patches to come, so they share one compiled structure.
+        shared: :func:`~stats.compact.padding.shared_modifiers` of the patches to come, so they share one
+            compiled structure.
     """
 
     def __init__(self, bkg_only: dict, settings: HypotestSettings, shared: dict | None = None):
         self.bkg_only, self.settings, self.shared = bkg_only, settings, shared or {}
-        #: Patches computed by plain pyhf, with the reason.
+        #: Patches computed by pyhf, with the reason.
         self.fallbacks: dict[str, str] = {}
         self._families: dict[tuple, _Family | str] = {}
         self._modifiers = modifier_index(bkg_only)
-        self._cells = compactmodel.CellCache(bkg_only["channels"])
+        self._cells = compact_model.CellCache(bkg_only["channels"])
         workspace = pyhf.Workspace(bkg_only, validate=False)
         self._measurement = workspace.get_measurement()
         self._observations = dict(workspace.observations)
 
     def _pyhf_model(self, channels: list) -> tuple[Any, list[float]]:
-        """A numpy pyhf model of ``channels`` and its observed data (validated inputs: no schema check, no copy)."""
+        """A numpy pyhf model of ``channels`` and its observed data (validated inputs: no schema check)."""
         config = self._measurement["config"]
         switch_backend("numpy")
-        with _no_spec_copy():
-            model = pyhf.Model({"channels": channels, "parameters": config["parameters"]}, poi_name=config["poi"],
-                               modifier_settings=self.settings.modifier_settings(), validate=False)
+        model = pyhf.Model({"channels": channels, "parameters": config["parameters"]}, poi_name=config["poi"],
+                           modifier_settings=self.settings.modifier_settings(), validate=False)
         data = sum((list(self._observations[c]) for c in model.config.channels), []) + list(model.config.auxdata)
         return model, data
 
-    def _numbers(self, family: _Family, channels: list) -> compactmodel.Numbers:
+    def _numbers(self, family: _Family, channels: list) -> compact_model.Numbers:
         observations = {channel["name"]: self._observations[channel["name"]] for channel in channels}
-        return compactmodel.build_numbers(family.structure, channels, observations, family.defaults, cache=self._cells)
+        return compact_model.build_numbers(family.structure, channels, observations, family.defaults, cache=self._cells)
 
-    def _family(self, key: tuple, channels: list) -> _Family | str:
-        """The compiled family of ``channels`` (their :func:`~stats.compactmodel.structure_key` ``key``), built
-        and checked on first use, or why there is none."""
+    def _family(self, key: tuple, channels: list) -> _Family:
+        """The compiled family of ``channels`` (their :func:`~stats.compact.model.structure_key` ``key``), built and
+        checked against pyhf on first use.
+
+        Raises:
+            Unsupported: the structure is not implemented, or its likelihood differs from pyhf's (remembered).
+        """
         if key not in self._families:
             model, data = self._pyhf_model(channels)
             try:
-                structure = compactmodel.build_structure(channels, model.config, self.settings.modifier_settings())
-                family = _Family(structure, compactmodel.parameter_defaults(model.config), model.config, model,
-                                 compactfit.make_programs(structure))
-                problem = compactmodel.verify(structure, self._numbers(family, channels), model, data)
-            except compactmodel.UnsupportedModel as err:
-                family, problem = None, str(err)
-            self._families[key] = family if problem is None else problem
-        return self._families[key]
+                structure = compact_model.build_structure(channels, model.config, self.settings.modifier_settings())
+                family = _Family(structure, compact_model.parameter_defaults(model.config),
+                                 minimise.make_programs(structure))
+                problem = compact_model.verify(structure, self._numbers(family, channels), model, data)
+                self._families[key] = family if problem is None else f"compact model check failed: {problem}"
+            except Unsupported as err:
+                self._families[key] = str(err)
+        family = self._families[key]
+        if isinstance(family, str):
+            raise Unsupported(family)
+        return family
 
-    def _compact(self, patch: dict) -> CLsResult | str:
-        """CLs through the compact likelihood, or why this patch cannot take that path."""
-        if self.settings.test_stat not in compactfit.TEST_STATISTICS:
-            return f"test statistic {self.settings.test_stat}"
+    def _compact(self, patch: dict) -> Hypotest:
+        """The verified hypotest through the compact likelihood.
+
+        Raises:
+            Unsupported: why this patch cannot take that path.
+        """
+        if self.settings.test_stat not in ("qtilde", "q"):
+            raise Unsupported(f"test statistic {self.settings.test_stat}")
         canonical = canonical_patch(patch, self.shared, self.bkg_only)
         problem = padding_problem(patch, canonical, self._modifiers)
         if problem is not None:
-            return problem
-        channels = _shallow_apply(self.bkg_only["channels"], canonical)
+            raise Unsupported(problem)
+        channels = shallow_apply(self.bkg_only["channels"], canonical)
         if channels is None:
-            return "the patch does more than add samples"
-        key = compactmodel.structure_key(channels, self._cells)
-        family = self._family(key, channels)
-        if isinstance(family, str):
-            return family
-        stats = compactfit.test_statistics(family.programs, family.structure, self._numbers(family, channels),
-                                           self.settings.mu)
-        if not stats.converged:
-            return f"a fit did not converge (iterations {stats.iterations})"
-        return compactfit.cls_from_test_statistics(stats, mu=self.settings.mu, test_stat=self.settings.test_stat,
-                                                   model=family.model)
+            raise Unsupported("the patch does more than add samples")
+        family = self._family(compact_model.structure_key(channels, self._cells), channels)
+        return compact_hypotest.hypotest(family.programs, family.structure, self._numbers(family, channels),
+                                         mu=self.settings.mu, test_stat=self.settings.test_stat)
 
-    def run(self, patch: dict) -> CLsResult:
-        """CLs of one patch (a ``{"metadata": ..., "patch": [...]}`` dict)."""
-        result = self._compact(patch)
-        if isinstance(result, str):
-            name = patch["metadata"]["name"]
-            if result not in self.fallbacks.values():  # once per reason: the worker's log stays readable
-                print(f"patch {name}: {result}; computed with plain pyhf", file=sys.stderr)
-            self.fallbacks[name] = result
-            return self._fallback(patch)
-        return result
+    def run(self, patch: dict) -> Hypotest:
+        """The verified hypotest of one patch (a ``{"metadata": ..., "patch": [...]}`` dict).
 
-    def _fallback(self, patch: dict) -> CLsResult:
-        """Plain pyhf, with the settings' backend, for a patch the compact path does not take."""
+        Raises:
+            FitError: neither the compact path nor pyhf verified the fits (or CLs is undefined).
+        """
         try:
-            return hypotest_patch(self.bkg_only, patch, self.settings)
-        finally:
-            switch_backend("numpy")  # the compact path's pyhf models are numpy ones
+            return self._compact(patch)
+        except Unsupported as err:  # the one place the compact path hands a point to pyhf
+            reason = str(err)
+        except Exception as err:  # noqa: BLE001 - any other failure of the compact path is pyhf's to compute too
+            reason = f"compact path failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        name = patch["metadata"]["name"]
+        if reason not in self.fallbacks.values():  # once per reason: the worker's log stays readable
+            print(f"patch {name}: {reason}; computed with pyhf", file=sys.stderr)
+        self.fallbacks[name] = reason
+        return hypotest_patch(self.bkg_only, patch, self.settings._replace(backend="numpy"), fallback=reason)

@@ -1,42 +1,24 @@
-"""Maximum-likelihood fits and the asymptotic CLs hypotest on a :mod:`stats.compactmodel` likelihood.
+"""The bounded quasi-Newton minimiser of the compact likelihood, and the estimated distance to a minimum.
 
-The five fits of pyhf's asymptotic hypotest (free and fixed-POI fits to the observed data, the
-background-only fit that makes the Asimov data, free and fixed-POI fits to the Asimov data) run as
-jax programs compiled once per model structure (:func:`make_programs`). Each fit is a quasi-Newton
-minimisation of pyhf's objective (twice the negative log-likelihood): the exact Hessian at the start
-(jax), then BFGS updates, bounds honoured by an active set (a parameter at a bound whose gradient points
-outwards is held there), backtracking line search. It stops when the Newton decrement is below
-``1e-12`` with the projected gradient below ``1e-3``, or the projected gradient below ``1e-9``, far inside
-the tolerances that matter for CLs, and reports whether it converged.
-
-The CLs arithmetic from the test statistics is pyhf's own
-(:class:`pyhf.infer.calculators.AsymptoticCalculator`), so only the minimiser differs from
-:func:`pyhf.infer.hypotest`.
+Each fit minimises pyhf's objective (twice the negative log-likelihood) as one jax program: an exact Hessian as
+the first estimate, BFGS updates, bounds honoured by an active set (a parameter at a bound whose gradient points
+outwards is held there), a backtracking line search. It stops when the Newton decrement is below ``1e-12`` with
+the projected gradient below ``1e-3``, or the projected gradient is below ``1e-9``. Whether the point it stops at is
+a minimum is checked apart from the minimiser's own view, with the exact gradient and Hessian
+(:func:`distance_to_minimum`).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from stats import compactmodel
-from stats.likelihoods import CLsResult, check_cls, switch_backend
+from stats.compact import model as compact_model
 
-#: Test statistics the compact hypotest computes (pyhf's names); others go to pyhf.
-TEST_STATISTICS = ("qtilde", "q")
 MAX_ITERATIONS = 200
 _STEPS = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01, 1e-3, 1e-4)
-
-
-class TestStatistics(NamedTuple):
-    """The two test statistics of one hypotest, the best-fit POI, and whether all five fits converged."""
-
-    q_obs: float
-    q_asimov: float
-    mu_hat: float
-    converged: bool
-    iterations: tuple[int, ...]
 
 
 def positive_definite(B, floor: float = 1e-6):
@@ -47,7 +29,7 @@ def positive_definite(B, floor: float = 1e-6):
     return (V * jnp.maximum(jnp.abs(w), floor)) @ V.T
 
 
-def _minimize(f, x0, B0, fixed, lower, upper):
+def minimise(f, x0, B0, fixed, lower, upper):
     """Minimise ``f`` from ``x0`` (Hessian estimate ``B0``, positive definite) holding ``fixed``.
 
     Returns ``(x, f(x), B, converged, iterations)``; jax-traceable.
@@ -115,93 +97,66 @@ def _minimize(f, x0, B0, fixed, lower, upper):
 
 
 class Programs(NamedTuple):
-    """The compiled pieces of one structure's hypotest (each compiled once, on first use)."""
+    """The compiled pieces of one structure's fits (each compiled once, on first use)."""
 
-    hessian: Any  # (numbers, data, x) -> positive-definite Hessian of the objective
+    hessian: Any  # (numbers, data, x) -> positive-definite Hessian of the objective: a BFGS start
     fit: Any  # (numbers, data, start, B0, fixed) -> (x, objective, B, converged, iterations)
+    derivatives_batch: Any  # (numbers, data[k], x[k]) -> (objectives, gradients, exact Hessians) of k points
     expected: Any  # (numbers, x) -> expected main data and auxdata
 
 
-def make_programs(structure: compactmodel.Structure) -> Programs:
-    """Jitted Hessian, fit and expected data for ``structure``."""
+def make_programs(structure: compact_model.Structure) -> Programs:
+    """Jitted Hessian, fit, derivatives and expected data for ``structure``."""
     import jax
 
     def objective(numbers, data):
-        return lambda x: -2.0 * compactmodel.logpdf(structure, numbers, x, data)
+        return lambda x: -2.0 * compact_model.logpdf(structure, numbers, x, data)
 
     def hessian(numbers, data, x):
         return positive_definite(jax.hessian(objective(numbers, data))(x))
 
     def fit(numbers, data, start, B0, fixed):
-        return _minimize(objective(numbers, data), start, B0, fixed, numbers.lower, numbers.upper)
+        return minimise(objective(numbers, data), start, B0, fixed, numbers.lower, numbers.upper)
+
+    def derivatives(numbers, data, x):
+        f = objective(numbers, data)
+        value, gradient = jax.value_and_grad(f)(x)
+        return value, gradient, jax.hessian(f)(x)
+
+    def derivatives_batch(numbers, data, x):
+        return jax.vmap(derivatives, in_axes=(None, 0, 0))(numbers, data, x)
 
     def expected(numbers, x):
-        return compactmodel.expected_data(structure, numbers, x)
+        return compact_model.expected_data(structure, numbers, x)
 
-    return Programs(jax.jit(hessian), jax.jit(fit), jax.jit(expected))
+    return Programs(jax.jit(hessian), jax.jit(fit), jax.jit(derivatives_batch), jax.jit(expected))
 
 
-def test_statistics(programs: Programs, structure: compactmodel.Structure, numbers: compactmodel.Numbers,
-                    mu: float) -> TestStatistics:
-    """The hypotest's test statistics for one member of ``structure``'s family.
+def distance_to_minimum(x: np.ndarray, gradient: np.ndarray, hessian: np.ndarray, fixed: np.ndarray,
+                        lower: np.ndarray, upper: np.ndarray) -> float:
+    """The estimated distance to the minimum (EDM) of the objective at ``x``: ``g^T H^-1 g / 2`` over the free parameters.
 
-    Every fit starts where pyhf starts it (the initial values, with the POI set for fixed-POI fits): these
-    likelihoods can have several minima, and a fit started elsewhere (the free fit's best-fit point, say)
-    can end in another one. The exact Hessian at the initial values for the observed data is every fit's
-    first estimate.
+    Parameters held fixed, and parameters at a bound whose gradient points out of the allowed range, are not free.
+    Directions in which the objective is flat (a parameter nothing depends on) do not count when the gradient along
+    them vanishes too. ``inf`` when the free parameters' Hessian has a negative curvature, or a slope along a flat
+    direction (not a minimum), or anything is not finite.
     """
-    import jax.numpy as jnp
-
-    poi = structure.poi_index
-    n = compactmodel.Numbers(*(jnp.asarray(field) for field in numbers))
-    fixed_poi = numbers.fixed.copy()
-    fixed_poi[poi] = True
-    B0 = programs.hessian(n, n.data, n.init)
-
-    def fit(data, poi_start, fixed):
-        start = numbers.init.copy()
-        if poi_start is not None:
-            start[poi] = poi_start
-        return programs.fit(n, data, start, B0, fixed)
-
-    x_free, f_free, _, c1, i1 = fit(n.data, None, n.fixed)
-    _, f_fixed, _, c2, i2 = fit(n.data, mu, fixed_poi)
-    x_bkg, _, _, c3, i3 = fit(n.data, 0.0, fixed_poi)
-    asimov = programs.expected(n, x_bkg)
-    xa_free, fa_free, _, c4, i4 = fit(asimov, None, n.fixed)
-    _, fa_fixed, _, c5, i5 = fit(asimov, mu, fixed_poi)
-    mu_hat, mu_hat_asimov = float(x_free[poi]), float(xa_free[poi])
-    # pyhf's _qmu_like: clipped at zero, and zero where the best-fit POI exceeds the tested one.
-    q = 0.0 if mu_hat > mu else max(float(f_fixed - f_free), 0.0)
-    q_asimov = 0.0 if mu_hat_asimov > mu else max(float(fa_fixed - fa_free), 0.0)
-    converged = all(bool(c) for c in (c1, c2, c3, c4, c5))
-    return TestStatistics(q, q_asimov, mu_hat, converged, tuple(int(i) for i in (i1, i2, i3, i4, i5)))
-
-
-def cls_from_test_statistics(stats: TestStatistics, *, mu: float, test_stat: str, model: Any) -> CLsResult:
-    """Observed CLs and the expected band from the test statistics, with pyhf's asymptotic formulae.
-
-    Args:
-        stats: from :func:`test_statistics`.
-        mu: the tested signal strength.
-        test_stat: ``"qtilde"`` or ``"q"``.
-        model: any pyhf model (the calculator's formulae do not depend on it).
-    """
-    from pyhf.infer.calculators import AsymptoticCalculator
-
-    if test_stat not in TEST_STATISTICS:
-        raise ValueError(f"the compact hypotest computes {TEST_STATISTICS}, not {test_stat!r}")
-    switch_backend("numpy")
-    calculator = AsymptoticCalculator([], model, test_stat=test_stat)
-    sqrt_q, sqrt_qa = np.sqrt(stats.q_obs), np.sqrt(stats.q_asimov)
-    calculator.sqrtqmuA_v = sqrt_qa
-    # As pyhf's teststatistic(), with its '<=' (pyhf issue 1992).
-    if test_stat == "q" or sqrt_q <= sqrt_qa:
-        teststat = sqrt_q - sqrt_qa
-    else:
-        teststat = (stats.q_obs - stats.q_asimov) / (2 * sqrt_qa)
-    signal, background = calculator.distributions(mu)
-    _, _, cls_obs = calculator.pvalues(teststat, signal, background)
-    _, _, cls_exp = calculator.expected_pvalues(signal, background)
-    return check_cls(cls_obs, cls_exp)
-
+    g, H = np.asarray(gradient, dtype=float), np.asarray(hessian, dtype=float)
+    at_bound = ((x <= lower) & (g > 0)) | ((x >= upper) & (g < 0))
+    free = ~np.asarray(fixed, dtype=bool) & ~at_bound
+    if not free.any():
+        return 0.0
+    g, H = g[free], H[np.ix_(free, free)]
+    if not (np.all(np.isfinite(g)) and np.all(np.isfinite(H))):
+        return math.inf
+    # In units of each parameter's own curvature (the scales span 1e-2 to 1e11 in published likelihoods).
+    diagonal = np.diag(H)
+    if np.any(diagonal < 0):
+        return math.inf
+    scale = np.where(diagonal > 0, np.sqrt(np.where(diagonal > 0, diagonal, 1.0)), 1.0)
+    curvature, directions = np.linalg.eigh(0.5 * (H + H.T) / np.outer(scale, scale))
+    flat = np.abs(curvature) <= 1e-10
+    slope = directions.T @ (g / scale)
+    if np.any(curvature[~flat] < 0) or np.any(np.abs(slope[flat]) > 1e-6):
+        return math.inf
+    return float(0.5 * np.sum(slope[~flat] ** 2 / curvature[~flat]))

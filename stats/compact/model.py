@@ -20,7 +20,10 @@ built with the config of a :class:`pyhf.pdf.Model` of one member of its family, 
 compares the log-likelihood with that pyhf model.
 
 Anything else (other modifier types or interpolation codes, a shapesys spanning channels) raises
-:class:`UnsupportedModel`; the caller then uses pyhf itself.
+:class:`~stats.compact.Unsupported`; the caller then uses pyhf itself.
+
+Poisson terms are evaluated in a form that stays accurate when counts are large (a shapesys of tiny relative
+uncertainty has ``tau`` near 1e11, where ``n log(lam) - lam`` loses three decimals to cancellation in pyhf's form).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import math
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from stats.compact import Unsupported
 
 BINWISE = ("staterror", "shapesys", "shapefactor")
 SCALAR_FACTORS = ("normfactor", "lumi")
@@ -44,10 +49,6 @@ _CODE4_INVERSE = np.array([
     [3 / 16, -3 / 16, -3 / 16, -3 / 16, 1 / 16, -1 / 16],
     [1 / 2, 1 / 2, -5 / 16, 5 / 16, 1 / 16, 1 / 16],
 ])
-
-
-class UnsupportedModel(ValueError):
-    """The specification uses something the compact model does not implement."""
 
 
 class Structure(NamedTuple):
@@ -108,7 +109,7 @@ def _codes(modifier_settings: dict) -> dict[str, str]:
     codes = {kind: modifier_settings.get(kind, {}).get("interpcode", DEFAULT_CODES[kind]) for kind in DEFAULT_CODES}
     for kind, code in codes.items():
         if code not in SUPPORTED_CODES[kind]:
-            raise UnsupportedModel(f"{kind} interpolation {code} is not implemented in the compact model")
+            raise Unsupported(f"{kind} interpolation {code} is not implemented in the compact model")
     return codes
 
 
@@ -145,14 +146,14 @@ def _binwise_layout(channels: list[dict], config: Any) -> dict[str, dict[str, in
     layout: dict[str, dict[str, int]] = {}
     for parameter, names in where.items():
         if "shapesys" in kinds[parameter] and len(names) > 1:
-            raise UnsupportedModel(f"shapesys {parameter!r} spans several channels")
+            raise Unsupported(f"shapesys {parameter!r} spans several channels")
         start = config.par_slice(parameter).start
         offsets, offset = {}, start
         for name in names:
             offsets[name] = offset
             offset += nbins[name]
         if offset != config.par_slice(parameter).stop:
-            raise UnsupportedModel(f"bin-wise parameter {parameter!r} does not have one entry per bin")
+            raise Unsupported(f"bin-wise parameter {parameter!r} does not have one entry per bin")
         layout[parameter] = offsets
     return layout
 
@@ -182,14 +183,14 @@ def build_structure(channels: list[dict], config: Any, modifier_settings: dict) 
         modifier_settings: pyhf's interpolation settings.
 
     Raises:
-        UnsupportedModel: a modifier type, interpolation code or layout the compact model does not implement.
+        Unsupported: a modifier type, interpolation code or layout the compact model does not implement.
     """
     enable_x64()
     codes = _codes(modifier_settings)
     for name, sample in _rows(channels):
         for modifier in sample["modifiers"]:
             if modifier["type"] not in BINWISE + SCALAR_FACTORS + ("normsys", "histosys"):
-                raise UnsupportedModel(f"modifier type {modifier['type']!r} (channel {name})")
+                raise Unsupported(f"modifier type {modifier['type']!r} (channel {name})")
     nbins = {channel["name"]: len(channel["samples"][0]["data"]) for channel in channels}
     order = sorted(nbins)
     first_bin = dict(zip(order, np.cumsum([0] + [nbins[c] for c in order]).tolist()))
@@ -324,7 +325,7 @@ def build_numbers(structure: Structure, channels: list[dict], observations: dict
         cache: reuses the arrays of background-only samples between calls.
 
     Raises:
-        UnsupportedModel: ``channels`` do not have the structure's cells.
+        Unsupported: ``channels`` do not have the structure's cells.
     """
     rows = _rows(channels)
     histosys = {name: i for i, name in enumerate(structure.histosys_names)}
@@ -336,7 +337,7 @@ def build_numbers(structure: Structure, channels: list[dict], observations: dict
     ]
     nominal = np.concatenate([entry[0] for entry in per_sample])
     if nominal.size != structure.cells:
-        raise UnsupportedModel("the specification does not have the structure's cells")
+        raise Unsupported("the specification does not have the structure's cells")
     hi_data = np.repeat(nominal[:, None], len(histosys), axis=1)
     lo_data = hi_data.copy()
     hi = np.ones((nominal.size, len(normsys)))
@@ -430,22 +431,44 @@ def expected_data(structure: Structure, numbers: Numbers, pars):
                             pars[structure.poisson_par] * numbers.poisson_tau])
 
 
+def _stirling_remainder(n):
+    """``n log n - n - lgamma(n + 1)`` for ``n > 0``, accurate for large ``n`` (its asymptotic series from n = 10)."""
+    import jax.numpy as jnp
+    from jax.scipy.special import gammaln
+
+    big = jnp.maximum(n, 10.0)
+    series = -0.5 * jnp.log(2 * math.pi * big) - 1 / (12 * big) + 1 / (360 * big**3) - 1 / (1260 * big**5)
+    small = jnp.minimum(n, 10.0)
+    direct = small * jnp.log(small) - small - gammaln(small + 1.0)
+    return jnp.where(n >= 10.0, series, direct)
+
+
+def poisson_logpdf(n, lam):
+    """``log Poisson(n | lam)`` for continuous ``n >= 0``, as pyhf defines it, without its cancellation at large counts.
+
+    Written as ``n log(lam / n) - (lam - n) + (n log n - n - lgamma(n + 1))``: each part is small where ``n`` and
+    ``lam`` are large and close, so the value and its derivatives keep full precision.
+    """
+    import jax.numpy as jnp
+
+    positive = n > 0
+    safe = jnp.where(positive, n, 1.0)
+    return jnp.where(positive, safe * jnp.log(lam / safe) - (lam - safe) + _stirling_remainder(safe), -lam)
+
+
 def logpdf(structure: Structure, numbers: Numbers, pars, data):
     """pyhf's ``model.logpdf(pars, data)[0]``: Poisson main terms plus the constraint terms."""
     import jax.numpy as jnp
-    from jax.scipy.special import gammaln, xlogy
 
     rates = expected_main(structure, numbers, pars)
-    n = data[: structure.nbins]
-    main = jnp.sum(xlogy(n, rates) - rates - gammaln(n + 1.0))
+    main = jnp.sum(poisson_logpdf(data[: structure.nbins], rates))
     g = structure.gauss_par.size
     aux = data[structure.nbins: structure.nbins + g]
     sigma = numbers.gauss_sigma
     gauss = jnp.sum(-0.5 * ((aux - pars[structure.gauss_par]) / sigma) ** 2 - jnp.log(sigma)
                     - 0.5 * math.log(2 * math.pi))
     counts = data[structure.nbins + g:]
-    lam = pars[structure.poisson_par] * numbers.poisson_tau
-    return main + gauss + jnp.sum(xlogy(counts, lam) - lam - gammaln(counts + 1.0))
+    return main + gauss + jnp.sum(poisson_logpdf(counts, pars[structure.poisson_par] * numbers.poisson_tau))
 
 
 def check_points(numbers: Numbers) -> np.ndarray:
@@ -458,10 +481,33 @@ def check_points(numbers: Numbers) -> np.ndarray:
     return np.asarray(points)
 
 
+def _rounding_scale(expected: np.ndarray, observed: np.ndarray, poisson: np.ndarray) -> float:
+    """The size of the terms pyhf adds up for its Poisson terms: what its rounding error is proportional to."""
+    from scipy.special import gammaln, xlogy
+
+    n, lam = observed[poisson], expected[poisson]
+    return float(np.sum(np.abs(xlogy(n, lam)) + np.abs(lam) + np.abs(gammaln(n + 1.0))))
+
+
+def _pyhf_data_order(structure: Structure, config: Any) -> np.ndarray:
+    """Indices that put the compact data layout (main, Gaussian auxdata, Poisson auxdata) in pyhf's order."""
+    gauss = {int(p): structure.nbins + k for k, p in enumerate(structure.gauss_par)}
+    poisson = {int(p): structure.nbins + len(gauss) + k for k, p in enumerate(structure.poisson_par)}
+    order = list(range(structure.nbins))
+    for name in config.auxdata_order:
+        where = gauss if config.param_set(name).pdf_type == "normal" else poisson
+        order.extend(where[p] for p in range(config.par_slice(name).start, config.par_slice(name).stop))
+    return np.asarray(order, dtype=np.int64)
+
+
 def verify(structure: Structure, numbers: Numbers, model: Any, data: Any, *, rtol: float = 1e-10) -> str | None:
     """Compare with the pyhf model of the same specification; None when equal, else what differs.
 
-    Compares the initial values, bounds and fixed flags, then the log-likelihood at :func:`check_points`.
+    Compares the initial values, bounds and fixed flags, then at :func:`check_points` the expected data (main and
+    auxiliary, to ``rtol``) and the log-likelihood. pyhf evaluates each Poisson term as ``n log(lam) - lam -
+    lgamma(n + 1)``, whose rounding error grows with the size of those terms (1e-3 for ``tau`` near 1e11); the
+    log-likelihoods must agree to ``rtol`` plus 16 units of rounding of that size, a bound no modelling
+    difference hides in where the terms are ordinary.
     """
     import jax.numpy as jnp
 
@@ -473,13 +519,27 @@ def verify(structure: Structure, numbers: Numbers, model: Any, data: Any, *, rto
             and np.allclose(numbers.upper, bounds[:, 1])):
         return "initial values or bounds differ from pyhf's"
     tensors = Numbers(*(jnp.asarray(field) for field in numbers))
+    observed = np.asarray(data, dtype=float)
+    poisson = np.r_[np.arange(structure.nbins), structure.nbins + structure.gauss_par.size
+                    + np.arange(structure.poisson_par.size)]
+    order = _pyhf_data_order(structure, config)
     compared = 0
     for point in check_points(numbers):
+        compact_expected = np.asarray(expected_data(structure, tensors, jnp.asarray(point)))
+        expected = compact_expected[order]
+        theirs_expected = np.asarray(model.expected_data(np.asarray(point)), dtype=float)
+        if expected.shape != theirs_expected.shape:
+            return "the expected data have another layout than pyhf's"
+        if not np.allclose(expected, theirs_expected, rtol=rtol, atol=1e-12, equal_nan=True):
+            worst = int(np.nanargmax(np.abs(expected - theirs_expected)))
+            return f"expected data entry {worst}: {expected[worst]!r} differs from pyhf's {theirs_expected[worst]!r}"
         mine = float(logpdf(structure, tensors, jnp.asarray(point), jnp.asarray(numbers.data)))
-        theirs = float(np.asarray(model.logpdf(np.asarray(point), np.asarray(data))).ravel()[0])
+        theirs = float(np.asarray(model.logpdf(np.asarray(point), observed)).ravel()[0])
         if math.isnan(mine) and math.isnan(theirs):
             continue  # a point where both have a negative yield
-        if not math.isclose(mine, theirs, rel_tol=rtol, abs_tol=1e-9):
+        tolerance = 1e-9 + rtol * abs(theirs) + 16 * np.finfo(float).eps * _rounding_scale(
+            compact_expected, np.asarray(numbers.data, dtype=float), poisson)
+        if not abs(mine - theirs) <= tolerance:
             return f"log-likelihood {mine!r} differs from pyhf's {theirs!r}"
         compared += 1
     return None if compared >= 2 else "too few parameter points with a finite log-likelihood to compare"

@@ -1,7 +1,8 @@
 """A child process that computes patch CLs, so a hung fit can be killed without losing the Dask worker.
 
-Protocol over stdin/stdout: length-prefixed pickles. First message ``(bkg_only, settings, shared,
-target)``; answered ``("ready", None)`` once imports are done; then one patch dict per request, answered ``("ok", (CLs_obs, CLs_exp))`` or ``("error", text)``.
+Protocol over stdin/stdout: length-prefixed pickles. First message ``(bkg_only, settings, shared, target)``;
+answered ``("ready", None)`` once imports are done; then one patch dict per request, answered ``("ok", result)``
+with the :class:`~stats.hypotest.Hypotest` as plain data (:func:`plain_result`), or ``("error", text)``.
 """
 
 from __future__ import annotations
@@ -56,15 +57,28 @@ def use_compilation_cache() -> None:
 
 
 def default_target(bkg_only: dict, settings: Any, shared: dict):
-    """The function computing one patch: the compiled engine (:mod:`stats.patchfast`) for jax, else plain pyhf."""
+    """The function computing one patch: the compact engine (:mod:`stats.compact.engine`) for jax, else pyhf."""
     from stats.likelihoods import hypotest_patch
 
     if settings.backend == "jax":
         use_compilation_cache()
-        from stats.patchfast import PatchEngine
+        from stats.compact.engine import PatchEngine
 
         return PatchEngine(bkg_only, settings, shared).run
     return lambda patch: hypotest_patch(bkg_only, patch, settings)
+
+
+def plain_result(result: Any) -> dict[str, Any]:
+    """A hypotest result as plain data: a :class:`~stats.hypotest.Hypotest`, or a bare ``(CLs_obs, CLs_exp)`` pair
+    (a test target's), which records no fits and method ``"unverified"``."""
+    fits = getattr(result, "fits", None)
+    return {
+        "CLs_obs": float(result[0]),
+        "CLs_exp": [float(v) for v in result[1]],
+        "method": getattr(result, "method", "unverified"),
+        "fallback": getattr(result, "fallback", None),
+        "fits": {name: dict(fit._asdict()) for name, fit in fits.items()} if fits else None,
+    }
 
 
 def _exit_with_parent(interval: float = 2.0) -> None:
@@ -97,8 +111,7 @@ def main() -> None:
         except EOFError:
             return
         try:
-            result = compute(patch)
-            send(stdout, ("ok", (float(result[0]), [float(v) for v in result[1]])))
+            send(stdout, ("ok", plain_result(compute(patch))))
         except Exception as err:  # every failure is reported for its point, never lost
             send(stdout, ("error", f"{type(err).__name__}: {err}".splitlines()[0][:500]))
 

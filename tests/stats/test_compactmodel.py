@@ -10,8 +10,11 @@ import pytest
 
 pytest.importorskip("jax")
 
-from stats import compactfit, compactmodel  # noqa: E402
-from stats.patchfast import canonical_patch, modifier_index, padding_problem, shared_modifiers  # noqa: E402
+from stats.compact import Unsupported  # noqa: E402
+from stats.compact import model as compactmodel  # noqa: E402
+from stats.compact.hypotest import hypotest  # noqa: E402
+from stats.compact.minimise import make_programs, minimise  # noqa: E402
+from stats.compact.padding import canonical_patch, modifier_index, padding_problem, shared_modifiers  # noqa: E402
 from tests.stats.test_hepdata import SIGNALS, small_bkg_only, small_patchset  # noqa: E402
 
 CODES = {"pyhf defaults": {}, "code4/code4p": {"normsys": {"interpcode": "code4"},
@@ -96,7 +99,7 @@ def test_verify_reports_a_different_likelihood():
 def test_unsupported_interpolation_and_layout_are_refused():
     spec = every_modifier_spec()
     model = pyhf.Workspace(spec).model()
-    with pytest.raises(compactmodel.UnsupportedModel, match="histosys interpolation code2"):
+    with pytest.raises(Unsupported, match="histosys interpolation code2"):
         compactmodel.build_structure(spec["channels"], model.config, {"histosys": {"interpcode": "code2"}})
     spanning = copy.deepcopy(spec)
     spanning["channels"][1]["samples"][0]["modifiers"].append({"name": "shape_SR", "type": "shapesys", "data": [5.0]})
@@ -111,8 +114,8 @@ def test_minimizer_stops_at_an_active_bound():
         return (x[0] + 1.0) ** 2 + 3.0 * (x[1] - 2.0) ** 2 + 0.5 * x[0] * x[1]
 
     x0 = jnp.array([2.0, 0.0])
-    x, fx, _, converged, _ = compactfit._minimize(f, x0, jnp.eye(2), jnp.array([False, False]),
-                                                  jnp.array([0.0, -10.0]), jnp.array([5.0, 10.0]))
+    x, fx, _, converged, _ = minimise(f, x0, jnp.eye(2), jnp.array([False, False]),
+                                      jnp.array([0.0, -10.0]), jnp.array([5.0, 10.0]))
     assert bool(converged)
     np.testing.assert_allclose(np.asarray(x), [0.0, 2.0], atol=1e-7)
     assert float(fx) == pytest.approx(1.0, abs=1e-12)
@@ -126,14 +129,13 @@ def test_hypotest_matches_pyhf(test_stat, observed):
     settings = CODES["code4/code4p"]
     pyhf.set_backend("numpy")
     model, data, structure, numbers = model_and_compact(spec, settings)
-    stats = compactfit.test_statistics(compactfit.make_programs(structure), structure, numbers, 1.0)
-    assert stats.converged
-    got = compactfit.cls_from_test_statistics(stats, mu=1.0, test_stat=test_stat, model=model)
+    got = hypotest(make_programs(structure), structure, numbers, mu=1.0, test_stat=test_stat)
+    assert got.method == "compact" and all(fit.edm < 1e-6 for fit in got.fits.values())
     cls_obs, cls_exp = pyhf.infer.hypotest(1.0, data, model, test_stat=test_stat, return_expected_set=True)
     assert got.CLs_obs == pytest.approx(float(cls_obs), rel=1e-4)
     np.testing.assert_allclose(got.CLs_exp, np.asarray(cls_exp, dtype=float), rtol=1e-4)
     if observed[0] < 60:
-        assert stats.mu_hat == 0.0  # the deficit puts the free fit's POI on its lower bound
+        assert got.fits["free"].mu == 0.0  # the deficit puts the free fit's POI on its lower bound
 
 
 def test_padding_problem_accepts_canonical_padding_and_names_tampering():

@@ -53,7 +53,7 @@ def synthetic_likelihoods() -> Likelihoods:
 
 def slow_target(bkg_only, settings, shared):
     """The default per-patch function, 0.5 s slower, so that a point is always in flight when the worker dies."""
-    from stats.patchengine import default_target
+    from stats.compact.worker import default_target
 
     compute = default_target(bkg_only, settings, shared)
 
