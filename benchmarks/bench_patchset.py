@@ -15,15 +15,21 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyhf
 from _common import machine, replace_section
 
 from deploy.clusters import dask_client
 from stats.hepdata import load_likelihoods
-from stats.likelihoods import HypotestSettings, hypotest_patch
+from stats.likelihoods import HypotestSettings, patched_model
 from stats.compact.worker import CACHE_ENV
 from stats.patchscan import scan_patches
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def lower_minimum(point) -> bool:
+    """Whether a restart found a lower minimum than the fit started as pyhf starts it (pyhf's default answer)."""
+    return any(fit["first_twice_nll"] - fit["twice_nll"] > 1e-3 for fit in (point.fits or {}).values())
 
 
 def scan(workers: int, patches: int) -> tuple[float, object, list]:
@@ -57,14 +63,18 @@ def main() -> None:
     worst = max(
         abs(a - b) / max(1e-4, 1e-3 * abs(b))
         for _, res, _ in runs.values()
-        for p in res.results if p.status == "ok"
+        for p in res.results if p.status == "ok" and not lower_minimum(p)
         for a, b in zip([p.CLs_obs, *p.CLs_exp], [reference[p.name]["CLs_obs"], *reference[p.name]["CLs_exp"]])
     )
+    lower = sorted({p.name for _, res, _ in runs.values() for p in res.results if lower_minimum(p)})
     loaded = load_likelihoods(DATA / "1Lbb-likelihoods.tar.gz")
     serial = []
     for patch in list(loaded.patchset.patches)[: args.serial]:
         t0 = time.perf_counter()
-        hypotest_patch(loaded.bkg_only, {"metadata": patch.metadata, "patch": patch.patch}, HypotestSettings())
+        pyhf.set_backend("numpy")
+        model, data = patched_model(loaded.bkg_only, {"metadata": patch.metadata, "patch": patch.patch},
+                                    HypotestSettings())
+        pyhf.infer.hypotest(1.0, data, model, test_stat="qtilde", return_expected_set=True)
         serial.append(time.perf_counter() - t0)
     per_patch_serial = sum(serial) / len(serial)
     n = len(chosen)
@@ -86,17 +96,19 @@ def main() -> None:
     cold = runs["empty compile cache"][0]
     lines += [
         "",
-        f"{ok}/{n} ok in each run; worst deviation from the reference {worst:.2e} of the tolerance max(1e-4, 1e-3 rel)."
+        f"{ok}/{n} ok in each run; worst deviation from the reference {worst:.2e} of the tolerance max(1e-4, 1e-3 rel)"
+        f" where the verified fits agree with pyhf's default fit; a lower minimum than pyhf's at {', '.join(lower) or 'none'}"
+        f" (there the reference, pyhf's default fit, is not the minimum)."
         f" Target (issue 4): {n} patches <= 60 s on 2 workers (aim 30 s): {cold:.1f} s with an empty compile cache"
         f" ({'met' if cold <= 60 else 'NOT met'}).",
         "",
         "How: every patch is padded to one shared structure (zero-yield samples, neutral modifiers; checked per",
-        "patch), its likelihood is built as a compact jax model (`stats/compactmodel.py`: the histosys sums as",
+        "patch), its likelihood is built as a compact jax model (`stats/compact/model.py`: the histosys sums as",
         "matrix products, the normsys factors as precomputed code-4 polynomials; no pyhf model per patch; checked",
-        "against pyhf's log-likelihood per structure) and the five hypotest fits run as jax programs compiled once",
-        "per worker (`stats/compactfit.py`: exact Hessian at the start, BFGS updates, active-set bounds). The CLs",
-        "arithmetic is pyhf's. The first patch of each worker pays the compilation (about 8 s; read from jax's",
-        "persistent cache in the warm run).",
+        "against pyhf's per structure) and the five hypotest fits run as jax programs compiled once per worker",
+        "(`stats/compact/minimise.py`: exact Hessian at the start, BFGS updates, active-set bounds), each verified",
+        "(`stats/compact/hypotest.py`: restarts from the other fits' minima and from the lowest point, the EDM from",
+        "the exact Hessian). The CLs arithmetic is pyhf's. The first patch of each worker pays the compilation.",
     ]
     print("\n".join(lines))
     if not args.no_write:
