@@ -1,14 +1,16 @@
 """The ``opendata-stats`` command: a thin click layer over the library API.
 
 Each group of commands lives in its own module (``cli_generate``, ``cli_processing``, ``cli_stats``,
-``cli_likelihoods``, ``cli_services``, ``cli_pipeline``); this module assembles them and turns the project's exceptions into one-line errors.
+``cli_likelihoods``, ``cli_services``, ``cli_pipeline``); this module lists them (:data:`COMMANDS`), imports one only
+when it runs, and turns the project's exceptions into one-line errors.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
-from typing import Any
+from typing import NamedTuple
 
 import click
 
@@ -16,18 +18,28 @@ from deploy.errors import DeployError
 from processors.errors import ProcessingError
 from stats.errors import StatsError
 
-__all__ = ["DeployError", "cli", "main"]
+__all__ = ["COMMANDS", "DeployError", "cli", "main"]
 
-#: Which module defines each command (in its ``commands`` list), so running one imports only that module.
-COMMAND_OF = {
-    "generate": "deploy.cli_generate",
-    "process": "deploy.cli_processing",
-    "fit": "deploy.cli_stats",
-    "scan-mass": "deploy.cli_stats",
-    "patchset": "deploy.cli_likelihoods",
-    "scan-patchset": "deploy.cli_likelihoods",
-    "serve": "deploy.cli_services",
-    "run": "deploy.cli_pipeline",
+
+class Entry(NamedTuple):
+    """Where a command is defined (``module:attribute``) and its one-line summary in ``opendata-stats --help``."""
+
+    target: str
+    summary: str
+
+
+#: The commands in the order of the workflow, each with its one-line summary. ``opendata-stats --help`` lists them
+#: from this table without importing any command module; running a command (or its ``--help``) imports only its
+#: module. A summary fits one line of an 80-column terminal (57 characters beside the longest command name).
+COMMANDS = {
+    "generate": Entry("deploy.cli_generate:generate", "Write GamGam ROOT files with a known injected H->yy signal"),
+    "serve": Entry("deploy.cli_services:serve", "Serve a folder of ROOT files over root:// and https://"),
+    "process": Entry("deploy.cli_processing:process", "Select diphoton events on Dask; write m_yy histograms"),
+    "fit": Entry("deploy.cli_stats:fit", "Fit the m_yy spectrum: background, mu, significance"),
+    "scan-mass": Entry("deploy.cli_stats:scan_mass", "Local significance and p0 over a grid of Higgs masses"),
+    "patchset": Entry("deploy.cli_likelihoods:patchset", "Inspect published likelihoods: labels, patches, digests"),
+    "scan-patchset": Entry("deploy.cli_likelihoods:scan_patchset", "CLs of each patch of a patchset; exclusion contour"),
+    "run": Entry("deploy.cli_pipeline:run", "The whole pipeline on generated data, with a report"),
 }
 
 #: Exit status for bad input (missing file, invalid workspace, wrong flag value).
@@ -37,30 +49,28 @@ EXIT_PARTIAL = 1
 
 
 class LazyGroup(click.Group):
-    """A click group that imports a command's module only when that command runs (or help lists it).
+    """A click group that imports a command's module only when that command runs or shows its own help.
 
-    Dask's local worker processes are spawned and re-import the console script; importing every command module
-    (pyhf, lmfit, cabinetry, matplotlib) there would cost each worker seconds for nothing.
+    ``opendata-stats --help`` lists :data:`COMMANDS` in their order with their summaries and imports nothing
+    (the command modules import pyhf, coffea, dask and uproot: seconds). Dask's local worker processes are spawned
+    and re-import the console script, so they do not pay for the commands either.
     """
 
-    def _modules(self) -> dict[str, Any]:
-        loaded = {}
-        for name in dict.fromkeys(COMMAND_OF.values()):
-            loaded.update({command.name: command for command in importlib.import_module(name).commands})
-        return loaded
-
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*self.commands, *self._modules()})
+        return [*COMMANDS, *(name for name in self.commands if name not in COMMANDS)]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self.commands:
-            return self.commands[cmd_name]
-        module = COMMAND_OF.get(cmd_name)
-        if module is not None:
-            for command in importlib.import_module(module).commands:
-                if command.name == cmd_name:
-                    return command
-        return self._modules().get(cmd_name)
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return self.commands.get(cmd_name)
+        module, attribute = entry.target.split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, entry.summary) for name, entry in COMMANDS.items()]
+        rows += [(name, command.get_short_help_str()) for name, command in self.commands.items() if name not in COMMANDS]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -72,8 +82,18 @@ def cli() -> None:
     """
 
 
+def use_file_backend() -> None:
+    """Have matplotlib draw with its non-interactive Agg backend, unless ``MPLBACKEND`` names another.
+
+    The commands write figures to files and never show them; an interactive backend would want a display. Set
+    in the environment, before anything imports matplotlib, so local Dask workers inherit it too.
+    """
+    os.environ.setdefault("MPLBACKEND", "Agg")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the command line, printing the project's errors as one line each."""
+    use_file_backend()
     try:
         status = cli.main(args=argv, prog_name="opendata-stats", standalone_mode=False)
     except click.exceptions.Abort:

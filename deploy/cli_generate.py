@@ -94,6 +94,3 @@ def generate(
         f"{truth['selected_background_events']} (expected {truth['background_expected_in_window']:.1f})"
     )
     click.echo(f"metadata: {dataset.metadata_path}")
-
-
-commands = [generate]

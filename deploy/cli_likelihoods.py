@@ -63,7 +63,7 @@ PATCHSET_FLAGS = {"backend": "patchset.backend", "mu": "patchset.mu", "test_stat
               help="jax: the compiled engine (one compiled likelihood for all patches, ~100x faster); "
                    "numpy: plain pyhf per patch [config: patchset.backend; auto: jax if installed].")
 @click.option("--mu", type=float, help="Signal strength tested [config: patchset.mu].")
-@click.option("--test-stat", type=click.Choice(["qtilde", "q", "q0"]), help="[config: patchset.test_stat]")
+@click.option("--test-stat", type=click.Choice(["qtilde", "q", "q0"]), help="Test statistic of the hypotest [config: patchset.test_stat].")
 @click.option("--normsys", type=click.Choice(["code1", "code4"]),
               help="normsys interpolation [config: patchset.normsys].")
 @click.option("--histosys", type=click.Choice(["code0", "code2", "code4p"]),
@@ -98,6 +98,3 @@ def scan_patchset(ctx: click.Context, likelihoods: pathlib.Path, names: tuple[st
             click.echo(f"wrote {path}")
     if result.failed:
         ctx.exit(1)
-
-
-commands = [patchset, scan_patchset]

@@ -33,7 +33,8 @@ RUN_FLAGS = {"lumi": "dataset.lumi_fb", "scale": "dataset.scale", "seed": "datas
 @click.option("--masses", help="Mass-scan grid: START:STOP:NUM or M1,M2,... [config: mass_scan].")
 @click.option("--likelihoods", type=click.Path(exists=True, path_type=pathlib.Path),
               help="HEPData likelihood (tarball or directory) for the PatchSet scan; default: the analysis's own.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Show the progress bar of the processing step.")
 @click.pass_context
 def run(ctx: click.Context, out: pathlib.Path, data_dir: pathlib.Path | None, workers: int | None,
         scheduler: str | None, masses: str | None, likelihoods: pathlib.Path | None, progress: bool,
@@ -55,6 +56,3 @@ def run(ctx: click.Context, out: pathlib.Path, data_dir: pathlib.Path | None, wo
     if result.failures:
         echo(f"{len(result.failures)} failure(s), listed in {result.results_path} and the report")
         ctx.exit(1)
-
-
-commands = [run]

@@ -139,7 +139,7 @@ def _report(result: ProcessingResult, out: Path, paths: OutputPaths) -> None:
               help="Project config (YAML): cluster, processing, selection and histogram sections; flags override.")
 @click.option("--release", help="atlasopenmagic release, resolved online (e.g. 2025e-13tev-beta).")
 @click.option("--metadata", type=click.Path(dir_okay=False), help="atlasopenmagic metadata JSON, for offline use.")
-@click.option("--skim", default="GamGam", show_default=True)
+@click.option("--skim", default="GamGam", show_default=True, help="atlasopenmagic skim of the release or metadata.")
 @click.option("--protocol", type=click.Choice(["root", "https", "eos"]), help="URL kind [default: root].")
 @click.option("--workers", type=click.IntRange(min=0), help="Local Dask workers (default: one per core; 0: no Dask).")
 @click.option("--scheduler", help="Address of an existing Dask scheduler.")
@@ -157,7 +157,7 @@ def _report(result: ProcessingResult, out: Path, paths: OutputPaths) -> None:
               help="Reuse the chunks in OUT/checkpoint computed from the same files (path, size, ROOT UUID), settings "
                    "and version; others are processed again, their checkpoints kept.")
 @click.option("--skip-bad-files", is_flag=True, help="List unreadable files as failed instead of stopping.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar of the chunks.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.pass_context
 def process(
@@ -206,6 +206,3 @@ def process(
     _report(result, out_dir, written)
     if result.failed_chunks:
         ctx.exit(1)
-
-
-commands = [process]

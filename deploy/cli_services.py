@@ -79,6 +79,3 @@ def serve(
         signal.signal(signal.SIGTERM, previous)
         server.close()
     click.echo("stopped", err=True)
-
-
-commands = [serve]

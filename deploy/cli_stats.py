@@ -106,6 +106,3 @@ def scan_mass(ctx: click.Context, directory: pathlib.Path, masses: str | None, w
     click.echo(f"wrote {out_dir / 'mass_scan.json'} and plots")
     if scan.failed:
         ctx.exit(1)
-
-
-commands = [fit, scan_mass]

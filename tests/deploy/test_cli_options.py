@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from deploy.cli import COMMAND_OF, cli
+from deploy.cli import COMMANDS, cli
 
 DASK_COMMANDS = ["process", "scan-mass", "scan-patchset", "run"]
 
@@ -22,12 +22,12 @@ def help_of(command: str) -> dict[str, str]:
     return {max(p.opts, key=len): p.help or "" for p in found.params if isinstance(p, __import__("click").Option)}
 
 
-@pytest.mark.parametrize("command", sorted(COMMAND_OF))
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_accepts_a_config_file(command: str) -> None:
     assert "--config" in help_of(command)
 
 
-@pytest.mark.parametrize("command", sorted(COMMAND_OF))
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_rejects_a_bad_config_file_in_one_line(command: str, tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("fit: {degree: eleven}\n")
