@@ -32,20 +32,20 @@ class Entry(NamedTuple):
 #: from this table without importing any command module; running a command (or its ``--help``) imports only its
 #: module. A summary fits one line of an 80-column terminal (57 characters beside the longest command name).
 COMMANDS = {
-    "generate": Entry("deploy.cli_generate:generate", "Write GamGam ROOT files with a known injected H->yy signal"),
+    "generate": Entry("deploy.cli_generate:generate", "Write GamGam ROOT files with an injected H->yy signal"),
     "serve": Entry("deploy.cli_services:serve", "Serve a folder of ROOT files over root:// and https://"),
     "process": Entry("deploy.cli_processing:process", "Select diphoton events on Dask; write m_yy histograms"),
     "fit": Entry("deploy.cli_stats:fit", "Fit the m_yy spectrum: background, mu, significance"),
     "scan-mass": Entry("deploy.cli_stats:scan_mass", "Local significance and p0 over a grid of Higgs masses"),
     "patchset": Entry("deploy.cli_likelihoods:patchset", "Inspect published likelihoods: labels, patches, digests"),
+    "fetch-likelihoods": Entry("deploy.cli_likelihoods:fetch",
+                               "Download HEPData likelihoods, check sha256, extract"),
     "scan-patchset": Entry("deploy.cli_likelihoods:scan_patchset", "CLs of each patch of a patchset; exclusion contour"),
     "run": Entry("deploy.cli_pipeline:run", "The whole pipeline on generated data, with a report"),
 }
 
 #: Exit status for bad input (missing file, invalid workspace, wrong flag value).
 EXIT_BAD_INPUT = 2
-#: Exit status for a run that completed but lists failures (failed chunks, failed scan points).
-EXIT_PARTIAL = 1
 
 
 class LazyGroup(click.Group):
@@ -68,7 +68,8 @@ class LazyGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, entry.summary) for name, entry in COMMANDS.items()]
-        rows += [(name, command.get_short_help_str()) for name, command in self.commands.items() if name not in COMMANDS]
+        rows += [(name, command.get_short_help_str())
+                 for name, command in self.commands.items() if name not in COMMANDS]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

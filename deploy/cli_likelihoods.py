@@ -7,15 +7,17 @@ import pathlib
 
 import click
 
-from deploy.cli_options import config_option, dask_or_local, scheduler_option, settings_from_flags, workers_option
+from deploy.cli_options import (LikelihoodsType, config_option, dask_or_local, scheduler_option, settings_from_flags,
+                                workers_option)
 from stats.contour import plot_exclusion
+from stats.fetch import DEFAULT_TIMEOUT, HEPDATA_URL, fetch_likelihoods
 from stats.hepdata import load_likelihoods
 from stats.likelihoods import default_backend, describe, find_patch, select_patches
 from stats.patchscan import scan_patches
 
 
 @click.command()
-@click.argument("likelihoods", type=click.Path(path_type=pathlib.Path))
+@click.argument("likelihoods", type=LikelihoodsType())
 @config_option
 @click.option("--patch", "patch_key",
               help="Show one patch: its name, its values (900,250), or a part of its name (650_0).")
@@ -23,7 +25,11 @@ from stats.patchscan import scan_patches
 @click.pass_context
 def patchset(ctx: click.Context, likelihoods: pathlib.Path, patch_key: str | None, as_json: bool,
              config_path: pathlib.Path | None) -> None:
-    """Inspect LIKELIHOODS (.tar.gz, directory): description, labels, digests, patches, or one patch."""
+    """Inspect LIKELIHOODS: description, labels, digests, patches, or one patch.
+
+    LIKELIHOODS is a .tar.gz or a directory, or a HEPData source as `fetch-likelihoods` takes it (fetched once
+    into ~/.cache/opendata-stats).
+    """
     settings_from_flags(ctx, {})  # a --config file is validated like every command's; nothing here depends on it
     loaded = load_likelihoods(likelihoods)
     if patch_key:
@@ -53,7 +59,7 @@ PATCHSET_FLAGS = {"backend": "patchset.backend", "mu": "patchset.mu", "test_stat
 
 
 @click.command("scan-patchset")
-@click.argument("likelihoods", type=click.Path(path_type=pathlib.Path))
+@click.argument("likelihoods", type=LikelihoodsType())
 @click.option("--patch", "names", multiple=True, help="Patch name (repeatable); default all.")
 @click.option("--values", "values", multiple=True, help="Patch values like 900,250 (repeatable).")
 @config_option
@@ -63,7 +69,8 @@ PATCHSET_FLAGS = {"backend": "patchset.backend", "mu": "patchset.mu", "test_stat
               help="jax: the compiled engine (one compiled likelihood for all patches, ~100x faster); "
                    "numpy: plain pyhf per patch [config: patchset.backend; auto: jax if installed].")
 @click.option("--mu", type=float, help="Signal strength tested [config: patchset.mu].")
-@click.option("--test-stat", type=click.Choice(["qtilde", "q", "q0"]), help="Test statistic of the hypotest [config: patchset.test_stat].")
+@click.option("--test-stat", type=click.Choice(["qtilde", "q", "q0"]),
+              help="Test statistic of the hypotest [config: patchset.test_stat].")
 @click.option("--normsys", type=click.Choice(["code1", "code4"]),
               help="normsys interpolation [config: patchset.normsys].")
 @click.option("--histosys", type=click.Choice(["code0", "code2", "code4p"]),
@@ -76,7 +83,11 @@ PATCHSET_FLAGS = {"backend": "patchset.backend", "mu": "patchset.mu", "test_stat
 def scan_patchset(ctx: click.Context, likelihoods: pathlib.Path, names: tuple[str, ...], values: tuple[str, ...],
                   workers: int | None, scheduler: str | None, backend: str | None, out: pathlib.Path, no_plot: bool,
                   **_: object) -> None:
-    """CLs of patches of LIKELIHOODS on Dask; write --out JSON and, for a 2D grid, the exclusion contour."""
+    """CLs of patches of LIKELIHOODS on Dask; write --out JSON and, for a 2D grid, the exclusion contour.
+
+    LIKELIHOODS is a .tar.gz or a directory, or a HEPData source as `fetch-likelihoods` takes it (fetched once
+    into ~/.cache/opendata-stats).
+    """
     configuration = settings_from_flags(ctx, PATCHSET_FLAGS)
     if backend == "jax" and default_backend() != "jax":
         raise click.BadParameter("jax is not installed (pip install 'opendata-stats[jax]')", param_hint="--backend")
@@ -98,3 +109,39 @@ def scan_patchset(ctx: click.Context, likelihoods: pathlib.Path, names: tuple[st
             click.echo(f"wrote {path}")
     if result.failed:
         ctx.exit(1)
+
+
+@click.command("fetch-likelihoods")
+@click.argument("source")
+@config_option
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=pathlib.Path),
+              help="Directory to extract into: new or empty (a rerun with the same SOURCE reuses it).")
+@click.option("--sha256", metavar="HEX", help="The archive's expected SHA-256 (or end a URL in #sha256=HEX); another is refused.")
+@click.option("--hepdata", "site", metavar="URL", default=HEPDATA_URL, show_default=True,
+              help="HEPData site that resource ids and ins records are looked up on.")
+@click.option("--timeout", metavar="SECONDS", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT,
+              show_default=True, help="Seconds the download may take in all.")
+@click.pass_context
+def fetch(ctx: click.Context, source: str, out_dir: pathlib.Path, sha256: str | None, site: str, timeout: float,
+          config_path: pathlib.Path | None) -> None:
+    """Download published likelihoods from HEPData, check their SHA-256 and extract them safely into --out.
+
+    \b
+    SOURCE is what HEPData or a notebook gives, one of
+      https://www.hepdata.net/record/resource/1408476?view=true (a URL),
+      1408476 (a resource id),
+      ins1755298 (a record: its one HistFactory resource),
+      10.17182/hepdata.90607.v3/r3 (a resource DOI).
+
+    The archive is downloaded with pyhf, extracted without absolute paths, `..`, links leaving --out or oversized
+    members, and its likelihoods are validated (schema, patchset digest). `scan-patchset` and `run --likelihoods`
+    also take SOURCE itself.
+    """
+    settings_from_flags(ctx, {})  # a --config file is validated like every command's; nothing here depends on it
+    fetched = fetch_likelihoods(source, out_dir, sha256=sha256, site=site, timeout=timeout)
+    how = "already in" if fetched.reused else "extracted into"
+    click.echo(f"{fetched.url}: {fetched.size:,} bytes, sha256 {fetched.sha256}, {how} {fetched.directory}")
+    loaded = load_likelihoods(fetched.directory)
+    labels = ", ".join(loaded.patchset.labels)
+    click.echo(f"{len(loaded.patchset.patches)} patches over ({labels}); background-only digest {loaded.digest}")
+    click.echo(f"next: opendata-stats scan-patchset {fetched.directory} --out cls.json")

@@ -35,6 +35,35 @@ class DegreeType(click.ParamType):
 DEGREE = DegreeType()
 
 
+class LikelihoodsType(click.ParamType):
+    """Published likelihoods: a local tarball or directory, or a HEPData source (URL, resource id, ``ins`` record,
+    DOI; a URL may end in ``#sha256=HEX``) fetched once into the cache (:func:`stats.fetch.cache_directory`).
+
+    Args:
+        exists: refuse a local path that does not exist here, before any work starts (otherwise the command's
+            loader reports it).
+    """
+
+    name = "likelihoods"
+
+    def __init__(self, *, exists: bool = False) -> None:
+        self.exists = exists
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> pathlib.Path:
+        if isinstance(value, pathlib.Path) or pathlib.Path(value).exists():
+            return pathlib.Path(value)
+        from stats.fetch import cache_directory, fetch_likelihoods, is_remote
+
+        if not is_remote(value):
+            if self.exists:
+                self.fail(f"{value!r} is neither a file or directory nor a HEPData URL, resource id, record or DOI",
+                          param, ctx)
+            return pathlib.Path(value)
+        fetched = fetch_likelihoods(value, cache_directory(value))
+        click.echo(f"likelihoods {fetched.source} (sha256 {fetched.sha256}): {fetched.directory}", err=True)
+        return fetched.directory
+
+
 def config_option(command: F) -> F:
     """``--config FILE``: settings over the packaged defaults; flags override them."""
     return click.option(

@@ -6,7 +6,8 @@ import pathlib
 
 import click
 
-from deploy.cli_options import DEGREE, config_option, dask_or_local, scheduler_option, settings_from_flags, workers_option
+from deploy.cli_options import (DEGREE, LikelihoodsType, config_option, dask_or_local, scheduler_option,
+                                settings_from_flags, workers_option)
 from deploy.pipeline import run_pipeline
 from stats.mass_scan import mass_grid
 
@@ -31,8 +32,9 @@ RUN_FLAGS = {"lumi": "dataset.lumi_fb", "scale": "dataset.scale", "seed": "datas
 @click.option("--chunksize", type=click.IntRange(min=1), help="Entries per chunk [config: processing.chunksize].")
 @click.option("--degree", type=DEGREE, help="Background polynomial degree or 'auto' (F-tests) [config: fit.degree].")
 @click.option("--masses", help="Mass-scan grid: START:STOP:NUM or M1,M2,... [config: mass_scan].")
-@click.option("--likelihoods", type=click.Path(exists=True, path_type=pathlib.Path),
-              help="HEPData likelihood (tarball or directory) for the PatchSet scan; default: the analysis's own.")
+@click.option("--likelihoods", type=LikelihoodsType(exists=True),
+              help="Published likelihoods for the PatchSet scan: tarball, directory or HEPData source as "
+                   "fetch-likelihoods takes it; default: the analysis's own.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show the progress bar of the processing step.")
 @click.pass_context

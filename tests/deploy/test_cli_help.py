@@ -16,7 +16,7 @@ import pytest
 from deploy.cli import COMMANDS, cli
 
 #: The order a first-time user runs them in.
-WORKFLOW = ["generate", "serve", "process", "fit", "scan-mass", "patchset", "scan-patchset", "run"]
+WORKFLOW = ["generate", "serve", "process", "fit", "scan-mass", "patchset", "fetch-likelihoods", "scan-patchset", "run"]
 #: Packages that cost seconds to import; `--help` must import none of them.
 HEAVY = {"jax", "pyhf", "coffea", "dask", "distributed", "uproot", "awkward", "numpy", "matplotlib", "cabinetry"}
 HELP = "from deploy.cli import main; main(['--help'])"

@@ -34,6 +34,7 @@ def test_every_command_rejects_a_bad_config_file_in_one_line(command: str, tmp_p
     args = {"generate": ["--out", str(tmp_path / "g")], "process": [str(tmp_path / "x.root"), "--out", str(tmp_path)],
             "fit": [str(tmp_path)], "scan-mass": [str(tmp_path)], "patchset": [str(tmp_path)],
             "scan-patchset": [str(tmp_path), "--out", str(tmp_path / "o.json")], "serve": [str(tmp_path)],
+            "fetch-likelihoods": ["1408476", "--out", str(tmp_path / "likelihoods")],
             "run": ["--out", str(tmp_path / "r")]}[command]
     done = subprocess.run([sys.executable, "-m", "deploy.cli", command, *args, "--config", str(config)],
                           capture_output=True, text=True, timeout=120)
@@ -83,6 +84,6 @@ def test_readme_documents_the_options_that_exist() -> None:
 
     for row in rows:
         command = row.split("`")[1].split()[1]
-        documented = set(re.findall(r"(--[a-z][a-z-]*)", row.split("`")[1]))
+        documented = set(re.findall(r"(--[a-z][a-z0-9-]*)", row.split("`")[1]))
         assert documented <= set(help_of(command)) | {"--help"}, (command, documented - set(help_of(command)))
     assert "xrootd-server" in readme
