@@ -50,7 +50,8 @@ class LikelihoodsType(click.ParamType):
         self.exists = exists
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> pathlib.Path:
-        if isinstance(value, pathlib.Path) or pathlib.Path(value).exists():
+        completing = ctx is not None and ctx.resilient_parsing  # shell completion: never download
+        if isinstance(value, pathlib.Path) or pathlib.Path(value).exists() or completing:
             return pathlib.Path(value)
         from stats.fetch import cache_directory, fetch_likelihoods, is_remote
 

@@ -243,6 +243,13 @@ def test_patchset_scan_patchset_and_run_take_a_hepdata_url(site, tmp_path: Path,
     site.routes[RESOURCE] = payload
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     url = f"{site.url}{RESOURCE}?view=true#sha256={digest}"
+    from deploy.cli import cli
+
+    group = cli.make_context("opendata-stats", ["scan-patchset"], resilient_parsing=True)
+    parsed = cli.get_command(group, "scan-patchset").make_context("scan-patchset", [url, "--out", "x.json"],
+                                                                  parent=group, resilient_parsing=True)
+    assert str(parsed.params["likelihoods"]).startswith("http:")
+    assert site.seen == []  # shell completion parses the line without downloading
     code, stdout, err = opendata_stats(["patchset", url], capsys)
     assert code == 0, err
     assert "patches (3):" in stdout and f"sha256 {digest}" in err
