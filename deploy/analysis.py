@@ -7,7 +7,6 @@ plain dict, so the command line and the pipeline report the same numbers.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import pathlib
 from typing import Any, NamedTuple
@@ -19,6 +18,7 @@ from stats.background import DegreeScan, fit_background, scan_degrees
 from stats.errors import FitError
 from stats.inference import discovery_significance, fit_signal_strength
 from stats.mass_scan import MassScan, scan_masses
+from stats.provenance import project_version
 from stats.spectrum import SPECTRUM_FILES, Spectrum, load_spectrum
 from stats.workspace import build_workspace, model_info, save_workspace
 
@@ -42,14 +42,6 @@ def write_json(path: pathlib.Path, record: dict[str, Any]) -> pathlib.Path:
     partial.write_text(json.dumps(to_plain(record), indent=2) + "\n")
     partial.replace(path)
     return path
-
-
-def project_version() -> str:
-    """The installed opendata-stats version (``"unknown"`` when run from an uninstalled tree)."""
-    try:
-        return importlib.metadata.version("opendata-stats")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def file_identity(path: pathlib.Path) -> dict[str, Any]:

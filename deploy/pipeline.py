@@ -16,8 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from deploy.analysis import (fit_spectrum, identity, project_version, scan_likelihoods, scan_spectrum, to_plain,
-                             write_json)
+from deploy.analysis import fit_spectrum, identity, scan_likelihoods, scan_spectrum, to_plain, write_json
 from deploy.config import Configuration, configure, selection_cuts
 from processors.datasets import resolve_files
 from processors.engine import process_files
@@ -28,6 +27,7 @@ from processors.schema import TREE_NAME
 from stats.inference import asimov_significance
 from stats.mass_patchset import build_mass_patchset
 from stats.profile import gaussian_template
+from stats.provenance import project_version
 from stats.spectrum import load_spectrum
 
 #: Parameters of the embedded default dataset; a cached dataset is reused only if its truth.json matches them.

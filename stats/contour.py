@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import pathlib
 from collections.abc import Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import mplhep
+import numpy as np
 
-matplotlib.use("Agg")  # files only; never needs a display
-# mplhep's sqrt(s) label has a glyph the PDF font lacks; matplotlib logs that for every figure, harmlessly.
-logging.getLogger("matplotlib.mathtext").setLevel(logging.ERROR)
-
-import matplotlib.pyplot as plt  # noqa: E402
-import mplhep  # noqa: E402
-import numpy as np  # noqa: E402
-
-from stats.errors import StatsError  # noqa: E402
-
-FORMATS = (".png", ".pdf")
+from stats.errors import StatsError
+from stats.plotting import save_figure
 
 
 def plot_exclusion(results: Sequence, labels: Sequence[str], path: str | pathlib.Path, *, level: float = 0.05
@@ -33,7 +25,6 @@ def plot_exclusion(results: Sequence, labels: Sequence[str], path: str | pathlib
         raise StatsError(f"an exclusion contour needs a 2D scan with at least 3 ok points, got {len(points)}")
     x, obs, exp = _arrays(points)
     y = np.array([r.values[1] for r in points], dtype=float)
-    path = pathlib.Path(path)
     with plt.style.context(mplhep.style.ATLAS):
         fig, ax = plt.subplots()
         # Between the -1 and +1 sigma contours: excluded by the -1 sigma CLs but not by the +1 sigma one
@@ -53,7 +44,7 @@ def plot_exclusion(results: Sequence, labels: Sequence[str], path: str | pathlib
         ax.set_ylabel(labels[1])
         ax.legend(loc="upper right")
         mplhep.atlas.label(ax=ax, data=True, text="Open Data", rlabel="published likelihood")
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_cls_1d(results: Sequence, label: str, path: str | pathlib.Path, *, level: float = 0.05
@@ -67,7 +58,6 @@ def plot_cls_1d(results: Sequence, label: str, path: str | pathlib.Path, *, leve
     if not points:
         raise StatsError("a CLs curve needs a 1D scan with at least one ok point")
     x, obs, exp = _arrays(points)
-    path = pathlib.Path(path)
     with plt.style.context(mplhep.style.ATLAS):
         fig, ax = plt.subplots()
         ax.fill_between(x, exp[:, 0], exp[:, 4], color="yellow", label=r"Expected $\pm 2\sigma$")
@@ -80,17 +70,7 @@ def plot_cls_1d(results: Sequence, label: str, path: str | pathlib.Path, *, leve
         ax.set_ylabel("CLs")
         ax.legend(loc="lower right", fontsize="small")
         mplhep.atlas.label(ax=ax, data=True, text="Open Data")
-        return _save(fig, path)
-
-
-def _save(fig, path: pathlib.Path) -> list[pathlib.Path]:
-    written = []
-    for suffix in FORMATS:
-        out = path.with_suffix(suffix)
-        fig.savefig(out)
-        written.append(out)
-    plt.close(fig)
-    return written
+        return save_figure(fig, path)
 
 
 def _arrays(points: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

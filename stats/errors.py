@@ -25,3 +25,17 @@ class DigestMismatchError(WorkspaceError):
 
 class UnknownPatchError(WorkspaceError):
     """No patch of the patchset has the requested name or values."""
+
+
+def first_line(error: BaseException, *, typed: bool = False, limit: int | None = None) -> str:
+    """The first non-blank line of ``error``'s message (its type name when it has none), stripped.
+
+    Errors are reported in one line (``error: ...``, a failed point's reason), and libraries' messages run to
+    several (pyhf's schema errors dump the whole instance). ``typed`` prefixes the type name, for errors that are
+    not the project's own (``KeyError: 'x'``); ``limit`` cuts the line to that many characters. (The processing
+    layer has the same helper in ``processors.errors``: the two layers never import each other.)
+    """
+    text = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    name = type(error).__name__
+    line = (f"{name}: {text}" if typed else text) if text else name
+    return line if limit is None else line[:limit]

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import pyhf
 import pyhf.exceptions
 
-from stats.errors import DigestMismatchError, WorkspaceError
+from stats.errors import DigestMismatchError, WorkspaceError, first_line
 
 #: Largest archive member and largest total size accepted when extracting (bytes).
 MAX_MEMBER_BYTES = 512 * 1024**2
@@ -107,20 +107,16 @@ def _validated(bkg_only: Any, patchset_spec: Any, source: str) -> Likelihoods:
     try:
         workspace = pyhf.Workspace(bkg_only)
     except (pyhf.exceptions.InvalidSpecification, pyhf.exceptions.InvalidWorkspaceOperation) as err:
-        raise WorkspaceError(f"{source}: background-only workspace fails the schema: {_short(err)}") from None
+        raise WorkspaceError(f"{source}: background-only workspace fails the schema: {first_line(err, limit=300)}") from None
     try:
         patchset = pyhf.PatchSet(patchset_spec)
     except (pyhf.exceptions.InvalidSpecification, pyhf.exceptions.InvalidPatchSet) as err:
-        raise WorkspaceError(f"{source}: patchset fails the schema: {_short(err)}") from None
+        raise WorkspaceError(f"{source}: patchset fails the schema: {first_line(err, limit=300)}") from None
     try:
         patchset.verify(workspace)
     except pyhf.exceptions.PatchSetVerificationError as err:
         raise DigestMismatchError(f"{source}: patchset does not belong to this background-only workspace: {err}") from None
     return Likelihoods(dict(workspace), patchset, source, pyhf.utils.digest(workspace))
-
-
-def _short(err: Exception) -> str:
-    return str(err).splitlines()[0][:300]
 
 
 def load_likelihoods(source: str | Path, patchset: str | Path | None = None) -> Likelihoods:

@@ -14,10 +14,9 @@ from typing import Any, NamedTuple
 import cabinetry
 import numpy as np
 import pyhf
-import scipy.special
 import scipy.stats
 
-from stats.errors import FitError
+from stats.errors import FitError, first_line
 from stats.minimum import Minimum, inside, verify_minimum
 
 
@@ -120,8 +119,7 @@ def discovery_significance(spec: dict[str, Any]) -> Significance:
             asimov = model.expected_data(fits["asimov_generation"].params)
             expected, fits["asimov_free"], fits["asimov_background_only"] = _q0(model, asimov, "Asimov data")
     except (ValueError, RuntimeError, AttributeError, IndexError, np.linalg.LinAlgError, FitError) as err:
-        message = str(err).splitlines()[0] if str(err) else ""
-        raise FitError(f"significance fit failed: {type(err).__name__}: {message}") from err
+        raise FitError(f"significance fit failed: {first_line(err, typed=True)}") from err
     index = model.config.poi_index
     records = {name: minimum.record(minimum.params[index]) for name, minimum in fits.items()}
     observed_z, expected_z = float(np.sqrt(observed)), float(np.sqrt(expected))
@@ -203,8 +201,3 @@ def asimov_significance(signal: Iterable[float] | np.ndarray, background: Iterab
     s = np.asarray(signal, dtype=float)
     b = np.asarray(background, dtype=float)
     return float(np.sqrt(np.sum(2.0 * ((s + b) * np.log1p(s / b) - s))))
-
-
-def discovery_p_value(significance: float) -> float:
-    """One-sided p-value of a significance in sigma."""
-    return float(scipy.special.ndtr(-significance))

@@ -16,9 +16,7 @@ import pyhf
 
 from stats.errors import HistogramError, WorkspaceError
 from stats.profile import gaussian_template
-
-CHANNEL = "Hyy"
-POI = "mu"
+from stats.workspace import CHANNEL, POI
 
 
 class MassPatchSet(NamedTuple):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.metadata
 import json
 import logging
 import time
@@ -33,6 +32,7 @@ import numpy as np
 from stats import profile
 from stats.background import DEFAULT_RESOLUTION_GEV
 from stats.errors import HistogramError, StatsError
+from stats.provenance import project_version
 from stats.spectrum import validate_spectrum
 
 #: The tutorial's scan grid: 110 to 140 GeV in 25 points.
@@ -91,13 +91,9 @@ def scan_identity(counts: np.ndarray, edges: np.ndarray, masses: np.ndarray, **s
     """The inputs of a scan: SHA-256 of the histogram (counts and edges as float64), the masses, the settings and
     the installed ``opendata-stats`` version."""
     digest = hashlib.sha256(np.asarray(counts, dtype="<f8").tobytes() + np.asarray(edges, dtype="<f8").tobytes())
-    try:
-        version = importlib.metadata.version("opendata-stats")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
     plain = json.loads(json.dumps(settings, sort_keys=True))
     return {"histogram_sha256": digest.hexdigest(), "masses": [float(m) for m in masses], "settings": plain,
-            "version": version}
+            "version": project_version()}
 
 
 def scan_masses(

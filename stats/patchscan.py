@@ -24,6 +24,7 @@ from stats.compact.worker import receive, send
 from stats.errors import WorkspaceError
 from stats.hepdata import Likelihoods
 from stats.likelihoods import HypotestSettings
+from stats.provenance import project_version
 
 DEFAULT_TARGET = "stats.compact.worker:default_target"
 
@@ -125,16 +126,6 @@ def patch_digest(patch: dict) -> str:
     import pyhf.utils
 
     return pyhf.utils.digest(list(patch["patch"]))
-
-
-def project_version() -> str:
-    """The installed opendata-stats version ("unknown" when not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("opendata-stats")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def scan_identity(likelihoods: Likelihoods, settings: HypotestSettings) -> dict[str, Any]:

@@ -1,27 +1,30 @@
 """Figures of the statistics layer in the ATLAS style (mplhep), each written as PNG and PDF.
 
 Every ``plot_*`` function takes the result to draw and a path (its suffix is replaced), writes ``path.png`` and
-``path.pdf``, closes the figure and returns the two paths.
+``path.pdf`` (:func:`save_figure`), closes the figure and returns the two paths. The matplotlib backend is the
+application's choice (the ``opendata-stats`` command picks a non-interactive one unless ``MPLBACKEND`` is set).
 """
 
 from __future__ import annotations
 
+import logging
 import pathlib
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import mplhep
+import numpy as np
+import scipy.stats
 
-matplotlib.use("Agg")  # files only; never needs a display
+if TYPE_CHECKING:  # annotations only: drawing a figure needs none of the fitting code
+    from stats.background import BackgroundFit, DegreeScan
+    from stats.mass_scan import MassScan
 
-import matplotlib.pyplot as plt  # noqa: E402
-import mplhep  # noqa: E402
-import numpy as np  # noqa: E402
-import scipy.stats  # noqa: E402
+# mplhep's sqrt(s) label has a glyph the PDF font lacks; matplotlib logs that for every figure, harmlessly.
+logging.getLogger("matplotlib.mathtext").setLevel(logging.ERROR)
 
-from stats.background import BackgroundFit, DegreeScan  # noqa: E402
-from stats.mass_scan import MassScan  # noqa: E402
-
+#: The formats every figure is written in.
 FORMATS = (".png", ".pdf")
 
 
@@ -52,7 +55,7 @@ def plot_fit(
         bottom.axhline(0.0, color="b", linestyle="--")
         bottom.set_xlabel(r"$m_{\gamma\gamma}$ [GeV]")
         bottom.set_ylabel("Data - Bkg.")
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_degree_scan(scan: DegreeScan, path: str | pathlib.Path) -> list[pathlib.Path]:
@@ -67,7 +70,7 @@ def plot_degree_scan(scan: DegreeScan, path: str | pathlib.Path) -> list[pathlib
         ax.set_ylabel(r"$\chi^2/\mathrm{ndf}$")
         ax.set_xticks(degrees)
         ax.legend()
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_mass_scan(scan: MassScan, path: str | pathlib.Path) -> list[pathlib.Path]:
@@ -94,7 +97,7 @@ def plot_mass_scan(scan: MassScan, path: str | pathlib.Path) -> list[pathlib.Pat
         bottom.set_ylabel(r"Local $p_0$", loc="center")
         bottom.set_xlabel(r"$m_H$ [GeV]")
         fig.align_ylabels()
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_data_mc(
@@ -121,10 +124,17 @@ def plot_data_mc(
                               for name in model.config.channels]}
     with plt.style.context(mplhep.style.ATLAS):
         figures = cabinetry.visualize.data_mc(prediction, data, config=config, save_figure=False, close_figure=False)
-        return _save(figures[0]["figure"], path)
+        return save_figure(figures[0]["figure"], path)
 
 
-def _save(fig: Any, path: str | pathlib.Path) -> list[pathlib.Path]:
+def save_figure(fig: Any, path: str | pathlib.Path) -> list[pathlib.Path]:
+    """Write ``fig`` as ``path`` with each suffix of :data:`FORMATS` (folders created, margins trimmed) and close it.
+
+    Closed even when writing fails, so that a long scan drawing many figures does not keep them all in memory.
+
+    Returns:
+        The paths written.
+    """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     written = [path.with_suffix(suffix) for suffix in FORMATS]

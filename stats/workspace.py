@@ -11,8 +11,9 @@ import numpy as np
 import pyhf
 
 from stats.background import BackgroundFit
-from stats.errors import WorkspaceError
+from stats.errors import WorkspaceError, first_line
 
+#: The channel and the signal strength (POI) of the analysis's workspaces (this one and the mass patchset's).
 CHANNEL = "Hyy"
 POI = "mu"
 
@@ -78,7 +79,7 @@ def validate_workspace(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         pyhf.Workspace(spec)
     except (pyhf.exceptions.InvalidSpecification, pyhf.exceptions.InvalidWorkspaceOperation, KeyError) as err:
-        raise WorkspaceError(f"invalid workspace: {str(err).splitlines()[0]}") from err
+        raise WorkspaceError(f"invalid workspace: {first_line(err)}") from err
     return spec
 
 
