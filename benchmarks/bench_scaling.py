@@ -72,7 +72,8 @@ from processors.engine import (  # noqa: E402
     process_files,
     spread_parts,
 )
-from processors.generate import DEFAULT_SEED, EVENTS_PER_FB, PERIODS, generate_dataset  # noqa: E402
+from processors.datasets import PERIODS  # noqa: E402
+from processors.generate import DEFAULT_SEED, EVENTS_PER_FB, generate_dataset  # noqa: E402
 from processors.processor import DiphotonProcessor  # noqa: E402
 
 SECTION = "## Scaling"

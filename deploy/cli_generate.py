@@ -8,7 +8,8 @@ import click
 import uproot
 
 from deploy.cli_options import config_option, settings_from_flags
-from processors.generate import DEFAULT_SIGNAL_MASS, PERIODS, generate_dataset
+from processors.datasets import PERIODS
+from processors.generate import DEFAULT_SIGNAL_MASS, generate_dataset
 
 _POSITIVE = click.FloatRange(min=0.0, min_open=True)
 _CODECS = {

@@ -1,10 +1,12 @@
 """Resolve the input files of an analysis (ATLAS Open Data releases through atlasopenmagic, or local paths) and
-their luminosity."""
+their luminosity; describe the release the analysis and the generator are made for; write the metadata file that
+lists a set of files as that release's data."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -12,16 +14,65 @@ from typing import Any, NamedTuple
 import atlasopenmagic
 import requests
 
-from processors.errors import DatasetResolutionError
+from processors.errors import DatasetResolutionError, ProcessingError, first_line
 
 #: atlasopenmagic's key of the collision data in a release.
 DATA_KEY = "data"
 PROTOCOLS = ("root", "https", "eos")
 
+#: The release and skim the analysis reads (and the generator imitates).
+RELEASE = "2025e-13tev-beta"
+SKIM = "GamGam"
+#: ``str.format`` pattern of the release's file names (``period`` like ``data15_periodD``).
+FILE_PATTERN = "ODEO_FEB2025_v0_GamGam_{period}.GamGam.root"
+#: The 2015-16 luminosity of the release, for files that no truth.json describes.
+NOMINAL_LUMI_FB = 36.1
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0].strip() if text else type(error).__name__
+
+class Period(NamedTuple):
+    """A data-taking period: one file of the release.
+
+    Attributes:
+        name: ``data15_periodD`` style name, as in the file names.
+        lumi_fb: its integrated luminosity (approximate good-run-list values).
+        first_run: first run number of the period.
+        last_run: last run number of the period.
+    """
+
+    name: str
+    lumi_fb: float
+    first_run: int
+    last_run: int
+
+
+#: The 16 periods of the 2015-16 release; luminosities sum to ``NOMINAL_LUMI_FB``.
+PERIODS: tuple[Period, ...] = (
+    Period("data15_periodD", 0.10, 276262, 276954),
+    Period("data15_periodE", 0.50, 278880, 279928),
+    Period("data15_periodF", 0.30, 279932, 280422),
+    Period("data15_periodG", 0.80, 280423, 281075),
+    Period("data15_periodH", 0.30, 281130, 281411),
+    Period("data15_periodJ", 1.20, 282625, 284484),
+    Period("data16_periodA", 0.60, 296939, 300287),
+    Period("data16_periodB", 1.00, 300345, 300908),
+    Period("data16_periodC", 2.70, 301912, 302393),
+    Period("data16_periodD", 4.60, 302737, 303560),
+    Period("data16_periodE", 1.50, 303638, 303892),
+    Period("data16_periodF", 3.30, 303943, 304494),
+    Period("data16_periodG", 3.60, 305291, 306714),
+    Period("data16_periodI", 6.20, 307124, 308084),
+    Period("data16_periodK", 2.10, 309311, 309759),
+    Period("data16_periodL", 7.30, 310015, 311481),
+)
+
+
+def is_remote(name: str) -> bool:
+    """True for a file read over the network (``root://``, ``https://``, ``simplecache::https://``), False for a
+    local path.
+
+    Local paths are resolved and read from disk; a URL is kept as given and read through its protocol.
+    """
+    return "://" in name and not name.startswith("file://")
 
 
 def _from_metadata(path: Path) -> None:
@@ -32,7 +83,7 @@ def _from_metadata(path: Path) -> None:
     except json.JSONDecodeError as err:
         raise DatasetResolutionError(f"metadata file {path} is not valid JSON ({err.msg} at line {err.lineno})") from None
     except (ValueError, OSError, TypeError, AttributeError) as err:
-        raise DatasetResolutionError(f"metadata file {path} is not atlasopenmagic metadata ({_first_line(err)})") from None
+        raise DatasetResolutionError(f"metadata file {path} is not atlasopenmagic metadata ({first_line(err)})") from None
 
 
 def _from_release(release: str) -> None:
@@ -43,14 +94,14 @@ def _from_release(release: str) -> None:
             f"cannot reach the ATLAS Open Data API ({type(err).__name__}); use --metadata FILE for offline use"
         ) from None
     except ValueError as err:
-        raise DatasetResolutionError(_first_line(err)) from None
+        raise DatasetResolutionError(first_line(err)) from None
 
 
 def resolve_files(
     *,
     release: str | None = None,
     metadata: str | Path | None = None,
-    skim: str = "GamGam",
+    skim: str = SKIM,
     protocol: str = "root",
     paths: Iterable[str | Path] | None = None,
 ) -> list[str]:
@@ -97,16 +148,53 @@ def resolve_files(
             f"cannot reach the ATLAS Open Data API ({type(err).__name__}); use --metadata FILE for offline use"
         ) from None
     except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise DatasetResolutionError(f"cannot resolve skim {skim!r}: {_first_line(err)}") from None
+        raise DatasetResolutionError(f"cannot resolve skim {skim!r}: {first_line(err)}") from None
     if not files:
         raise DatasetResolutionError(f"skim {skim!r} lists no files")
     return list(files)
 
 
+def write_metadata(
+    files_or_urls: Iterable[str | os.PathLike[str]], path: str | os.PathLike[str], *, skim: str = SKIM
+) -> Path:
+    """Write a ``metadata.json`` that ``atlasopenmagic.read_metadata`` loads as the ``data`` dataset.
+
+    After ``atlasopenmagic.read_metadata(path)``, ``atlasopenmagic.get_urls("data", skim=skim,
+    protocol="root")`` returns the files in the given order, so generated or served files resolve offline like
+    the release's (``resolve_files(metadata=path)``). Local paths are stored absolute, URLs (``root://...``) as
+    given; atlasopenmagic rewrites only ``root://eospublic.cern.ch:1094/`` URLs for the ``https`` and ``eos``
+    protocols and returns anything else unchanged (``https`` adds ``simplecache::``).
+
+    Args:
+        files_or_urls: local paths or URLs of the files.
+        path: where to write the JSON.
+        skim: the skim name the files are listed under.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ProcessingError: no files are given.
+    """
+    entries = [str(f) if is_remote(str(f)) else str(Path(f).resolve()) for f in files_or_urls]
+    if not entries:
+        raise ProcessingError("write_metadata: no files to list")
+    metadata = {
+        "data": {
+            "dataset_number": "data",
+            "physics_short": "data",
+            "release": RELEASE,
+            "file_list": [],
+            "skims": [{"skim_type": skim, "file_list": entries}],
+        }
+    }
+    path = Path(path)
+    path.write_text(json.dumps(metadata, indent=2) + "\n")
+    return path
+
+
 #: The generator's record of a data set, written beside its files.
 TRUTH_FILE = "truth.json"
-#: The 2015-16 luminosity of the release, for files that no truth.json describes.
-NOMINAL_LUMI_FB = 36.1
 
 
 class Luminosity(NamedTuple):
@@ -118,7 +206,7 @@ class Luminosity(NamedTuple):
 
 def _directory_of(name: str) -> str:
     name = name.removeprefix("simplecache::")
-    return name.rsplit("/", 1)[0] if "://" in name else str(Path(name).resolve().parent)
+    return name.rsplit("/", 1)[0] if is_remote(name) else str(Path(name).resolve().parent)
 
 
 def _name_of(name: str) -> str:
@@ -134,7 +222,7 @@ def read_truth(directory: str, *, timeout: float = 10.0) -> dict[str, Any] | Non
     """
     location = f"{directory}/{TRUTH_FILE}"
     try:
-        if "://" not in directory:
+        if not is_remote(directory):
             text = Path(location).read_text()
         else:
             import fsspec
@@ -163,13 +251,11 @@ def read_truth(directory: str, *, timeout: float = 10.0) -> dict[str, Any] | Non
 
 def _period_shares(listed: list[str], truth: dict[str, Any]) -> dict[str, float] | None:
     """Each generated file's luminosity, where ``truth`` shows the generator split it by the periods' shares."""
-    from processors.generate import DEFAULT_LUMI_FB, FILE_PATTERN, PERIODS
-
     by_name = {FILE_PATTERN.format(period=period.name): period.lumi_fb for period in PERIODS}
     nominal, scale = truth.get("nominal_lumi_fb"), truth.get("scale")
     if not all(name in by_name for name in listed) or not isinstance(nominal, (int, float)) or not isinstance(scale, (int, float)):
         return None
-    shares = {name: by_name[name] / DEFAULT_LUMI_FB * nominal * scale for name in listed}
+    shares = {name: by_name[name] / NOMINAL_LUMI_FB * nominal * scale for name in listed}
     return shares if math.isclose(sum(shares.values()), float(truth["lumi_fb"]), rel_tol=1e-9) else None
 
 
@@ -230,8 +316,6 @@ def luminosity(files: Iterable[str], *, metadata: str | Path | None = None, time
         lumi = _truth_lumi(truth, names, location) if truth is not None else None
         if lumi is not None:
             return Luminosity(lumi, location)
-    from processors.generate import FILE_PATTERN, PERIODS
-
     by_name = {FILE_PATTERN.format(period=period.name): period.lumi_fb for period in PERIODS}
     if names and all(name in by_name for name in names):
         return Luminosity(sum(by_name[name] for name in set(names)),

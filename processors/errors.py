@@ -33,3 +33,17 @@ class CertificateError(InputFileError):
     def __init__(self, message: str, url: str) -> None:
         super().__init__(message)
         self.url = url
+
+
+def first_line(error: BaseException, *, typed: bool = False, limit: int | None = None) -> str:
+    """The first non-blank line of ``error``'s message (its type name when it has none), stripped.
+
+    Errors are reported in one line (``error: ...``, a failed chunk's reason), and libraries' messages run to
+    several. ``typed`` prefixes the type name, for errors that are not the project's own (``KeyError: 'x'``);
+    ``limit`` cuts the line to that many characters. (The statistics layer has the same helper in
+    ``stats.errors``: the two layers never import each other.)
+    """
+    text = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    name = type(error).__name__
+    line = (f"{name}: {text}" if typed else text) if text else name
+    return line if limit is None else line[:limit]

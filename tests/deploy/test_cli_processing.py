@@ -84,7 +84,7 @@ def test_bad_input_files_exit_2_with_one_line(tmp_path, capsys, make, message):
 
 
 def test_unknown_skim_exits_2(inputs, tmp_path, capsys):
-    from processors.generate import write_metadata
+    from processors.datasets import write_metadata
 
     metadata = write_metadata(inputs, tmp_path / "metadata.json")
     status, err = run(["process", "--metadata", str(metadata), "--skim", "4lep", "--out", str(tmp_path / "o")], capsys)

@@ -8,9 +8,9 @@ import shutil
 import pytest
 import requests
 
-from processors.datasets import Luminosity, luminosity, resolve_files
+from processors.datasets import Luminosity, luminosity, resolve_files, write_metadata
 from processors.errors import DatasetResolutionError
-from processors.generate import generate_dataset, write_metadata
+from processors.generate import generate_dataset
 
 
 @pytest.fixture

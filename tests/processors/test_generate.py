@@ -16,7 +16,8 @@ import vector
 from click.testing import CliRunner
 
 from processors.errors import ProcessingError
-from processors.generate import EVENTS_PER_FB, FILE_PATTERN, PERIODS, SIGMA_BR_FB, generate_dataset, write_metadata
+from processors.datasets import FILE_PATTERN, PERIODS, write_metadata
+from processors.generate import EVENTS_PER_FB, SIGMA_BR_FB, generate_dataset
 from processors.schema import BRANCHES, TREE_NAME, validate_file
 
 # Two periods, 30k continuum events, a strong signal at a non-default mass, small clusters.

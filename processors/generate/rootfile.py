@@ -1,0 +1,212 @@
+"""Writing one GamGam file: the model's events as the release's tree, with every branch of its schema.
+
+Each file is written in clusters of ``basket_entries`` events (one basket per branch and cluster). uproot
+cannot write ``std::vector<T>``; the collections are written as ``T[]`` arrays counted by ``photon_n``,
+``jet_n``, ... which uproot (and coffea) read as the same jagged arrays as the real files' vectors. The
+branches the analysis does not read get plausible random content, so that files are as wide as the real ones.
+
+Every random number comes from a ``numpy`` generator seeded with ``(seed, file, cluster, component)``, so a
+file is the same whatever the number of processes writing files, and the continuum photons of a signal run are,
+event for event, those of the background-only run with the same seed (the signal is shuffled in).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import awkward as ak
+import numpy as np
+import uproot
+
+from processors.datasets import PERIODS
+from processors.generate.model import SIGMA_BR_FB, Photons, diphoton_events, selected_masses, skimmed_continuum
+from processors.schema import BRANCHES, TREE_NAME
+
+#: Basket compression: LZ4(1) writes and reads fastest of the codecs ``benchmarks/bench_generate.py`` compares,
+#: for somewhat larger files (BENCHMARKS.md, Generation). ``uproot.ZLIB(1)`` makes files that decompress as
+#: slowly as ZLIB-compressed real ones, for realistic read benchmarks.
+DEFAULT_COMPRESSION = uproot.LZ4(1)
+
+def _collection_fields(prefix: str) -> list[tuple[str, np.dtype]]:
+    return [(b.name[len(prefix) + 1 :], b.dtype) for b in BRANCHES if b.counter == f"{prefix}_n"]
+
+
+_COLLECTIONS = ("photon", "lep", "jet", "tau", "largeRJet")
+# Mean multiplicities of the collections filled with cheap random content.
+_MULTIPLICITY = {"lep": 0.04, "jet": 1.3, "tau": 0.02, "largeRJet": 0.05}
+
+
+def _random_collection(rng: np.random.Generator, prefix: str, n: int) -> ak.Array:
+    """Plausible random content of a collection the analysis does not read (it makes files as wide as real)."""
+    counts = rng.poisson(_MULTIPLICITY[prefix], n)
+    total = int(counts.sum())
+    pt = np.sort(20.0 + rng.exponential(30.0 if prefix != "largeRJet" else 150.0, total))[::-1]
+    eta_max = 4.4 if prefix == "jet" else 2.5
+    eta = rng.uniform(-eta_max, eta_max, total)
+    values: dict[str, np.ndarray] = {
+        "pt": pt,
+        "eta": eta,
+        "phi": rng.uniform(-np.pi, np.pi, total),
+        "e": pt * np.cosh(eta) * (1.0 + rng.exponential(0.02, total)),
+    }
+    for field, dtype in _collection_fields(prefix):
+        if field in values:
+            continue
+        if dtype == np.bool_:
+            values[field] = rng.random(total) < 0.8
+        elif field == "type":
+            values[field] = rng.choice(np.array([11, 13], dtype=np.int32), total)
+        elif field == "charge":
+            values[field] = rng.choice(np.array([-1, 1], dtype=np.int32), total)
+        elif field == "btag_quantile":
+            values[field] = rng.choice(np.arange(1, 6, dtype=np.int32), total, p=[0.82, 0.06, 0.05, 0.04, 0.03])
+        elif field == "nTracks":
+            values[field] = rng.choice(np.array([1, 3], dtype=np.int32), total, p=[0.7, 0.3])
+        elif field == "m":
+            values[field] = 40.0 + rng.exponential(40.0, total)
+        elif field in ("RNNJetScore", "RNNEleScore", "D2"):
+            values[field] = rng.random(total)
+        else:  # isolation and impact parameters: small, positive or centred
+            values[field] = rng.normal(0.0, 0.5, total) if field in ("z0", "d0") else rng.exponential(1.0, total)
+    return _jagged(counts, {field: values[field].astype(dtype) for field, dtype in _collection_fields(prefix)})
+
+
+def _jagged(counts: np.ndarray, fields: dict[str, np.ndarray]) -> ak.Array:
+    """A list-of-records array from per-event counts and flat field arrays (built directly: ak.zip is slow)."""
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    contents = [ak.contents.NumpyArray(values) for values in fields.values()]
+    record = ak.contents.RecordArray(contents, list(fields), length=int(offsets[-1]))
+    return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), record))
+
+
+def _photon_collection(photons: Photons) -> ak.Array:
+    # Row-major boolean indexing keeps each event's photons together and in pT order.
+    return _jagged(
+        photons.valid.sum(axis=1),
+        {field: photons.fields[field][photons.valid].astype(dtype) for field, dtype in _collection_fields("photon")},
+    )
+
+
+def _event_block(rng: np.random.Generator, photons: Photons) -> dict[str, Any]:
+    """All branches of a block of events except the run and event numbers."""
+    n = len(photons.valid)
+    block: dict[str, Any] = {}
+    for branch in BRANCHES:
+        if branch.counter is None and branch.dtype == np.float32:
+            block[branch.name] = np.ones(n, dtype=np.float32)  # weights and scale factors are 1 in data
+    block["trigP"] = rng.random(n) < 0.99
+    block["trigE"] = rng.random(n) < 0.08
+    block["trigM"] = rng.random(n) < 0.01
+    block["TriggerMatch_DILEPTON"] = np.zeros(n, dtype=bool)
+    met = rng.exponential(15.0, n)
+    met_phi = rng.uniform(-np.pi, np.pi, n)
+    block.update(
+        met=met.astype(np.float32),
+        met_phi=met_phi.astype(np.float32),
+        met_mpx=(met * np.cos(met_phi)).astype(np.float32),
+        met_mpy=(met * np.sin(met_phi)).astype(np.float32),
+    )
+    block["photon"] = _photon_collection(photons)
+    for prefix in _COLLECTIONS[1:]:
+        block[prefix] = _random_collection(rng, prefix, n)
+    return block
+
+
+def _branch_types() -> dict[str, Any]:
+    """``mktree`` branch types in schema order: a numpy dtype per scalar, a record list per collection."""
+    types: dict[str, Any] = {}
+    for branch in BRANCHES:
+        prefix = branch.name[:-2]
+        if branch.name.endswith("_n") and prefix in _COLLECTIONS:
+            record = ak.types.RecordType(
+                [ak.types.NumpyType(str(dtype)) for _, dtype in _collection_fields(prefix)],
+                [field for field, _ in _collection_fields(prefix)],
+            )
+            types[prefix] = ak.types.ListType(record)
+        elif branch.counter is None:
+            types[branch.name] = branch.dtype
+    return types
+
+
+class FileTask(NamedTuple):
+    path: str
+    period_index: int
+    continuum_events: int
+    lumi_fb: float
+    seed: int
+    signal_mass: float
+    signal_strength: float
+    basket_entries: int
+    compression: Any
+
+
+class FileResult(NamedTuple):
+    path: str
+    entries: int
+    signal_injected: int
+    signal_selected: int
+    continuum_selected: int
+    signal_masses: np.ndarray
+
+
+def _clusters(total: int, size: int) -> list[int]:
+    return [min(size, total - start) for start in range(0, total, size)] or [0]
+
+
+def write_file(task: FileTask) -> FileResult:
+    period = PERIODS[task.period_index]
+    sizes = _clusters(task.continuum_events, task.basket_entries)
+    run_rng = np.random.default_rng([task.seed, task.period_index])
+    candidates = np.arange(period.first_run, period.last_run + 1)
+    runs = np.sort(run_rng.choice(candidates, size=min(12, len(candidates)), replace=False)).astype(np.uint32)
+    # Files are ordered by run, as the real ones: run boundaries at equal shares of the continuum events.
+    run_edges = np.linspace(0, task.continuum_events, len(runs) + 1)[1:-1]
+    next_event_number = task.period_index * 10**10
+    entries = injected = signal_selected = continuum_selected = 0
+    signal_masses = []
+    with uproot.recreate(task.path, compression=task.compression) as file:
+        tree = file.mktree(
+            TREE_NAME,
+            _branch_types(),
+            counter_name=lambda counted: f"{counted}_n",
+            field_name=lambda outer, inner: f"{outer}_{inner}",
+            # Room for every basket: growing it rewrites the tree's metadata, which is slow for 80 branches.
+            initial_basket_capacity=len(sizes) + 2,
+        )
+        done_continuum = 0
+        for cluster, size in enumerate(sizes):
+            continuum_rng, signal_rng, mix_rng = (
+                np.random.default_rng([task.seed, task.period_index, cluster, component]) for component in range(3)
+            )
+            continuum = skimmed_continuum(continuum_rng, size)
+            continuum_selected += len(selected_masses(continuum))
+            parts = [continuum]
+            cluster_lumi = task.lumi_fb * size / max(task.continuum_events, 1)
+            produced = signal_rng.poisson(task.signal_strength * SIGMA_BR_FB * cluster_lumi)
+            if produced:
+                signal, kept = diphoton_events(signal_rng, produced, signal_mass=task.signal_mass)
+                injected += kept
+                masses = selected_masses(signal)
+                signal_selected += len(masses)
+                signal_masses.append(masses)
+                parts.append(signal)
+            # Shuffle the signal into the continuum (rows of the padded photon arrays: cheap).
+            n = sum(len(part.valid) for part in parts)
+            order = mix_rng.permutation(n)
+            photons = Photons(
+                {name: np.concatenate([part.fields[name] for part in parts])[order] for name in continuum.fields},
+                np.concatenate([part.valid for part in parts])[order],
+            )
+            block = _event_block(mix_rng, photons)
+            run = runs[np.searchsorted(run_edges, done_continuum + np.arange(n) * size / max(n, 1), side="right")]
+            event_numbers = next_event_number + np.cumsum(mix_rng.integers(1, 2000, n, dtype=np.uint64))
+            next_event_number = int(event_numbers[-1]) if n else next_event_number
+            block.update(runNumber=run, channelNumber=run, eventNumber=event_numbers.astype(np.uint64))
+            block["num_events"] = np.full(n, 20.0 * task.continuum_events, dtype=np.float32)
+            if n:
+                tree.extend(block)
+            entries += n
+            done_continuum += size
+    masses = np.concatenate(signal_masses) if signal_masses else np.zeros(0)
+    return FileResult(task.path, entries, injected, signal_selected, continuum_selected, masses)
