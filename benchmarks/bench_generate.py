@@ -1,6 +1,6 @@
 """Generator throughput and the choice of basket compression.
 
-    /work/venv/bin/python benchmarks/bench_generate.py [--events 1000000] [--codec-events 300000] [--out DIR]
+    .venv/bin/python benchmarks/bench_generate.py [--events 1000000] [--codec-events 300000] [--out DIR]
 
 Measures, and prints as tables:
 

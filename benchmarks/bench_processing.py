@@ -4,9 +4,9 @@
         [--layouts release,single,release-zlib,single-zlib] [--no-write]
 
 Generates (or reuses) GamGam file sets of ``--events`` events in two layouts, the release's 16 period files
-(most of them small: opening a file's tree costs as much as reading ~150k events) and the single 2 M-event
-file the issue measured on, with the generator's LZ4 baskets or (``-zlib``) ROOT's default ZLIB(1), which
-decompress ~6x slower, then measures in one run on each, single process unless stated:
+(most of them small, so that opening files weighs) and one file of all the events (where decompression
+dominates), with the generator's LZ4 baskets or (``-zlib``) ROOT's default ZLIB(1), which real files have, then
+measures in one run on each, single process unless stated:
 
 * bare read: uproot reading the six photon branches, nothing else (the floor of any processor), with
   uproot's default source and with the memory-mapped one the engine uses for local files, inflating ZLIB
@@ -14,8 +14,8 @@ decompress ~6x slower, then measures in one run on each, single process unless s
   also with uproot's default inflater, Python's zlib;
 * tutorial: the notebook's loop (``tree.iterate`` at uproot's default step size, every cut filtering the
   record array with jagged ``[:, 0]`` indexing, the vector mass stored as a field, the kept events
-  concatenated), with uproot's defaults (zlib, no cached class names); beside it this benchmark's earlier,
-  leaner stand-in (1 M-entry steps, the last two cuts fused, histogrammed per step);
+  concatenated), with uproot's defaults (zlib, no cached class names); beside it a leaner version of it
+  (1 M-entry steps, the last two cuts fused, histogrammed per step);
 * processor: ``process_files`` without Dask, then on a local Dask cluster with 1 and 2 worker processes
   (cluster start-up excluded, workers warmed up);
 * two bare reads at once, in two processes sharing the files (a single file by entry ranges): what this
@@ -25,8 +25,8 @@ decompress ~6x slower, then measures in one run on each, single process unless s
 
 The readers take turns, ``--repeat`` rounds of ``--runs`` runs each (the files are in the page cache after
 the first), and every run sits between two runs of the bare read in a spawned process of its own: the ratio
-of the run to those two is what the table reports (median over the runs), since this machine's speed drifts
-by up to 2x within a minute and the readers' best runs may fall in different moments.
+of the run to those two is what the table reports (median over the runs), since a shared machine's speed
+drifts within a minute and the readers' best runs may fall in different moments.
 
 Prints a table and, unless ``--no-write``, replaces the "## Processing" section of BENCHMARKS.md.
 """
@@ -63,11 +63,10 @@ SECTION = "## Processing"
 TASKS: dict[str, int] = {}
 
 
-#: File layouts measured: the release's (one file per data-taking period, most of them small) and the issue's
-#: single 2 M-event file (where decompression, not opening 16 files, dominates the bare read), as
-#: (periods, basket compression). The generator's LZ4 reads ~6x faster than ZLIB(1), ROOT's default and what
-#: the issue's bare-read figure (1.8-2.1 M events/s on one 2 M-event file) matches; the ``-zlib`` layouts are
-#: the same files compressed that way.
+#: File layouts measured, as (periods, basket compression): the release's (one file per data-taking period, most
+#: of them small) and a single file (where decompression, not opening 16 files, dominates the bare read); the
+#: ``-zlib`` layouts are the same files compressed as ROOT does by default, which decompress slower than the
+#: generator's LZ4.
 LAYOUTS = {
     "release": (None, DEFAULT_COMPRESSION),
     "single": (["data16_periodL"], DEFAULT_COMPRESSION),
@@ -167,8 +166,8 @@ def tutorial_loop(files: list[str]) -> int:
 
 
 def fused_tutorial_loop(files: list[str]) -> int:
-    """The tutorial's cuts with 1 M-entry steps, the last two fused and histogrammed per step (this benchmark's
-    stand-in for the tutorial until 2026-12-01, kept for comparison)."""
+    """The tutorial's cuts with 1 M-entry steps, the last two fused and histogrammed per step: how much of the
+    tutorial's time its step size and separate cuts cost."""
     entries, selected = 0, 0
     for name in files:
         for data in uproot.iterate(f"{name}:analysis", COLUMNS, library="ak", step_size=1_000_000):
@@ -230,8 +229,8 @@ def on_cluster(files: list[str], workers: int) -> Iterator[Reader]:
 
     (An idle cluster beside it would put its heartbeats on the client's CPU clock.) Start-up and a warm-up
     run over all the files stay outside the measurement, as for the other readers: the baseline's process
-    reads them all once before its first measured run, and the in-process readers ran in earlier turns. (A
-    fresh worker's first pass page-faults its memory in: 13k-16k minor faults, against 1k-3k later.)
+    reads them all once before its first measured run, and the in-process readers ran in earlier turns (a
+    fresh worker's first pass page-faults its memory in, many times more than later passes).
     """
     with dask_client(workers=workers) as client:
         processor_run(files, client)
@@ -299,7 +298,7 @@ def paired_rates(readers: dict[str, Callable[[], Any]], repeat: int, runs: int, 
     count every process a reader uses, so events per CPU second is the throughput per core. ``baseline``
     (the bare read in a process of its own, where no cluster idles) returns its events per CPU second; the
     ratio of each run to the geometric mean of the baseline runs just before and just after it cancels most of
-    the drift in this machine's speed (shared cores: up to 2x within a minute), and its median over the runs
+    the drift in a shared machine's speed, and its median over the runs
     is the reader's ratio to the bare read.
     """
     samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in readers}

@@ -21,7 +21,7 @@ time (the best of ``--repeat`` turns; at each size every reader runs once per tu
 scaling is the median of the turns' ratios), events/s, events/s per core (per worker process; the
 baselines use one core), peak RSS per process (sampled every 50 ms with psutil, and the kernel's high-water mark ``VmHWM``; the
 larger is reported) and bytes read (compressed size of the branches read, which is what uproot requests for
-whole-file ranges: within 0.4 % of its source counter, the rest being headers). Prints the tables and,
+whole-file ranges, headers aside). Prints the tables and,
 unless ``--no-write``, replaces the "## Scaling" section of BENCHMARKS.md.
 """
 
@@ -476,8 +476,8 @@ def main() -> None:
     runs: list[Measurement] = []
     for k, info in sizes.items():
         files, turns = info["files"], []
-        # Turns of every reader, one run each, so that ratios can be taken within a turn: this machine's speed
-        # drifts by tens of percent within minutes, and runs minutes apart compare the moments, not the readers.
+        # Turns of every reader, one run each, so that ratios can be taken within a turn: a shared machine's speed
+        # drifts within minutes, and runs minutes apart would compare the moments, not the readers.
         for _ in range(args.repeat):
             turn = [baseline(kind, files, size=k, repeat=1, bytes_read=info["bytes6"]) for kind in ("bare", "tutorial")]
             if 2 in args.workers:

@@ -1,6 +1,6 @@
 """Streaming throughput: the processor reading over root:// from a local XRootD server against local reads.
 
-    /work/venv/bin/python benchmarks/bench_streaming.py [--events 2000000] [--chunksize 100000] [--rounds 2] [--no-write]
+    .venv/bin/python benchmarks/bench_streaming.py [--events 2000000] [--chunksize 100000] [--rounds 2] [--no-write]
 
 Generates (or reuses) a GamGam file set, serves its directory with a real ``xrootd`` daemon on 127.0.0.1
 (:class:`deploy.xrootd.XRootDServer`) and runs ``process_files`` on local paths and on root:// URLs, alternating,

@@ -12,6 +12,7 @@ import pyhf
 from stats.errors import UnknownPatchError
 from stats.hypotest import Hypotest, pyhf_hypotest
 
+
 def default_backend() -> str:
     """``"jax"`` when jax is installed (the compact engine of :mod:`stats.compact`), else ``"numpy"``."""
     try:
@@ -31,10 +32,13 @@ class HypotestSettings(NamedTuple):
     backend: str = "numpy"
 
     def modifier_settings(self) -> dict[str, dict[str, str]]:
+        """The interpolation codes as pyhf's ``Model(modifier_settings=...)`` takes them."""
         return {"normsys": {"interpcode": self.normsys}, "histosys": {"interpcode": self.histosys}}
 
 
 class PatchSummary(NamedTuple):
+    """A patch as listed: its name and its values (one per label of the patchset)."""
+
     name: str
     values: tuple[float, ...]
 

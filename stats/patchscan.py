@@ -54,12 +54,15 @@ class PointResult(NamedTuple):
 
 
 class ScanResult(NamedTuple):
+    """Every scanned patch's point (ok or failed, none left out), the scan's wall time and its settings."""
+
     results: list[PointResult]
     wall_time: float
     settings: HypotestSettings
 
     @property
     def failed(self) -> list[PointResult]:
+        """The points that have no CLs, each with its reason."""
         return [r for r in self.results if r.status != "ok"]
 
 

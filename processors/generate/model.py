@@ -224,6 +224,8 @@ def selected_masses(photons: Photons) -> np.ndarray:
 
 
 class Efficiency(NamedTuple):
+    """What the skim and the selection keep of the signal at one mass: the truth's expectations come from it."""
+
     skim: float  # fraction of produced events passing the skim
     selection: float  # fraction of skimmed events passing the selection inside the window
     resolution: float  # Gaussian-equivalent width of the selected m_yy (half the 16-84 % interval)
@@ -231,7 +233,10 @@ class Efficiency(NamedTuple):
 
 @functools.lru_cache(maxsize=8)
 def signal_efficiency(signal_mass: float, samples: int = 200_000) -> Efficiency:
-    # A large sample with a fixed seed: the expectation must not depend on the user's seed (~0.3 % precise).
+    """The signal's :class:`Efficiency` at ``signal_mass``, the same for every seed (~0.3 % precise).
+
+    From a large sample with a fixed seed: an expectation that moved with the user's seed would not be one.
+    """
     photons, kept = diphoton_events(np.random.default_rng(1), samples, signal_mass=signal_mass)
     masses = selected_masses(photons)
     low, high = np.percentile(masses, [15.865, 84.135])

@@ -130,6 +130,10 @@ def _branch_types() -> dict[str, Any]:
 
 
 class FileTask(NamedTuple):
+    """One file to write: where, which period, how many continuum events, the luminosity they stand for, the seed,
+    the signal (mass, strength), the cluster size and the compression. Plain values, so that it pickles to a
+    spawned writer process."""
+
     path: str
     period_index: int
     continuum_events: int
@@ -142,6 +146,9 @@ class FileTask(NamedTuple):
 
 
 class FileResult(NamedTuple):
+    """What a file holds: its entries, the signal events injected, and the signal and continuum events passing the
+    tutorial selection (with the selected signal masses), for the dataset's truth."""
+
     path: str
     entries: int
     signal_injected: int
@@ -155,6 +162,12 @@ def _clusters(total: int, size: int) -> list[int]:
 
 
 def write_file(task: FileTask) -> FileResult:
+    """Write ``task``'s file (replacing one of that name): the period's runs in order, the signal shuffled into the
+    continuum cluster by cluster, every branch of the schema.
+
+    The same task writes the same events in any process (every generator is seeded from the task), so files can
+    be written in parallel.
+    """
     period = PERIODS[task.period_index]
     sizes = _clusters(task.continuum_events, task.basket_entries)
     run_rng = np.random.default_rng([task.seed, task.period_index])
