@@ -34,6 +34,9 @@ FIT_NAMES = ("free", "conditional", "background", "asimov_free", "asimov_conditi
 EDM_BOUND = 1e-3
 #: A restart that lowers -2 ln L by more than this is a new minimum that must itself be restarted.
 LOWER_BY = 1e-4
+#: Smallest q_mu,A that separates the hypotheses. Below it sqrt(q_mu,A) < 1e-3 is the difference of two fits'
+#: rounding (at mu = 0 it is 0 or 1e-12 by the BLAS's summation order), and CLs would be that noise's ratio.
+SEPARATION = 1e-6
 #: Test statistics this module computes CLs for.
 TEST_STATISTICS = ("qtilde", "q")
 
@@ -140,8 +143,9 @@ def cls_values(q_obs: float, q_asimov: float, test_stat: str) -> tuple[float, tu
     if test_stat not in TEST_STATISTICS:
         raise ValueError(f"CLs is computed for {TEST_STATISTICS}, not {test_stat!r}")
     sqrt_q, sqrt_qa = math.sqrt(q_obs), math.sqrt(q_asimov)
-    if sqrt_qa == 0.0:
-        raise FitError("sqrt(q_mu,A) is zero: the Asimov fits do not separate the hypotheses, CLs is undefined")
+    if q_asimov < SEPARATION:
+        raise FitError(f"sqrt(q_mu,A) is zero (q_mu,A = {q_asimov:.3g} < {SEPARATION:g}): the Asimov fits do not "
+                       "separate the hypotheses, CLs is undefined")
     # pyhf's AsymptoticCalculator.teststatistic, with its '<=' (pyhf issue 1992).
     if test_stat == "q" or sqrt_q <= sqrt_qa:
         teststat = sqrt_q - sqrt_qa
@@ -182,14 +186,14 @@ def alternative_starts(name: str, mu: float, poi: int, found: dict[str, np.ndarr
 
 
 def run_five_fits(fit: Callable[[str, np.ndarray, bool], Candidate],
-                  edms: Callable[[list[tuple[str, np.ndarray, bool]]], list[float]],
+                  edms: Callable[[list[tuple[str, Candidate, bool]]], list[float]],
                   asimov: Callable[[np.ndarray], Any], init: np.ndarray, mu: float, poi: int, *,
                   restart: Callable[[str, Candidate, bool], Candidate] | None = None) -> dict[str, FitRecord]:
     """The hypotest's five fits, each the lowest of several starts and restarts, each checked by its EDM.
 
     Args:
         fit: ``fit(data_kind, start, poi_fixed)`` minimises on ``"observed"`` or ``"asimov"`` data.
-        edms: the estimated distance to the minimum of each ``(data_kind, x, poi_fixed)``.
+        edms: the estimated distance to the minimum of each accepted ``(data_kind, candidate, poi_fixed)``.
         asimov: called once with the background-only fit's parameters, to make the Asimov data (before the
             Asimov fits run).
         init: pyhf's initial parameters.
@@ -216,7 +220,7 @@ def run_five_fits(fit: Callable[[str, np.ndarray, bool], Candidate],
         starts = [start, *alternative_starts(name, mu, poi, {n: best.x for n, (best, _) in found.items()})]
         found[name] = lowest_minimum(name, lambda s, k=kind, f=fixed: fit(k, s, f), starts,
                                      restart=lambda c, k=kind, f=fixed: again(k, c, f))
-    distances = edms([(plan[name][0], found[name][0].x, plan[name][1] is not None) for name in FIT_NAMES])
+    distances = edms([(plan[name][0], found[name][0], plan[name][1] is not None) for name in FIT_NAMES])
     records = {}
     for name, distance in zip(FIT_NAMES, distances):
         best, first = found[name]
@@ -307,9 +311,10 @@ def pyhf_hypotest(model: Any, data: Any, *, mu: float, test_stat: str, backend: 
             minuit_edm[(kind, poi_fixed, np.asarray(start, dtype=float).tobytes())] = distance
         return Candidate(x, value)
 
-    def edms(points: list[tuple[str, np.ndarray, bool]]) -> list[float]:
+    def edms(points: list[tuple[str, Candidate, bool]]) -> list[float]:
         distances = []
-        for kind, x, poi_fixed in points:
+        for kind, candidate, poi_fixed in points:
+            x = candidate.x
             key = (kind, poi_fixed, np.asarray(x, dtype=float).tobytes())
             if key not in minuit_edm:
                 minuit(kind, Candidate(x, math.nan), poi_fixed)

@@ -1,10 +1,11 @@
 """The five fits of the asymptotic CLs hypotest on a compact likelihood, each verified to be a minimum.
 
 The fits run as the jax programs of :mod:`stats.compact.minimise`, compiled once per model structure. Each starts
-where pyhf starts it (with the exact Hessian at pyhf's initial values as its first estimate), then from the other
-fits' minima, and is restarted from the lowest point until nothing lower is found
-(:func:`stats.hypotest.lowest_minimum`); later starts reuse the quasi-Newton estimate of the fit they follow. The
-accepted points' EDMs come from the exact gradients and Hessians, computed for all five at once.
+where pyhf starts it (with the Hessian at pyhf's initial values as its first estimate), then from the other fits'
+minima, and is restarted from the lowest point until nothing lower is found
+(:func:`stats.hypotest.lowest_minimum`); later starts reuse the quasi-Newton estimate of the fit they follow. An
+accepted point's EDM is Minuit's: the exact gradient scaled by the minimiser's Hessian estimate; where that is
+above the bound, the exact Hessian decides.
 """
 
 from __future__ import annotations
@@ -15,14 +16,20 @@ import numpy as np
 
 from stats.compact import Unsupported
 from stats.compact import model as compact_model
-from stats.compact.minimise import Programs, distance_to_minimum
+from stats.compact.minimise import Programs, distance_to_minimum, positive_definite
 from stats.errors import FitError
-from stats.hypotest import Candidate, Hypotest, hypotest_from_fits, run_five_fits
+from stats.hypotest import EDM_BOUND, Candidate, Hypotest, hypotest_from_fits, run_five_fits
 
 
 def hypotest(programs: Programs, structure: compact_model.Structure, numbers: compact_model.Numbers, *,
-             mu: float, test_stat: str) -> Hypotest:
+             mu: float, test_stat: str, template: dict | None = None) -> Hypotest:
     """CLs at ``mu`` with the expected band, and the five accepted fits.
+
+    Args:
+        template: where the exact Hessian at pyhf's start is kept between patches of one structure (an empty dict
+            for the first). A later patch starts from it with its own exact POI row and column: the POI is the
+            only parameter whose curvature the patch's signal changes at first order, and the estimate only
+            decides how fast the first fit converges, never where.
 
     Raises:
         Unsupported: a fit that cannot be verified, or an undefined CLs (the caller computes the point with pyhf).
@@ -32,7 +39,7 @@ def hypotest(programs: Programs, structure: compact_model.Structure, numbers: co
     poi = structure.poi_index
     tensors = compact_model.Numbers(*(jnp.asarray(field) for field in numbers))
     datasets: dict[str, Any] = {"observed": tensors.data}
-    first_estimate = programs.hessian(tensors, tensors.data, tensors.init)
+    first_estimate = jnp.asarray(positive_definite(_start_hessian(programs, tensors, poi, template)))
     latest: list[Any] = []  # the quasi-Newton estimate where the latest fit stopped
     started: set[tuple[str, bool]] = set()
 
@@ -42,10 +49,10 @@ def hypotest(programs: Programs, structure: compact_model.Structure, numbers: co
         return fixed
 
     def minimise_from(kind: str, start: np.ndarray, poi_fixed: bool, estimate: Any) -> Candidate:
-        x, value, B, _, _ = programs.fit(tensors, datasets[kind], jnp.asarray(start), estimate,
-                                         jnp.asarray(fixed_for(poi_fixed)))
+        x, value, B, gradient, _, _ = programs.fit(tensors, datasets[kind], jnp.asarray(start), estimate,
+                                                   jnp.asarray(fixed_for(poi_fixed)))
         latest[:] = [B]
-        return Candidate(np.asarray(x, dtype=float), float(value), B)
+        return Candidate(np.asarray(x, dtype=float), float(value), (B, gradient))
 
     def fit(kind: str, start: np.ndarray, poi_fixed: bool) -> Candidate:
         first = (kind, poi_fixed) not in started
@@ -53,19 +60,45 @@ def hypotest(programs: Programs, structure: compact_model.Structure, numbers: co
         return minimise_from(kind, start, poi_fixed, first_estimate if first or not latest else latest[0])
 
     def restart(kind: str, found: Candidate, poi_fixed: bool) -> Candidate:
-        return minimise_from(kind, found.x, poi_fixed, found.state if found.state is not None else first_estimate)
+        return minimise_from(kind, found.x, poi_fixed, found.state[0] if found.state is not None else first_estimate)
 
-    def edms(points: list[tuple[str, np.ndarray, bool]]) -> list[float]:
-        data = jnp.stack([datasets[kind] for kind, _, _ in points])
-        _, gradients, hessians = programs.derivatives_batch(tensors, data, jnp.asarray(np.stack([x for _, x, _ in points])))
-        return [distance_to_minimum(x, np.asarray(g), np.asarray(h), fixed_for(poi_fixed), numbers.lower, numbers.upper)
-                for (_, x, poi_fixed), g, h in zip(points, gradients, hessians)]
+    def edm(kind: str, found: Candidate, poi_fixed: bool) -> float:
+        """Minuit's EDM (the exact gradient, the minimiser's Hessian estimate); where that is above the bound, the
+        EDM from the exact Hessian decides."""
+        fixed = fixed_for(poi_fixed)
+        estimate, gradient = found.state
+        distance = distance_to_minimum(found.x, np.asarray(gradient), np.asarray(estimate), fixed,
+                                       numbers.lower, numbers.upper)
+        if distance <= EDM_BOUND:
+            return distance
+        _, gradient, hessian = programs.derivatives(tensors, datasets[kind], jnp.asarray(found.x))
+        return distance_to_minimum(found.x, np.asarray(gradient), np.asarray(hessian), fixed,
+                                   numbers.lower, numbers.upper)
 
     def make_asimov(background: np.ndarray) -> None:
         datasets["asimov"] = programs.expected(tensors, jnp.asarray(background))
 
     try:
-        records = run_five_fits(fit, edms, make_asimov, numbers.init, mu, poi, restart=restart)
+        records = run_five_fits(fit, lambda points: [edm(*point) for point in points], make_asimov, numbers.init, mu,
+                                poi, restart=restart)
         return hypotest_from_fits(records, mu, test_stat, "compact")
     except FitError as err:
         raise Unsupported(str(err)) from None
+
+
+def _start_hessian(programs: Programs, tensors: compact_model.Numbers, poi: int, template: dict | None) -> np.ndarray:
+    """The Hessian at pyhf's start: exact, or the template's with this patch's exact POI row and column."""
+    import jax.numpy as jnp
+
+    if template is None or "hessian" not in template:
+        hessian = np.asarray(programs.hessian(tensors, tensors.data, tensors.init), dtype=float)
+        if template is not None:
+            template["hessian"] = hessian
+        return hessian
+    unit = np.zeros(len(tensors.init))
+    unit[poi] = 1.0
+    column = np.asarray(programs.column(tensors, tensors.data, tensors.init, jnp.asarray(unit)), dtype=float)
+    hessian = template["hessian"].copy()
+    hessian[:, poi] = column
+    hessian[poi, :] = column
+    return hessian

@@ -4,8 +4,7 @@ Each fit minimises pyhf's objective (twice the negative log-likelihood) as one j
 the first estimate, BFGS updates, bounds honoured by an active set (a parameter at a bound whose gradient points
 outwards is held there), a backtracking line search. It stops when the Newton decrement is below ``1e-12`` with
 the projected gradient below ``1e-3``, or the projected gradient is below ``1e-9``. Whether the point it stops at is
-a minimum is checked apart from the minimiser's own view, with the exact gradient and Hessian
-(:func:`distance_to_minimum`).
+a minimum is checked apart from the minimiser's own stopping rule (:func:`distance_to_minimum`).
 """
 
 from __future__ import annotations
@@ -21,18 +20,16 @@ MAX_ITERATIONS = 200
 _STEPS = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01, 1e-3, 1e-4)
 
 
-def positive_definite(B, floor: float = 1e-6):
+def positive_definite(B: np.ndarray, floor: float = 1e-6) -> np.ndarray:
     """``B`` with its eigenvalues replaced by their absolute values (at least ``floor``): a BFGS start."""
-    import jax.numpy as jnp
-
-    w, V = jnp.linalg.eigh(B)
-    return (V * jnp.maximum(jnp.abs(w), floor)) @ V.T
+    w, V = np.linalg.eigh(0.5 * (B + B.T))
+    return (V * np.maximum(np.abs(w), floor)) @ V.T
 
 
 def minimise(f, x0, B0, fixed, lower, upper):
     """Minimise ``f`` from ``x0`` (Hessian estimate ``B0``, positive definite) holding ``fixed``.
 
-    Returns ``(x, f(x), B, converged, iterations)``; jax-traceable.
+    Returns ``(x, f(x), B, gradient, converged, iterations)``; jax-traceable.
     """
     import jax
     import jax.numpy as jnp
@@ -93,15 +90,16 @@ def minimise(f, x0, B0, fixed, lower, upper):
     # A line search that cannot improve is converged only if the Newton decrement is negligible.
     free = active(x, g)
     decrement = jnp.dot(jnp.where(free, g, 0.0), direction(B, g, free))
-    return x, fx, B, converged | (stuck & (decrement < 1e-8)), it
+    return x, fx, B, g, converged | (stuck & (decrement < 1e-8)), it
 
 
 class Programs(NamedTuple):
     """The compiled pieces of one structure's fits (each compiled once, on first use)."""
 
-    hessian: Any  # (numbers, data, x) -> positive-definite Hessian of the objective: a BFGS start
-    fit: Any  # (numbers, data, start, B0, fixed) -> (x, objective, B, converged, iterations)
-    derivatives_batch: Any  # (numbers, data[k], x[k]) -> (objectives, gradients, exact Hessians) of k points
+    hessian: Any  # (numbers, data, x) -> exact Hessian of the objective
+    column: Any  # (numbers, data, x, v) -> the exact Hessian times v (one column when v is a unit vector)
+    fit: Any  # (numbers, data, start, B0, fixed) -> (x, objective, B, gradient, converged, iterations)
+    derivatives: Any  # (numbers, data, x) -> (objective, gradient, exact Hessian)
     expected: Any  # (numbers, x) -> expected main data and auxdata
 
 
@@ -113,7 +111,10 @@ def make_programs(structure: compact_model.Structure) -> Programs:
         return lambda x: -2.0 * compact_model.logpdf(structure, numbers, x, data)
 
     def hessian(numbers, data, x):
-        return positive_definite(jax.hessian(objective(numbers, data))(x))
+        return jax.hessian(objective(numbers, data))(x)
+
+    def column(numbers, data, x, v):
+        return jax.jvp(jax.grad(objective(numbers, data)), (x,), (v,))[1]
 
     def fit(numbers, data, start, B0, fixed):
         return minimise(objective(numbers, data), start, B0, fixed, numbers.lower, numbers.upper)
@@ -123,13 +124,10 @@ def make_programs(structure: compact_model.Structure) -> Programs:
         value, gradient = jax.value_and_grad(f)(x)
         return value, gradient, jax.hessian(f)(x)
 
-    def derivatives_batch(numbers, data, x):
-        return jax.vmap(derivatives, in_axes=(None, 0, 0))(numbers, data, x)
-
     def expected(numbers, x):
         return compact_model.expected_data(structure, numbers, x)
 
-    return Programs(jax.jit(hessian), jax.jit(fit), jax.jit(derivatives_batch), jax.jit(expected))
+    return Programs(jax.jit(hessian), jax.jit(column), jax.jit(fit), jax.jit(derivatives), jax.jit(expected))
 
 
 def distance_to_minimum(x: np.ndarray, gradient: np.ndarray, hessian: np.ndarray, fixed: np.ndarray,

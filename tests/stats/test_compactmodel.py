@@ -114,7 +114,7 @@ def test_minimizer_stops_at_an_active_bound():
         return (x[0] + 1.0) ** 2 + 3.0 * (x[1] - 2.0) ** 2 + 0.5 * x[0] * x[1]
 
     x0 = jnp.array([2.0, 0.0])
-    x, fx, _, converged, _ = minimise(f, x0, jnp.eye(2), jnp.array([False, False]),
+    x, fx, _, _, converged, _ = minimise(f, x0, jnp.eye(2), jnp.array([False, False]),
                                       jnp.array([0.0, -10.0]), jnp.array([5.0, 10.0]))
     assert bool(converged)
     np.testing.assert_allclose(np.asarray(x), [0.0, 2.0], atol=1e-7)
