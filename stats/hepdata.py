@@ -1,19 +1,15 @@
 """Published likelihoods: load a background-only workspace and its patchset (HEPData layout).
 
 Sources: a ``.tar.gz`` archive as HEPData serves it, a directory holding ``BkgOnly.json`` and
-``patchset.json``, an explicit pair of files, or a HEPData record fetched by id or DOI.
+``patchset.json`` (as :mod:`stats.fetch` downloads them from HEPData), or an explicit pair of files.
 Everything is validated once on load (schema, digest), so later model builds can skip validation.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tarfile
 import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,7 +21,6 @@ from stats.errors import DigestMismatchError, WorkspaceError, first_line
 #: Largest archive member and largest total size accepted when extracting (bytes).
 MAX_MEMBER_BYTES = 512 * 1024**2
 MAX_TOTAL_BYTES = 2 * 1024**3
-HEPDATA_URL = "https://www.hepdata.net"
 
 
 class Likelihoods(NamedTuple):
@@ -146,34 +141,3 @@ def load_likelihoods(source: str | Path, patchset: str | Path | None = None) -> 
         root = extract_archive(path, tmp)
         return _validated(_read_json(_find(root, "BkgOnly.json")), _read_json(_find(root, "patchset.json")), str(path))
 
-
-def hepdata_url(record: str) -> str:
-    """URL of the likelihood archive of a HEPData record given by id (``ins1755298``, ``1755298``) or DOI."""
-    record = record.strip()
-    if record.lower().startswith(("10.17182/", "doi:")):
-        doi = record.split(":", 1)[-1] if record.lower().startswith("doi:") else record
-        return f"{HEPDATA_URL}/record/resource/doi?doi={urllib.parse.quote(doi, safe='/')}&format=json"
-    inspire = record.lower().removeprefix("ins")
-    if not inspire.isdigit():
-        raise WorkspaceError(f"not a HEPData record id or DOI: {record!r}")
-    return f"{HEPDATA_URL}/record/ins{inspire}?format=json&light=true"
-
-
-def download_record(record: str, target: str | Path, *, timeout: float = 60) -> tuple[Path, str]:
-    """Download a HEPData resource (by record id or DOI) to ``target``; return the path and its sha256.
-
-    Raises:
-        WorkspaceError: the download failed (offline, unknown record).
-    """
-    url = hepdata_url(record)
-    target = Path(target)
-    digest = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, target.open("wb") as out:
-            while chunk := response.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise WorkspaceError(f"cannot download HEPData record {record} from {url}: {reason}") from None
-    return target, digest.hexdigest()

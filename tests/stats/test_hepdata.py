@@ -5,15 +5,13 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import urllib.error
 from pathlib import Path
-from unittest import mock
 
 import pyhf
 import pytest
 
 from stats.errors import DigestMismatchError, UnknownPatchError, WorkspaceError
-from stats.hepdata import download_record, extract_archive, hepdata_url, load_likelihoods
+from stats.hepdata import extract_archive, load_likelihoods
 from stats.likelihoods import describe, find_patch, select_patches
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -159,31 +157,6 @@ def test_oversized_member_rejected(tmp_path: Path, monkeypatch):
     archive = tarball(tmp_path / "big.tar.gz", {"x/BkgOnly.json": b"{" + b" " * 20 + b"}"})
     with pytest.raises(WorkspaceError, match="too large"):
         extract_archive(archive, tmp_path)
-
-
-def test_hepdata_urls():
-    assert hepdata_url("ins1755298") == "https://www.hepdata.net/record/ins1755298?format=json&light=true"
-    assert hepdata_url("1755298") == hepdata_url("ins1755298")
-    assert hepdata_url("10.17182/hepdata.90607.v3/r3") == (
-        "https://www.hepdata.net/record/resource/doi?doi=10.17182/hepdata.90607.v3/r3&format=json")
-    with pytest.raises(WorkspaceError, match="not a HEPData record"):
-        hepdata_url("atlas-susy")
-
-
-def test_download_sha256_and_offline_error(tmp_path: Path):
-    payload = b"archive bytes"
-    response = mock.MagicMock()
-    response.__enter__.return_value.read.side_effect = [payload, b""]
-    with mock.patch("urllib.request.urlopen", return_value=response) as urlopen:
-        path, digest = download_record("ins1755298", tmp_path / "x.tar.gz")
-    assert urlopen.call_args[0][0] == hepdata_url("ins1755298")
-    assert path.read_bytes() == payload
-    import hashlib
-
-    assert digest == hashlib.sha256(payload).hexdigest()
-    with mock.patch("urllib.request.urlopen", side_effect=urllib.error.URLError("no network")):
-        with pytest.raises(WorkspaceError, match="cannot download HEPData record ins1755298.*no network"):
-            download_record("ins1755298", tmp_path / "y.tar.gz")
 
 
 @pytest.mark.skipif(not TARBALL.exists(), reason="shared 1Lbb likelihoods absent")
