@@ -140,4 +140,3 @@ def load_likelihoods(source: str | Path, patchset: str | Path | None = None) -> 
     with tempfile.TemporaryDirectory(prefix="likelihoods-") as tmp:
         root = extract_archive(path, tmp)
         return _validated(_read_json(_find(root, "BkgOnly.json")), _read_json(_find(root, "patchset.json")), str(path))
-
