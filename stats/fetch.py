@@ -29,7 +29,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from stats.errors import DigestMismatchError, WorkspaceError
+from stats.errors import DigestMismatchError, WorkspaceError, first_line
 
 #: The HEPData site resource ids and records are looked up on.
 HEPDATA_URL = "https://www.hepdata.net"
@@ -146,7 +146,7 @@ def _record_resource(site: str, inspire: str, timeout: float) -> str:
         response.raise_for_status()
         record = response.json()
     except requests.RequestException as err:
-        raise WorkspaceError(f"cannot look up HEPData record ins{inspire} at {url}: {_first_line(err)}") from None
+        raise WorkspaceError(f"cannot look up HEPData record ins{inspire} at {url}: {first_line(err, limit=300)}") from None
     except ValueError:
         raise WorkspaceError(f"HEPData record ins{inspire}: {url} did not return JSON") from None
     inner = record.get("record") if isinstance(record, dict) else None
@@ -163,11 +163,6 @@ def _record_resource(site: str, inspire: str, timeout: float) -> str:
         raise WorkspaceError(f"HEPData record ins{inspire} has {len(found)} HistFactory resources: {listed}; "
                              "give the resource id")
     return found[0][0]
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:300]
 
 
 def _download(url: str, archive: Path, timeout: float) -> None:
@@ -199,7 +194,7 @@ def _download(url: str, archive: Path, timeout: float) -> None:
         status = re.search(r"response code of (\d+)", str(error))
         raise WorkspaceError(f"cannot download {url}: HTTP status {status.group(1) if status else '?'}") from None
     if isinstance(error, (requests.RequestException, OSError)):
-        raise WorkspaceError(f"cannot download {url}: {_first_line(error)}") from None
+        raise WorkspaceError(f"cannot download {url}: {first_line(error, limit=300)}") from None
     if error is not None:
         raise error
 
