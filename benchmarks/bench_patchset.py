@@ -27,11 +27,6 @@ from stats.patchscan import scan_patches
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def lower_minimum(point) -> bool:
-    """Whether a restart found a lower minimum than the fit started as pyhf starts it (pyhf's default answer)."""
-    return any(fit["first_twice_nll"] - fit["twice_nll"] > 1e-3 for fit in (point.fits or {}).values())
-
-
 def scan(workers: int, patches: int) -> tuple[float, object, list]:
     """Seconds from the tarball to written results on a running cluster, the result, the patches."""
     with dask_client(workers=workers) as client, tempfile.TemporaryDirectory() as tmp:
@@ -63,10 +58,10 @@ def main() -> None:
     worst = max(
         abs(a - b) / max(1e-4, 1e-3 * abs(b))
         for _, res, _ in runs.values()
-        for p in res.results if p.status == "ok" and not lower_minimum(p)
+        for p in res.results if p.status == "ok" and not p.lowered_fits()
         for a, b in zip([p.CLs_obs, *p.CLs_exp], [reference[p.name]["CLs_obs"], *reference[p.name]["CLs_exp"]])
     )
-    lower = sorted({p.name for _, res, _ in runs.values() for p in res.results if lower_minimum(p)})
+    lower = sorted({p.name for _, res, _ in runs.values() for p in res.results if p.lowered_fits()})
     loaded = load_likelihoods(DATA / "1Lbb-likelihoods.tar.gz")
     serial = []
     for patch in list(loaded.patchset.patches)[: args.serial]:

@@ -52,6 +52,11 @@ class PointResult(NamedTuple):
     fits: dict[str, dict[str, float]] | None = None
     patch_digest: str | None = None
 
+    def lowered_fits(self, by: float = 1e-3) -> list[str]:
+        """The fits whose accepted minimum lies more than ``by`` (in -2lnL) below where the fit started as pyhf
+        starts it stopped: where a restart found a lower minimum, and pyhf's default fit may report the higher one."""
+        return [name for name, fit in (self.fits or {}).items() if fit["first_twice_nll"] - fit["twice_nll"] > by]
+
 
 class ScanResult(NamedTuple):
     """Every scanned patch's point (ok or failed, none left out), the scan's wall time and its settings."""

@@ -16,7 +16,7 @@ from stats.likelihoods import HypotestSettings, patched_model, select_patches
 from stats.compact.engine import PatchEngine
 from stats.compact.padding import canonical_patch, shared_modifiers
 from stats.compact.worker import compilation_cache_dir
-from stats.patchscan import scan_patches
+from stats.patchscan import PointResult, scan_patches
 from tests.stats.test_hepdata import SIGNALS, TARBALL, small_bkg_only, small_patchset
 
 REFERENCE = TARBALL.parent / "1Lbb-reference-cls.json"
@@ -147,11 +147,6 @@ def test_1lbb_subset_matches_reference_and_tutorial(client, tmp_path):
         assert all(agrees(a, b) for a, b in zip(tutorial[name].CLs_exp, seed["CLs_exp"]))
 
 
-def lower_than_pyhf_default(point) -> list[str]:
-    """The fits of a point whose accepted minimum is lower than where the first fit, started as pyhf starts it, stopped."""
-    return [name for name, fit in point.fits.items() if fit["first_twice_nll"] - fit["twice_nll"] > 1e-3]
-
-
 @needs_1lbb
 @pytest.mark.slow
 def test_1lbb_all_patches_match_reference(client, tmp_path):
@@ -164,7 +159,7 @@ def test_1lbb_all_patches_match_reference(client, tmp_path):
     assert len(result.results) == 125
     assert all(p.status == "ok" for p in result.results), [(p.name, p.error) for p in result.results if p.status != "ok"]
     assert [p.method for p in result.results] == ["compact"] * 125, {p.name: p.fallback for p in result.results}
-    lower = {p.name: lower_than_pyhf_default(p) for p in result.results if lower_than_pyhf_default(p)}
+    lower = {p.name: p.lowered_fits() for p in result.results if p.lowered_fits()}
     bad = [p.name for p in result.results if p.name not in lower and (
         not agrees(p.CLs_obs, expected[p.name]["CLs_obs"])
         or not all(agrees(a, b) for a, b in zip(p.CLs_exp, expected[p.name]["CLs_exp"])))]
@@ -323,3 +318,12 @@ def test_cli_scan_patchset_writes_results_with_the_chosen_interpolation(toy, tmp
     obs, exp = pyhf.infer.hypotest(1.0, workspace.data(model), model, test_stat="qtilde", return_expected_set=True)
     assert agrees(row["CLs_obs"], float(obs)) and all(agrees(a, float(b)) for a, b in zip(row["CLs_exp"], exp))
     assert "1/1 patches ok" in capsys.readouterr().out
+
+
+def test_lowered_fits_names_the_fits_a_restart_took_lower():
+    fits = {"free": {"twice_nll": 10.0, "mu": 0.5, "edm": 1e-9, "first_twice_nll": 10.5},
+            "conditional": {"twice_nll": 12.0, "mu": 1.0, "edm": 1e-9, "first_twice_nll": 12.0005}}
+    point = PointResult("p", [1.0, 2.0], 0.1, [0.1] * 5, "ok", None, 0.0, "compact", None, fits)
+    assert point.lowered_fits() == ["free"]
+    assert point.lowered_fits(by=1e-4) == ["free", "conditional"]
+    assert PointResult("q", [1.0], None, None, "failed", "why", 0.0).lowered_fits() == []
