@@ -15,6 +15,10 @@ class FitError(StatsError):
     """A fit failed (did not converge, or produced no usable uncertainty)."""
 
 
+class IdentityMismatchError(StatsError):
+    """A stored result (a checkpoint to resume from) was computed from other inputs or settings than asked for."""
+
+
 class WorkspaceError(StatsError):
     """A workspace or patchset is invalid (bad JSON, schema violation, missing file)."""
 
