@@ -22,6 +22,11 @@ import uproot
 
 from processors.processor import DiphotonProcessor
 from processors.schema import BRANCHES, TREE_NAME
+from processors.tuning import configure_uproot
+
+#: Every process that imports the benchmarks reads as the engine does (isal for ZLIB baskets, class names
+#: normalized once); :func:`plain_uproot` turns that off within a block.
+configure_uproot()
 
 #: Every branch of the schema (what "read all branches" means in the benchmarks).
 ALL_BRANCHES = tuple(branch.name for branch in BRANCHES)
@@ -35,9 +40,9 @@ class AllBranchesProcessor(DiphotonProcessor):
 
 @contextlib.contextmanager
 def uproot_settings(*, inflater: str | None = None, memoized_classnames: bool = True) -> Iterator[None]:
-    """Within the block: ZLIB baskets inflated by ``inflater`` (None: as set, isal since ``processors.chunks`` was
-    imported) and, unless ``memoized_classnames``, class names normalized per object read, as uproot does without
-    ``processors.chunks.memoize_classnames``; both put back afterwards."""
+    """Within the block: ZLIB baskets inflated by ``inflater`` (None: as set, isal since this module was imported)
+    and, unless ``memoized_classnames``, class names normalized per object read, as uproot does without
+    ``processors.tuning.configure_uproot``; both put back afterwards."""
     decompressor = uproot.compression._decompress_ZLIB
     model = uproot.model
     library, regularize = decompressor.library, model.classname_regularize

@@ -10,7 +10,7 @@ measures in one run on each, single process unless stated:
 
 * bare read: uproot reading the six photon branches, nothing else (the floor of any processor), with
   uproot's default source and with the memory-mapped one the engine uses for local files, inflating ZLIB
-  baskets with isal as the engine does (processors.chunks.inflate_with_isal), and on the ``-zlib`` layouts
+  baskets with isal as the engine does (processors.tuning.configure_uproot), and on the ``-zlib`` layouts
   also with uproot's default inflater, Python's zlib;
 * tutorial: the notebook's loop (``tree.iterate`` at uproot's default step size, every cut filtering the
   record array with jagged ``[:, 0]`` indexing, the vector mass stored as a field, the kept events

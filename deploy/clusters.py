@@ -188,15 +188,17 @@ def gateway_cluster(settings: GatewaySettings) -> GatewayCluster:
 
 
 class WorkerGC(WorkerPlugin):
-    """Tune each worker's garbage collector for chunk tasks (``gc_threshold`` of the cluster's config section).
+    """Set up each worker for chunk tasks: uproot's reading settings and the garbage collector.
 
-    The worker imports the code its tasks run, then freezes every object alive (``gc.freeze``: Dask's, uproot's,
-    awkward's, about 200k), so that no full collection walks them again, and runs the youngest generation every
-    ``threshold`` allocations instead of Python's 700. Each opened file leaves a few thousand objects in reference
-    cycles (uproot's branch descriptions), which only the collector frees.
+    The worker reads as :func:`processors.tuning.configure_uproot` sets (before anything else, so the XRootD
+    client loads with its settings), imports the code its tasks run, then freezes every object alive
+    (``gc.freeze``: Dask's, uproot's, awkward's, about 200k), so that no full collection walks them again, and
+    runs the youngest generation every ``threshold`` allocations instead of Python's 700. Each opened file leaves
+    a few thousand objects in reference cycles (uproot's branch descriptions), which only the collector frees.
 
     Args:
-        threshold: allocations between collections of the youngest generation.
+        threshold: allocations between collections of the youngest generation (``gc_threshold`` of the
+            cluster's config section).
         modules: imported before the freeze.
     """
 
@@ -207,10 +209,16 @@ class WorkerGC(WorkerPlugin):
         self.modules = modules
 
     def setup(self, worker: Any) -> None:
+        try:
+            from processors.tuning import configure_uproot
+        except ImportError as error:  # a worker image without this package: its tasks will say so
+            log.warning("worker setup: cannot import processors.tuning (%s)", error)
+        else:
+            configure_uproot()  # for the worker's lifetime
         for module in self.modules:
             try:
                 importlib.import_module(module)
-            except ImportError as error:  # a worker image without this package: its tasks will say so
+            except ImportError as error:
                 log.warning("worker GC tuning: cannot import %s (%s)", module, error)
         gc.collect()
         gc.freeze()

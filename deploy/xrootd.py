@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from deploy.errors import DeployError
+from processors.tuning import XROOTD_CLIENT_ENV
 
 __all__ = ["CLIENT_ENV", "METADATA_FILES", "ServerHandle", "XRootDServer", "free_port", "metadata_file", "start_xrootd"]
 
@@ -35,11 +36,10 @@ HOST = "127.0.0.1"
 #: Metadata file written for each protocol; ``--metadata DIR/<file>`` selects the URLs of that protocol.
 METADATA_FILES = {"root": "metadata.json", "https": "metadata-https.json", "http": "metadata-http.json"}
 
-#: XRootD client settings for readers of a server that may be stopped and restarted: without them the client
-#: keeps a failed connection marked broken for 30 minutes (``StreamErrorWindow``) and retries for 2 minutes, so
-#: reads neither fail fast while the server is down nor work again after a restart. Set them in the
-#: environment before the first root:// access (worker processes inherit them).
-CLIENT_ENV = {"XRD_STREAMERRORWINDOW": "1", "XRD_CONNECTIONWINDOW": "2", "XRD_CONNECTIONRETRY": "1"}
+#: XRootD client settings for readers of a server that may be stopped and restarted (the engine's, one set for the
+#: project: :data:`processors.tuning.XROOTD_CLIENT_ENV`). Set them in the environment before the first root://
+#: access (worker processes inherit them); ``processors.tuning.configure_uproot`` does so for the engine.
+CLIENT_ENV = XROOTD_CLIENT_ENV
 
 
 class ServerHandle(NamedTuple):

@@ -1,8 +1,10 @@
-"""Reading one chunk of one file and running a processor on it, as a plain picklable task.
+"""Reading chunks of a file's tree and running a processor on them, as plain picklable tasks.
 
-Errors are classified here: a missing or corrupt file, a missing tree or branch and an untrusted server
-certificate are permanent (no retry); network trouble is transient and retried with back-off, inside the task
-so the engine sees one plain result per chunk.
+A task opens a file once (:data:`trees` keeps it open for the process's next chunks), reads only the
+processor's branches, and returns one plain :class:`ChunkOutcome` per chunk: the processor's output, or the
+failure with its kind (:mod:`processors.failures`). Transient errors are retried with back-off inside the task.
+Each task makes sure its process reads as :func:`processors.tuning.configure_uproot` sets (a Dask worker
+without the project's worker plugin included).
 """
 
 from __future__ import annotations
@@ -12,11 +14,9 @@ import functools
 import math
 import mmap
 import os
-import re
 import ssl
 import threading
 import time
-import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -25,103 +25,17 @@ import awkward as ak
 import uproot
 from coffea.nanoevents.methods import base
 
-from processors.errors import CertificateError, InputFileError, ProcessingError, SchemaError
+from processors.errors import SchemaError
+from processors.datasets import is_remote
+from processors.failures import PERMANENT, FailedChunk, FailureKind, classify
+from processors.planning import Chunk, FileInfo, first_chunks, plan_chunks
 from processors.schema import validate_tree
+from processors.tuning import configure_uproot
 
-try:
-    from isal import isal_zlib
-except ImportError:  # optional at run time: uproot's zlib then inflates ZLIB baskets
-    isal_zlib = None
-
-#: Failure kinds: permanent ones are never retried.
-MISSING, CORRUPT, SCHEMA, TRANSIENT, WORKER = "missing", "corrupt", "schema", "transient", "worker"
-#: An https server whose certificate is not trusted: permanent, every read of it fails the same way.
-CERTIFICATE = "certificate"
-#: Kinds that a retry or a resumed run cannot mend: the file, or the reader's settings, must change.
-PERMANENT = (MISSING, CORRUPT, SCHEMA, CERTIFICATE)
-
-#: XRootD server answers that are final, not worth a retry (error codes of XProtocol.hh): not authorized, no such
-#: file, not a file, a directory, authentication failed make the file missing; an invalid argument or a
-#: file-system error, as for a read past the end of a truncated file ("illegal seek"), make it corrupt. Other
-#: answers (overloaded, timed out, no server, ...) and lost connections stay transient.
-XROOTD_MISSING, XROOTD_CORRUPT = {"3010", "3011", "3015", "3016", "3030"}, {"3000", "3005"}
-
-#: XRootD client settings, read once when its library loads (so set here, before any root:// read of this
-#: process; Dask workers import this module first), unless the user set them: time-outs checked every second,
-#: not every 15 s; a refused connection failing at once, not retried for 2 minutes; a failed server tried again
-#: after 1 s, not after 30 minutes. Without them the retries below cannot bridge a server restart.
-XROOTD_CLIENT_ENV = {
-    "XRD_TIMEOUTRESOLUTION": "1", "XRD_CONNECTIONWINDOW": "10", "XRD_CONNECTIONRETRY": "1", "XRD_STREAMERRORWINDOW": "1"
-}
-for _name, _value in XROOTD_CLIENT_ENV.items():
-    os.environ.setdefault(_name, _value)
-
-
-def inflate_with_isal() -> str:
-    """Have uproot inflate ZLIB baskets with isal (Intel ISA-L) when it is installed; return the library in use.
-
-    ZLIB is ROOT's default basket compression, and inflating it is most of a bare read of such files;
-    isal's inflate gives the same bytes faster: the processor ran 1.1-1.4x faster on ZLIB files (more on large
-    files; BENCHMARKS.md, Processing).
-    uproot offers it as ``uproot.ZLIB.library = "isal"``, but 5.7.7 reads baskets through a private
-    instance that never looks at that setting, so the instance itself is switched. Writing is left alone
-    (``uproot.ZLIB.library``), and so is a library the user chose.
-    """
-    decompressor = getattr(uproot.compression, "_decompress_ZLIB", None)
-    if decompressor is None:
-        return "zlib"
-    if decompressor.library == "zlib" and isal_zlib is not None:
-        decompressor.library = "isal"
-    return decompressor.library
-
-
-#: Set on import, like the XRootD settings: Dask workers import this module before their first read.
-ZLIB_LIBRARY = inflate_with_isal()
-#: What inflating a damaged ZLIB basket raises (isal's error is not a ``zlib.error``).
-INFLATE_ERRORS: tuple[type[BaseException], ...] = (zlib.error,) if isal_zlib is None else (zlib.error, isal_zlib.error)
-
-
-def memoize_classnames() -> bool:
-    """Have uproot normalize each C++ class name once per process instead of once per object read; True if done.
-
-    Opening a tree deserializes its ~80 branch descriptions, and every object and base class of them passes its
-    class name through ``uproot.model.classname_regularize`` (two regular expressions). The function is pure (a
-    string or None in, a string or None out), so caching it reads the same objects: 13-22 % less CPU per file
-    opened (16 files of benchmarks/bench_scaling.py's 4x set opened in turns with and without the cache, in a
-    process with the workers' garbage-collector settings: median 39 -> 34, 45 -> 38 and 47 -> 37 ms per file).
-    Done once, here, like :func:`inflate_with_isal`, by replacing uproot's module attribute, where its callers
-    look the function up; a function that is cached already is left alone.
-    """
-    model = uproot.model
-    regularize = getattr(model, "classname_regularize", None)
-    if regularize is None:
-        return False
-    if not hasattr(regularize, "cache_info"):
-        model.classname_regularize = functools.lru_cache(maxsize=4096)(regularize)
-    return True
-
-
-#: Set on import, like the inflater.
-CLASSNAMES_MEMOIZED = memoize_classnames()
-
-
-class Chunk(NamedTuple):
-    """An entry range of one tree in one file."""
-
-    file: str
-    tree: str
-    entry_start: int
-    entry_stop: int
-
-
-class FailedChunk(NamedTuple):
-    """A chunk that could not be processed; ``entry_stop`` is None when the file could not be opened."""
-
-    file: str
-    entry_start: int
-    entry_stop: int | None
-    error: str
-    kind: str
+#: For callers that test a failure's kind against these names (deploy.cli_processing).
+CERTIFICATE = FailureKind.CERTIFICATE
+__all__ = ["CERTIFICATE", "PERMANENT", "Chunk", "ChunkOutcome", "FailedChunk", "FileStart", "TreeCache", "clear_trees",
+           "https_options", "inspect_file", "open_tree", "run_chunk", "run_chunks", "start_files", "trees"]
 
 
 class ChunkOutcome(NamedTuple):
@@ -131,11 +45,6 @@ class ChunkOutcome(NamedTuple):
     output: dict[str, Any] | None
     failure: FailedChunk | None
     attempts: int
-
-
-def is_remote(url: str) -> bool:
-    """True for URLs read over the network (root://, https://, ...)."""
-    return "://" in url and not url.startswith("file://")
 
 
 def forget_handles(url: str) -> None:
@@ -153,94 +62,6 @@ def forget_handles(url: str) -> None:
     for filesystem in list(XRootDFileSystem._cache.values()):
         with contextlib.suppress(Exception):  # closing a handle of a dead server may fail; it is dropped anyway
             filesystem.invalidate_cache(filesystem._strip_protocol(url))
-
-
-def classify(error: BaseException, url: str) -> tuple[str, ProcessingError | BaseException]:
-    """Return the failure kind of an exception raised while reading ``url`` and a one-line error.
-
-    Args:
-        error: the exception.
-        url: the file being read.
-
-    Returns:
-        (kind, error) with kind one of "missing", "corrupt", "schema", "certificate", "transient".
-    """
-    untrusted = _certificate_failure(error)
-    if untrusted is not None:
-        return CERTIFICATE, CertificateError(_untrusted_message(url, untrusted), url)
-    if isinstance(error, SchemaError):
-        return SCHEMA, error
-    if isinstance(error, InputFileError):
-        return CORRUPT, error
-    if isinstance(error, uproot.KeyInFileError):
-        key = error.key if isinstance(error.key, str) else str(error.key)
-        return SCHEMA, SchemaError(f"{url}: {key!r} not found")
-    if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)) and not is_remote(url):
-        # uproot's memory-mapped source raises FileNotFoundError with a multi-line hint and no strerror.
-        reason = error.strerror or ("No such file or directory" if isinstance(error, FileNotFoundError) else one_line(error))
-        return MISSING, InputFileError(f"{url}: {reason}")
-    if isinstance(error, OSError) and is_remote(url):
-        code = re.search(r"Server responded with an error: \[(\d+)\]", str(error))
-        reason = " ".join(str(error).split())[:200]
-        if code is not None and code[1] in XROOTD_MISSING:
-            return MISSING, InputFileError(f"{url}: {reason}")
-        if (code is not None and code[1] in XROOTD_CORRUPT) or str(error).startswith("expected Chunk of length"):
-            return CORRUPT, InputFileError(f"{url}: not a readable ROOT file ({reason})")
-    if isinstance(error, (TimeoutError, ConnectionError)) or (isinstance(error, OSError) and is_remote(url)):
-        return TRANSIENT, error
-    if isinstance(error, ValueError) and is_remote(url) and "closed file" in str(error):
-        return TRANSIENT, error  # a handle closed by a lost connection ("I/O operation on closed file")
-    if isinstance(error, TypeError) and is_remote(url) and _raised_in(error, "uproot/source/coalesce.py"):
-        # uproot's coalesced reads slice what a failed range returned, so a lost https connection surfaces
-        # as "TypeError: 'ClientConnectorError' object is not subscriptable".
-        return TRANSIENT, error
-    if isinstance(error, (OSError, ValueError, *INFLATE_ERRORS, uproot.deserialization.DeserializationError)):
-        reason = " ".join(str(error).split())[:200] or type(error).__name__
-        return CORRUPT, InputFileError(f"{url}: not a readable ROOT file ({reason})")
-    raise error
-
-
-def _certificate_failure(error: BaseException) -> str | None:
-    """The verifier's reason if ``error`` (or one it was raised from) is a refused server certificate, else None.
-
-    aiohttp's ``ClientConnectorCertificateError`` is an ``ssl.SSLCertVerificationError``; uproot's coalesced
-    reads can turn it into a ``TypeError`` that only names it.
-    """
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, CertificateError):
-            return None
-        if isinstance(error, ssl.SSLCertVerificationError):
-            original = getattr(error, "certificate_error", error)  # aiohttp's wraps the ssl module's
-            return getattr(original, "verify_message", None) or "certificate verify failed"
-        if isinstance(error, TypeError) and "CertificateError" in str(error):
-            return "certificate verify failed"
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def _untrusted_message(url: str, reason: str) -> str:
-    cafile = os.environ.get("SSL_CERT_FILE")
-    trusted = f"SSL_CERT_FILE={cafile} does not sign it" if cafile else "SSL_CERT_FILE is not set"
-    return (f"{url}: the server's certificate is not trusted ({reason}; {trusted}); "
-            "set SSL_CERT_FILE to the certificate, or CA bundle, that signs it")
-
-
-def _raised_in(error: BaseException, path: str) -> bool:
-    """True if the innermost frame of ``error``'s traceback is in a file ending with ``path``."""
-    traceback = error.__traceback__
-    while traceback is not None and traceback.tb_next is not None:
-        traceback = traceback.tb_next
-    return traceback is not None and traceback.tb_frame.f_code.co_filename.replace("\\", "/").endswith(path)
-
-
-def one_line(error: BaseException) -> str:
-    """The first line of an error message, prefixed with the type for errors outside the project's."""
-    text = str(error).splitlines()[0] if str(error) else ""
-    if isinstance(error, ProcessingError):
-        return text
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 @functools.lru_cache(maxsize=8)
@@ -268,11 +89,9 @@ def open_tree(url: str, tree: str, columns: tuple[str, ...], *, timeout: float) 
         SchemaError: the tree or a branch is missing, or a branch has the wrong type.
     """
     # The XRootD bindings take whole seconds and raise TypeError on a float (the CLI's --timeout is one).
-    # No array cache: every entry range is read once, and the open trees are kept (TreeCache), so uproot's
-    # default 100 MB cache per file would keep up to that much per cached file for nothing (memory grows
-    # with the data size: 360 MiB more per worker on a 4.7 M-event set, benchmarks/bench_scaling.py).
-    # Local files are memory-mapped: uproot's default fsspec source costs a third more CPU per file (its
-    # event-loop thread and copies), a fifth of the processor's whole budget (benchmarks/bench_processing.py).
+    # No array cache: every entry range is read once and the trees are kept open (TreeCache), so uproot's
+    # default cache per file would hold memory that grows with the data size for nothing. Local files are
+    # memory-mapped: uproot's default fsspec source spends more CPU per file (an event-loop thread, copies).
     options = {} if is_remote(url) else {"handler": uproot.source.file.MemmapSource}
     options.update(https_options(url))
     file = uproot.open(
@@ -295,9 +114,9 @@ def open_tree(url: str, tree: str, columns: tuple[str, ...], *, timeout: float) 
 class TreeCache:
     """The last few opened trees of this process, so that a file is opened once, not once per chunk.
 
-    Deserializing the TTree's ~80 branch descriptions costs about as much as reading 100k events of the
-    six photon branches, so reopening per chunk would cost a large share of the throughput. Local
-    files are keyed with their size and modification time: a file replaced on disk is opened afresh.
+    Opening deserializes the TTree's ~80 branch descriptions, as costly as reading and selecting a large share
+    of a chunk (BENCHMARKS.md, Processing). Local files are keyed with their size, modification time and inode:
+    a file replaced on disk is opened afresh.
 
     Args:
         size: number of trees kept open.
@@ -431,15 +250,101 @@ def run_chunk(
             try:
                 kind, reported = classify(error, chunk.file)
             except Exception:  # an unexpected error (a bug, a bad processor): list it, never lose it
-                kind, reported = "error", error
-            if kind == TRANSIENT and attempt <= max_retries:
+                kind, reported = FailureKind.ERROR, error
+            if kind == FailureKind.TRANSIENT and attempt <= max_retries:
                 time.sleep(backoff * 2 ** (attempt - 1))
                 continue
-            failure = FailedChunk(chunk.file, chunk.entry_start, chunk.entry_stop, one_line(reported), kind)
+            failure = FailedChunk.of(chunk.file, chunk.entry_start, chunk.entry_stop, reported, kind)
             return ChunkOutcome(chunk, None, failure, attempt)
 
 
 def run_chunks(chunks: Sequence[Chunk], **options: Any) -> list[ChunkOutcome]:
     """:func:`run_chunk` for each of ``chunks`` in turn (``options`` as for it), in one task: one chunk in
-    memory at a time, one outcome each."""
+    memory at a time, one outcome each. The engine's task for the further chunks of a planned file."""
+    configure_uproot()
     return [run_chunk(chunk, **options) for chunk in chunks]
+
+
+def _file_size(url: str, file: Any) -> int | None:
+    """Bytes of an open file: from the file system for a local one, else what its source knows."""
+    try:
+        return os.path.getsize(url) if not is_remote(url) else int(file.source.num_bytes)
+    except Exception:  # noqa: BLE001 - a size the source cannot tell is unknown, not an error
+        return None
+
+
+def inspect_file(
+    url: str, *, tree: str, columns: tuple[str, ...], timeout: float, max_retries: int, backoff: float = 0.5
+) -> FileInfo | FailedChunk:
+    """Open ``url`` and return its entries, clusters, size and UUID, or the failure (whole file, ``entry_stop``
+    None). Transient errors are retried ``max_retries`` times, ``backoff`` seconds after the first, doubling."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            ttree = trees.get(url, tree, columns, timeout=timeout)
+            offsets = tuple(int(x) for x in ttree.common_entry_offsets())
+            return FileInfo(url, int(ttree.num_entries), offsets, _file_size(url, ttree.file), str(ttree.file.uuid))
+        except Exception as error:  # noqa: BLE001 - classified below, unexpected ones re-raised
+            trees.discard(url)
+            kind, reported = classify(error, url)
+            if kind == FailureKind.TRANSIENT and attempt <= max_retries:
+                time.sleep(backoff * 2 ** (attempt - 1))
+                continue
+            return FailedChunk.of(url, 0, None, reported, kind)
+
+
+class FileStart(NamedTuple):
+    """What :func:`start_file` returns: the file's entries (or failure) and the outcomes of the chunks of part
+    ``part`` that it ran (:func:`~processors.planning.first_chunks`); ``worker``: the Dask worker that ran it
+    (None in this process), which has the file open."""
+
+    info: FileInfo | FailedChunk
+    done: tuple[ChunkOutcome, ...] = ()
+    part: int = 0
+    worker: str | None = None
+
+
+def start_file(
+    url: str, *, tree: str, columns: tuple[str, ...], timeout: float, max_retries: int, chunksize: int,
+    fraction: float, first_chunk: dict[str, Any] | None, backoff: float = 0.5, part: int = 0, parts: int = 1,
+    task_entries: int | None = None,
+) -> FileStart:
+    """Inspect ``url`` and, unless ``first_chunk`` is None, run the first task of part ``part``'s lane.
+
+    Running them in the task that opens the file saves a task and a round trip per file, which matters when
+    files hold one or a few chunks. The chunks are planned as the engine plans them from the returned info, so
+    both agree on what this task ran.
+
+    Args:
+        url: the file.
+        tree, columns, timeout, max_retries, backoff: as for :func:`inspect_file`.
+        chunksize, fraction: as for :func:`~processors.planning.plan_chunks`.
+        first_chunk: keyword arguments of :func:`run_chunk` other than the chunk.
+        part: whose chunks to run (none if the file has fewer chunks than parts).
+        parts: start tasks of this file (``multiple`` of :func:`~processors.planning.plan_chunks`).
+        task_entries: about how many entries to run, as for :func:`~processors.planning.group_chunks`.
+    """
+    info = inspect_file(url, tree=tree, columns=columns, timeout=timeout, max_retries=max_retries, backoff=backoff)
+    if first_chunk is None or not isinstance(info, FileInfo):
+        return FileStart(info, (), part)
+    planned = plan_chunks(info, tree=tree, chunksize=chunksize, fraction=fraction, multiple=parts)
+    chunks = first_chunks(planned, part=part, parts=parts, task_entries=task_entries)
+    return FileStart(info, tuple(run_chunks(chunks, **first_chunk)), part)
+
+
+def start_files(urls: list[str], **options: Any) -> list[FileStart]:
+    """:func:`start_file` for each of ``urls`` in turn (``options`` as for it), each naming the worker that ran
+    it: where the file's next chunks go, without asking the scheduler. The engine's task that opens files."""
+    configure_uproot()
+    worker = _worker_address()
+    return [start_file(url, **options)._replace(worker=worker) for url in urls]
+
+
+def _worker_address() -> str | None:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):  # not in a Dask worker
+        return None

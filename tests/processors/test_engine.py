@@ -1,9 +1,14 @@
-"""The chunk engine: chunking, Dask vs in-process, fraction, checkpoints and resume, failures."""
+"""The chunk engine: planning, Dask vs in-process, fraction, checkpoints and resume, failures.
+
+Runs are checked by invariants: every planned chunk is counted once (processed or listed as failed), the
+histograms equal a reference computed another way, and failed plus processed entries make all entries.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -11,18 +16,11 @@ import uproot
 from _photon_files import BAD_FILES, _not_root, write_photon_file
 
 from deploy.clusters import dask_client
-from processors import chunks, engine
-from processors.chunks import Chunk
-from processors.engine import (
-    FileInfo,
-    first_chunks,
-    group_chunks,
-    pack_files,
-    plan_chunks,
-    process_files,
-    spread_parts,
-)
+from processors import checkpoint, chunks, engine, planning
+from processors.engine import process_files
 from processors.errors import ProcessingError
+from processors.executors import DaskExecutor
+from processors.planning import Chunk
 from processors.processor import DiphotonProcessor
 
 ENTRIES = (30_000, 20_000, 25_000)
@@ -43,52 +41,21 @@ def same_histograms(a, b):
     return a.histograms["mass"] == b.histograms["mass"] and a.histograms["cutflow"] == b.histograms["cutflow"]
 
 
-def test_chunks_follow_clusters_and_cover_the_share():
-    info = FileInfo("f.root", 1000, (0, 300, 600, 900, 1000))
-    assert [(c.entry_start, c.entry_stop) for c in plan_chunks(info, tree="t", chunksize=500, fraction=1.0)] == [
-        (0, 600), (600, 1000)
-    ]
-    assert [(c.entry_start, c.entry_stop) for c in plan_chunks(info, tree="t", chunksize=1, fraction=0.5)] == [
-        (0, 300), (300, 500)
-    ]
-    # A file read by two workers at once is cut into an even number of chunks, each at most chunksize.
-    fine = FileInfo("f.root", 1000, tuple(range(0, 1001, 50)))
-    cut = [(c.entry_start, c.entry_stop) for c in plan_chunks(fine, tree="t", chunksize=400, fraction=1.0, multiple=2)]
-    assert cut == [(0, 250), (250, 500), (500, 750), (750, 1000)]
-    assert len(plan_chunks(fine, tree="t", chunksize=400, fraction=1.0)) == 3
-
-
-def _ranges(groups):
-    return [[(c.entry_start, c.entry_stop) for c in group] for group in groups]
-
-
-def test_chunks_are_grouped_into_tasks_of_consecutive_chunks():
-    chunks_ = [Chunk("f", "t", a, b) for a, b in [(0, 300), (300, 600), (600, 1000), (1000, 1100), (1100, 1200)]]
-    # Chunks of 240 entries on average: 700 entries make three per task, 250 one; None: one chunk per task.
-    assert _ranges(group_chunks(chunks_, 700)) == [[(0, 300), (300, 600), (600, 1000)], [(1000, 1100), (1100, 1200)]]
-    singles = [[r] for r in [(0, 300), (300, 600), (600, 1000), (1000, 1100), (1100, 1200)]]
-    assert _ranges(group_chunks(chunks_, 250)) == _ranges(group_chunks(chunks_, 1)) == _ranges(group_chunks(chunks_, None)) == singles
-    # Two chunks of a little more than half the task's entries still make one task.
-    near_half = [Chunk("f", "t", 0, 500_300), Chunk("f", "t", 500_300, 1_000_500), Chunk("f", "t", 1_000_500, 1_400_000)]
-    assert [len(g) for g in group_chunks(near_half, 1_000_000)] == [2, 1]
-    assert group_chunks([], 10) == []
-
-
-def test_a_start_task_runs_the_first_task_of_its_lane():
-    plan = [Chunk("f", "t", 100 * k, 100 * (k + 1)) for k in range(8)]
-    assert _ranges([first_chunks(plan, part=0, parts=2, task_entries=250)]) == [[(0, 100), (200, 300)]]
-    assert _ranges([first_chunks(plan, part=1, parts=2, task_entries=250)]) == [[(100, 200), (300, 400)]]
-    assert _ranges([first_chunks(plan, part=0, parts=1, task_entries=None)]) == [[(0, 100)]]
-    assert first_chunks(plan[:4], part=5, parts=8, task_entries=250) == []
+def tiles(ranges, entries):
+    """True if the (start, stop) ranges cover [0, entries) exactly once."""
+    edges = sorted(ranges)
+    return bool(edges) and edges[0][0] == 0 and edges[-1][1] == entries and all(
+        a[1] == b[0] for a, b in zip(edges, edges[1:]))
 
 
 def test_a_task_reads_its_chunks_one_at_a_time_and_loses_no_event(files, clean, monkeypatch):
     read, original = [], chunks.run_chunk
     monkeypatch.setattr(chunks, "run_chunk", lambda chunk, **options: read.append(chunk) or original(chunk, **options))
     result = process_files(files, processor=DiphotonProcessor(), chunksize=1, task_entries=20_000, progress=False)
-    # Clusters of about 10000, 6667 and 8333 entries: 2, 3 and 2 (of 20000 / 8333 = 2.4) chunks per task, so f0
-    # in tasks of 2 + 1 chunks, f1 in one, f2 in 2 + 1.
-    assert result.tasks == 5 and result.chunks == clean.chunks == len(read) == len(set(read)) == 9
+    # Every chunk is read once, and each file's chunks tile its entries.
+    assert result.chunks == clean.chunks == len(read) == len(set(read)) and result.tasks <= result.chunks
+    for name, entries in zip(files, ENTRIES):
+        assert tiles([(c.entry_start, c.entry_stop) for c in read if c.file == name], entries)
     assert max(c.entry_stop - c.entry_start for c in read) == 10_000  # one cluster in memory at a time
     assert result.events_processed == result.events_in_files == sum(ENTRIES)
     assert same_histograms(result, clean)
@@ -97,13 +64,18 @@ def test_a_task_reads_its_chunks_one_at_a_time_and_loses_no_event(files, clean, 
 def test_grouped_tasks_on_dask_equal_single_process(files, clean, client):
     result = process_files(files, processor=DiphotonProcessor(), client=client, chunksize=1, task_entries=10**9,
                            progress=False)
+    # Unbounded tasks: each file is read whole by the task that opens it.
     assert result.tasks == len(files) and result.chunks == clean.chunks and result.failed_chunks == []
     assert result.events_processed == sum(ENTRIES) and same_histograms(result, clean)
 
 
-def test_task_entries_default_to_two_chunks(files):
+def test_task_entries_default_to_two_chunks(files, monkeypatch):
+    sizes, original = [], chunks.run_chunks
+    monkeypatch.setattr(chunks, "run_chunks", lambda chunk_list, **options: sizes.append(len(chunk_list))
+                        or original(chunk_list, **options))
     one = process_files(files[:1], processor=DiphotonProcessor(), chunksize=10_000, progress=False)
-    assert one.chunks == 3 and one.tasks == 2  # 10000 + 10000 entries, then 10000
+    # Three chunks of 10000: no task reads more than two, and every chunk is read once.
+    assert one.chunks == 3 and sum(sizes) == 3 and max(sizes) == 2
 
 
 def test_every_event_is_processed(files, clean):
@@ -111,28 +83,6 @@ def test_every_event_is_processed(files, clean):
     assert clean.histograms["cutflow"]["data", "all"] == sum(ENTRIES)
     assert clean.chunks == 9 and clean.failed_chunks == []
     assert 0 < clean.wall_time < 60  # seconds of this run, not of the clock's origin
-
-
-def test_small_files_are_packed_into_about_one_task_of_work():
-    # 1 byte = 1000 entries; one task's work is 500k entries plus 200k for opening the file: 700k.
-    assert engine.FILE_OPEN_ENTRIES == 200_000
-    sizes = [("a", 900), ("b", 500), ("c", 300), ("d", 200), ("e", 100)]
-    assert pack_files(sizes, bytes_per_entry=1e-3, task_entries=500_000, fraction=1.0) == [["a"], ["b"], ["d", "e"], ["c"]]
-    assert pack_files(sizes, bytes_per_entry=1e-3, task_entries=500_000, fraction=0.5) == [["b", "e"], ["a"], ["c", "d"]]
-    twice = pack_files([("x", 10), ("x", 10)] * 2, bytes_per_entry=1e-3, task_entries=500_000, fraction=1.0)
-    assert twice == [["x", "x", "x"], ["x"]]  # a file given twice is processed twice, as without packing
-
-
-def test_packed_groups_shrink_to_single_files_for_the_workers_to_finish_together():
-    # Ten files of 210k entries' work, 2.1M in all, tasks unbounded: each group holds at most a workers-th of
-    # the work left (1.05M, then 525k, 315k, 210k, 105k on two workers), so the last groups are single files.
-    tiny = [(name, 10) for name in "abcdefghij"]
-    assert pack_files(tiny, bytes_per_entry=1e-3, task_entries=10**9, fraction=1.0, workers=2) == [
-        list("abcde"), ["f", "g"], ["h"], ["i"], ["j"]]
-    assert pack_files(tiny, bytes_per_entry=1e-3, task_entries=10**9, fraction=1.0) == [list("abcdefghij")]
-    # Three workers: at most 700k (3 files), then 490k (2), 350k, 280k, 210k (1 each); a file over it is alone.
-    assert [len(g) for g in pack_files(tiny, bytes_per_entry=1e-3, task_entries=10**9, fraction=1.0, workers=3)] == [
-        3, 2, 1, 1, 1, 1, 1]
 
 
 SMALL = (2_000, 2_400, 2_800, 3_200, 3_600, 4_000, 2_200, 2_600, 3_000, 3_400, 3_800, 4_200)
@@ -153,9 +103,7 @@ def one_by_one(small_files):
 
 def test_small_files_share_tasks_and_lose_no_event(small_files, one_by_one):
     result = process_files(small_files, processor=DiphotonProcessor(), progress=False)
-    # The two largest start alone; the other ten (about 203k entries of work each, the opening of a file counts
-    # 200k) share two tasks: a group holds at most one task's work (1M entries plus one opening), 5 + 5 files.
-    assert result.tasks == 4 and result.chunks == len(SMALL)
+    assert result.tasks < len(SMALL) and result.chunks == len(SMALL) and result.failed_chunks == []
     assert result.events_processed == result.events_in_files == sum(SMALL)
     assert result.histograms["mass"] == one_by_one["mass"] and result.histograms["cutflow"] == one_by_one["cutflow"]
 
@@ -212,31 +160,23 @@ def test_large_files_are_read_by_every_free_worker(tmp_path):
     with dask.config.set({"distributed.scheduler.work-stealing": False}), dask_client(workers=2, announce=False) as client:
         result = process_files(large, processor=SlowProcessor(), client=client, chunksize=1, progress=False)
         opened = list(client.run(_open_files).values())
-    assert result.chunks == 16 and result.tasks == 16 and result.events_processed == 32_000
+    assert result.chunks == 16 and result.failed_chunks == [] and result.events_processed == 32_000
     # Each worker starts one file; only its next chunk is pinned there, so both workers read both files.
     assert opened == [large, large]
     reference = process_files(large, processor=DiphotonProcessor(), progress=False)
     assert same_histograms(result, reference)
 
 
-def test_fewer_files_than_workers_start_one_part_per_worker():
-    assert spread_parts(["a", "b"], 5) == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2)]
-    assert spread_parts(["a", "b", "c"], 2) == [("a", 0), ("b", 0), ("c", 0)]
-    assert spread_parts([], 4) == []
-    # No more parts than a file can have chunks: the others go to the files without a bound.
-    assert spread_parts(["a", "b"], 5, most={"a": 1}) == [("a", 0), ("b", 0), ("b", 1), ("b", 2), ("b", 3)]
-    assert spread_parts(["a", "b"], 5, most={"a": 2, "b": 1}) == [("a", 0), ("b", 0), ("a", 1)]
-
-
 @pytest.fixture
 def spread_small_files(monkeypatch):
     """Let the tests' small files be started in parts: as if a file could hold one entry per thousandth byte."""
-    monkeypatch.setattr(engine, "MIN_BYTES_PER_ENTRY", 1e-3)
+    monkeypatch.setattr(planning, "MIN_BYTES_PER_ENTRY", 1e-3)
 
 
 def test_a_file_too_small_for_two_chunks_starts_once(tmp_path, client):
     small = str(write_photon_file(tmp_path / "small.root", 3_000, seed=6, parts=3))
     result = process_files([small], processor=DiphotonProcessor(), client=client, progress=False)
+    # Its size bounds its entries below one chunk: no second part opens it for nothing.
     assert result.tasks == 1 and result.chunks == 1 and result.events_processed == 3_000
 
 
@@ -262,7 +202,7 @@ def test_one_file_starts_on_every_worker_at_once(tmp_path, spread_small_files):
     starts = _start_tasks(stream.data)
     assert len(starts) == 2 and starts[0][0] != starts[1][0]
     assert max(start for _, start, _ in starts) < min(stop for _, _, stop in starts)  # they overlap in time
-    assert result.chunks == 8 and result.tasks == 8 and result.failed_chunks == []
+    assert result.chunks == 8 and result.failed_chunks == [] and result.events_processed == 16_000
     assert same_histograms(result, process_files([large], processor=DiphotonProcessor(), progress=False))
 
 
@@ -298,7 +238,7 @@ def test_a_file_with_fewer_chunks_than_parts_is_counted_once(tmp_path, client, s
     small = str(write_photon_file(tmp_path / "small.root", 3_000, seed=6, parts=1))
     result = process_files([small], processor=DiphotonProcessor(), client=client, progress=False)
     reference = process_files([small], processor=DiphotonProcessor(), progress=False)
-    assert result.tasks == 2 and result.chunks == 1
+    assert result.chunks == 1 and result.failed_chunks == []
     assert result.events_processed == result.events_in_files == 3_000
     assert same_histograms(result, reference)
 
@@ -399,7 +339,7 @@ def test_a_run_with_other_settings_keeps_the_checkpoints_and_names_what_differs(
 
 def test_a_checkpoint_of_another_version_is_not_reused(files, tmp_path, monkeypatch):
     options = dict(processor=DiphotonProcessor(), progress=False, checkpoint_dir=tmp_path)
-    monkeypatch.setattr(engine, "project_version", lambda: "0.0.1")
+    monkeypatch.setattr(checkpoint, "project_version", lambda: "0.0.1")
     process_files(files[:1], **options)
     monkeypatch.undo()
     resumed = process_files(files[:1], resume=True, **options)
@@ -544,70 +484,91 @@ def test_a_killed_worker_loses_no_chunk(files, clean, tmp_path, client):
     assert same_histograms(result, clean)
 
 
+@pytest.fixture
+def first_answer(monkeypatch):
+    """The name of a ``distributed.Event`` that a run sets once it has taken its first start task's answer."""
+    from distributed import Event
+
+    name, original = f"first-answer-{uuid.uuid4().hex}", engine.Run.started
+
+    def started(run, done):
+        original(run, done)
+        if isinstance(run.executor, DaskExecutor):  # not the reference runs in this process
+            Event(name, client=run.executor.client).set()
+
+    monkeypatch.setattr(engine.Run, "started", started)
+    return name
+
+
+def wait_for(event: str) -> None:
+    """In a task: wait until the client sets the ``distributed.Event`` named ``event``."""
+    from distributed import Event
+
+    assert Event(event).wait(timeout=60), event
+
+
 class DiesInAPart(KillsItsWorker):
     """Kills, once, the worker running the first chunk (``first``) or the one running the other chunk.
 
-    The dying chunk answers first if ``first``, else 1 s after the other, so the order of the answers is known.
+    The part that must answer second waits until the run has taken the first answer (``event``), so the order of
+    the answers is known: the dying part's first if ``first``, else the other's.
     """
 
-    settings = ("first",)
+    settings = ("first", "event")
 
     def process(self, events):
-        import time
-
         dies = (events.metadata["entrystart"] == 0) == self.first and not os.path.exists(self.marker)
-        if dies != self.first:  # the second start task to answer: dying or not, it takes 1 s
-            time.sleep(1.0)
+        if dies != self.first:  # the second start task to answer, dying or not
+            wait_for(self.event)
         if dies:
             self.die_once()
         return super().process(events)
 
 
 @pytest.mark.parametrize("first", [True, False], ids=["first-part-dies", "later-part-dies"])
-def test_a_part_killed_with_its_worker_is_never_lost(tmp_path, first, spread_small_files):
+def test_a_part_killed_with_its_worker_is_never_lost(tmp_path, first, spread_small_files, first_answer):
     import dask
 
     two = str(write_photon_file(tmp_path / "two.root", 4_000, seed=7, parts=2))
     reference = process_files([two], processor=DiphotonProcessor(), chunksize=1, progress=False)
     # No second attempt of a task whose worker died: the engine sees the KilledWorker.
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), dask_client(workers=2, announce=False) as client:
-        result = process_files([two], processor=DiesInAPart(marker=str(tmp_path / "died"), first=first),
+        result = process_files([two], processor=DiesInAPart(marker=str(tmp_path / "died"), first=first, event=first_answer),
                                client=client, chunksize=1, strict=False, progress=False)
     assert (tmp_path / "died").exists()
     if first:  # the file's first answer is the failure: the whole file is listed, nothing of it counted
         assert [(f.file, f.entry_stop, f.kind) for f in result.failed_chunks] == [(two, None, "worker")]
         assert result.events_processed == result.events_in_files == 0
-    else:  # the file was planned by then: the lost part's chunk ran again as a task of its own
-        assert result.failed_chunks == [] and result.tasks == 3
-        assert result.events_processed == 4_000 and same_histograms(result, reference)
+    else:  # the file was planned by then: the lost part's chunk ran again, and every chunk counts once
+        assert result.failed_chunks == [] and result.chunks == 2
+        assert result.events_processed == result.events_in_files == 4_000 and same_histograms(result, reference)
 
 
 class DiesInSecondPart(KillsItsWorker):
-    """Kills, once and 0.5 s in, the worker reading the chunk that starts at ``start`` (so the other part answers first)."""
+    """Kills, once, the worker reading the chunk that starts at ``start``, after the run has taken the other
+    part's answer (``event``)."""
 
-    settings = ("start",)
+    settings = ("start", "event")
 
     def process(self, events):
         if events.metadata["entrystart"] == self.start and not os.path.exists(self.marker):
-            import time
-
-            time.sleep(0.5)
+            wait_for(self.event)
             self.die_once()
         return super().process(events)
 
 
-def test_the_chunks_of_a_part_killed_with_its_worker_still_run(tmp_path, spread_small_files):
+def test_the_chunks_of_a_part_killed_with_its_worker_still_run(tmp_path, spread_small_files, first_answer):
     import dask
 
     four = str(write_photon_file(tmp_path / "four.root", 4_000, seed=7, parts=4))
     reference = process_files([four], processor=DiphotonProcessor(), chunksize=1, progress=False)
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), dask_client(workers=2, announce=False) as client:
-        result = process_files([four], processor=DiesInSecondPart(marker=str(tmp_path / "died"), start=1_000),
-                               client=client, chunksize=1, strict=False, progress=False)
+        processor = DiesInSecondPart(marker=str(tmp_path / "died"), start=1_000, event=first_answer)
+        result = process_files([four], processor=processor, client=client, chunksize=1, strict=False, progress=False)
     assert (tmp_path / "died").exists()
     # Part 1 (chunk 1) died after part 0 planned the file: chunk 1 ran again, and chunk 3, part 1's share, ran too.
-    assert result.failed_chunks == [] and result.chunks == 4 and result.tasks == 5
-    assert result.events_processed == 4_000 and same_histograms(result, reference)
+    assert result.failed_chunks == [] and result.chunks == 4
+    assert result.events_processed == result.events_in_files == 4_000 and same_histograms(result, reference)
 
 
 class DiesOnFile(KillsItsWorker):
@@ -622,28 +583,42 @@ class DiesOnFile(KillsItsWorker):
 
 
 @pytest.mark.parametrize("allowed_failures", [3, 0], ids=["retried", "not-retried"])
-def test_a_worker_killed_in_a_shared_task_loses_no_file(small_files, one_by_one, tmp_path, allowed_failures):
+def test_a_worker_killed_in_a_shared_task_loses_no_file(small_files, one_by_one, tmp_path, allowed_failures, monkeypatch):
     import dask
 
+    packed, pack = [], engine.pack_files
+
+    def recorded(*args, **kwargs):
+        groups = pack(*args, **kwargs)
+        packed.extend(groups)
+        return groups
+
+    monkeypatch.setattr(engine, "pack_files", recorded)
     # With both workers up, the four largest files start alone (two per worker); s9, the largest of the others,
-    # leads the first and largest shared task.
+    # leads the first shared task.
     processor = DiesOnFile(marker=str(tmp_path / "died"), name="s9.root")
     with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}), \
             dask_client(workers=2, announce=False) as client:
         client.wait_for_workers(2, timeout=60)
         result = process_files(small_files, processor=processor, client=client, strict=False, progress=False)
-    assert (tmp_path / "died").exists() and result.tasks < len(small_files)
+    monkeypatch.undo()
+    [shared] = [group for group in packed if small_files[9] in group]
+    assert (tmp_path / "died").exists() and len(shared) > 1
     lost = [f.file for f in result.failed_chunks]
     if allowed_failures:  # the shared task ran again on the other worker, whole
         assert lost == [] and result.events_processed == sum(SMALL)
         assert result.histograms["mass"] == one_by_one["mass"] and result.histograms["cutflow"] == one_by_one["cutflow"]
         return
-    # Every file of the task is listed, whole and as the worker's failure; the others are complete and counted once.
-    assert small_files[9] in lost and len(lost) > 1
+    # Every file of the task is listed, whole and as the worker's failure (and so is every file of any other task
+    # the scheduler had given that worker); the others are complete and counted once: listed and processed entries
+    # make all entries.
+    assert set(shared) <= set(lost) and len(set(lost)) == len(lost)
+    assert all(set(group) <= set(lost) or not set(group) & set(lost) for group in packed)  # whole tasks
     assert all(f.entry_stop is None and f.kind == "worker" for f in result.failed_chunks)
     kept = [f for f in small_files if f not in lost]
     reference = process_files(kept, processor=DiphotonProcessor(), progress=False)
     assert result.events_processed == result.events_in_files == reference.events_processed
+    assert result.events_processed + sum(SMALL[small_files.index(f)] for f in lost) == sum(SMALL)
     assert same_histograms(result, reference)
 
 

@@ -21,8 +21,10 @@ from _photon_files import write_photon_file
 from coffea.processor import accumulate
 
 from processors import chunks
-from processors.engine import inspect_file, plan_chunks, process_files
+from processors.chunks import inspect_file
+from processors.engine import process_files
 from processors.generate import generate_dataset
+from processors.planning import plan_chunks
 from processors.processor import DiphotonProcessor
 
 pytestmark = pytest.mark.timeout(120)
