@@ -20,8 +20,8 @@ damped Newton steps on the exact gradient and Hessian. Each fit is verified: the
 is convex and self-concordant (every non-empty bin weighs ``-2 n ln(lambda)`` with ``2 n >= 1``), so at a point
 with positive predictions, a positive-definite Hessian and a Newton decrement ``g^T H^-1 g <= 0.68`` the deviance
 is within ``g^T H^-1 g`` of its global minimum (Boyd & Vandenberghe, Convex Optimization, 9.6.3). A fit is accepted
-when its EDM (``g^T H^-1 g / 2``, what Minuit estimates) is below :data:`EDM_BOUND`, five hundred times below the
-mass scan's Migrad goal. A toy whose background-only fit, or a mass whose fit, is not verified that way is computed
+when its EDM (``g^T H^-1 g / 2``, what Minuit estimates) is below :data:`EDM_BOUND`, two hundred times below the
+mass scan's Migrad goal (2e-4). A toy whose background-only fit, or a mass whose fit, is not verified that way is computed
 by the mass scan's own per-mass test (``stats.profile.fit_poisson`` and ``discovery_test``: Migrad, verified by
 restarts), and the count of such points is recorded. On every run the fast statistic is also computed on the data
 and compared with the observed mass scan (``observed.fast_check``); a difference above
@@ -267,7 +267,7 @@ def global_significance(
     spectrum = validate_spectrum(counts, edges)
     grid = default_masses(spectrum.edges) if masses is None else np.asarray(list(masses), dtype=float)
     levels = sorted(float(level) for level in levels)
-    _check_settings(spectrum.edges, grid, toys=toys, batch_size=batch_size, levels=levels,
+    _check_settings(spectrum.edges, grid, toys=toys, batch_size=batch_size, seed=seed, levels=levels,
                     reference_level=reference_level)
     path = None if out is None else Path(out)
     stored = read_checkpoint(path) if path is not None else None
@@ -281,8 +281,9 @@ def global_significance(
 
     observed_record = _observed(spectrum.counts, spectrum.edges, grid, degree=degree, resolution=resolution,
                                 client=client, scan=observed)
-    background = profile.fit_poisson(spectrum.counts, profile.polynomial_basis(spectrum.edges, degree))
-    expected = profile.polynomial_basis(spectrum.edges, degree) @ background.params
+    basis = profile.polynomial_basis(spectrum.edges, degree)
+    background = profile.fit_poisson(spectrum.counts, basis)
+    expected = basis @ background.params
     options = {"expected": expected.tolist(), "edges": spectrum.edges.tolist(), "masses": grid.tolist(),
                "degree": int(degree), "resolution": float(resolution), "levels": levels, "seed": seed}
 
@@ -332,7 +333,7 @@ def global_significance(
     p_toys = toy_estimate.p_value if toy_estimate.p_value is not None else toy_estimate.upper_limit
     summary = GlobalSignificance(
         observed=observed_record, toys=toy_estimate, gross_vitells=gv, gross_vitells_levels=gv_levels,
-        trials_factor=float(p_toys / observed_record["p_local"]) if p_toys is not None else float("nan"),
+        trials_factor=_ratio(p_toys, observed_record["p_local"]),
         background={"degree": int(degree), "params": background.params.tolist(), "twice_nll": background.twice_nll,
                     "edm": background.edm, "expected": expected.tolist()},
         batches={"total": len(sizes), "done": reused, "computed": len(batches) - reused,
@@ -495,14 +496,16 @@ def read_checkpoint(path: str | Path | None) -> dict[str, Any] | None:
     return stored
 
 
-def _check_settings(edges: np.ndarray, grid: np.ndarray, *, toys: int, batch_size: int, levels: list[float],
-                    reference_level: float) -> None:
+def _check_settings(edges: np.ndarray, grid: np.ndarray, *, toys: int, batch_size: int, seed: int | None,
+                    levels: list[float], reference_level: float) -> None:
     if grid.size < 2:
         raise StatsError(f"the look-elsewhere scan needs at least two masses, got {grid.size}")
     outside = grid[~((grid > edges[0]) & (grid < edges[-1]))]
     if outside.size:
         raise HistogramError(f"{outside.size} mass(es) outside the histogram range [{edges[0]}, {edges[-1]}] GeV, "
                              f"e.g. {outside[0]}")
+    if seed is not None and int(seed) < 0:
+        raise StatsError(f"the seed must be a non-negative integer, got {seed}")
     if toys < 1 or batch_size < 1:
         raise StatsError(f"toys and batch size must be positive (got {toys} and {batch_size})")
     if not levels or min(levels) < 0:
@@ -660,6 +663,12 @@ def _is_definite(matrix: np.ndarray) -> bool:
     except np.linalg.LinAlgError:
         return False
     return True
+
+
+def _ratio(numerator: float | None, denominator: float) -> float:
+    if numerator is None:
+        return float("nan")
+    return float(numerator / denominator) if denominator > 0 else float("inf")
 
 
 def _clopper_pearson(k: int, n: int, level: float) -> tuple[float, float]:

@@ -168,6 +168,8 @@ def test_a_checkpoint_of_other_inputs_is_refused(data, tmp_path):
 def test_bad_settings_are_refused(data):
     with pytest.raises(HistogramError, match="outside the histogram"):
         lee.global_significance(data.counts, data.edges, [110.0, 170.0], toys=10)
+    with pytest.raises(StatsError, match="non-negative integer"):
+        lee.global_significance(data.counts, data.edges, COARSE, toys=10, seed=-1)
     with pytest.raises(StatsError, match="reference level"):
         lee.global_significance(data.counts, data.edges, COARSE, toys=10, reference_level=2.0)
     assert lee.default_masses(data.edges)[[0, -1]].tolist() == [110.0, 159.5]  # 160 GeV is the upper edge
