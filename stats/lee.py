@@ -23,8 +23,8 @@ is within ``g^T H^-1 g`` of its global minimum (Boyd & Vandenberghe, Convex Opti
 when its EDM (``g^T H^-1 g / 2``, what Minuit estimates) is below :data:`EDM_BOUND`, two hundred times below the
 mass scan's Migrad goal (2e-4). A toy whose background-only fit, or a mass whose fit, is not verified that way is
 computed by the mass scan's own per-mass test (``stats.profile.fit_poisson`` and ``discovery_test``: Migrad,
-verified by restarts), and the count of such points is recorded. On every run the fast statistic is also computed on the data
-and compared with the observed mass scan (``observed.fast_check``); a difference above
+verified by restarts), and the count of such points is recorded. On every run the fast statistic is also computed
+on the data and compared with the observed mass scan (``observed.fast_check``); a difference above
 :data:`OBSERVED_Q0_TOLERANCE` in ``q0`` stops the run.
 
 **Batches, seeds and resuming.** The toys are split into batches of ``batch_size``; batch ``i`` draws its toys from
