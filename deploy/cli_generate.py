@@ -44,6 +44,10 @@ _OUT = click.Path(file_okay=False, path_type=Path)
 )
 @click.option("--workers", type=click.IntRange(min=1),
               help="Processes writing files in parallel, without Dask (default: one per core).")
+@click.option("--mc", is_flag=True,
+              help="Also write the simulated samples (ggH, VBF H->yy at 125 GeV, yy continuum) with their weights.")
+@click.option("--mc-events", type=click.IntRange(min=1),
+              help="Events to generate per simulated sample, before the skim (default: each sample's own).")
 @click.pass_context
 def generate(
     ctx: click.Context,
@@ -59,8 +63,11 @@ def generate(
     periods: str | None,
     compression: str,
     workers: int | None,
+    mc: bool,
+    mc_events: int | None,
 ) -> None:
-    """Generate ATLAS-like GamGam files (continuum + H->yy), metadata.json and truth.json into OUT."""
+    """Generate ATLAS-like GamGam files (continuum + H->yy), metadata.json and truth.json into OUT (and with --mc
+    the simulated samples beside them)."""
     settings = settings_from_flags(ctx, {"lumi_fb": "dataset.lumi_fb", "scale": "dataset.scale",
                                          "seed": "dataset.seed"}).settings.dataset
     seeded = {"seed": settings.seed} if settings.seed is not None else {}
@@ -76,6 +83,8 @@ def generate(
         periods=[name.strip() for name in periods.split(",") if name.strip()] if periods is not None else None,
         compression=_CODECS[compression],
         workers=workers,
+        mc=mc,
+        mc_events=mc_events,
     )
     truth = dataset.truth
     click.echo(
@@ -94,4 +103,10 @@ def generate(
         f"continuum selected in {truth['mass_window'][0]:g}-{truth['mass_window'][1]:g} GeV: "
         f"{truth['selected_background_events']} (expected {truth['background_expected_in_window']:.1f})"
     )
+    for name, sample in truth.get("simulation", {}).get("samples", {}).items():
+        click.echo(
+            f"simulated {name} ({sample['dataset_number']}): {sample['events_written']:,} events, "
+            f"{sample['selected_yield']:.4g} +- {sample['selected_yield_error']:.2g} selected at "
+            f"{truth['lumi_fb']:.3g} fb^-1 (expected {sample['expected_yield']:.4g})"
+        )
     click.echo(f"metadata: {dataset.metadata_path}")

@@ -27,6 +27,79 @@ SKIM = "GamGam"
 FILE_PATTERN = "ODEO_FEB2025_v0_GamGam_{period}.GamGam.root"
 #: The 2015-16 luminosity of the release, for files that no truth.json describes.
 NOMINAL_LUMI_FB = 36.1
+#: ``str.format`` pattern of the release's simulated (MC) files of the skim.
+MC_FILE_PATTERN = "ODEO_FEB2025_v0_GamGam_mc_{dsid}.{physics_short}.GamGam.root"
+
+
+class SimulatedSample(NamedTuple):
+    """A simulated sample of the release the analysis uses (one atlasopenmagic dataset, one file of the skim).
+
+    Attributes:
+        name: the sample's name in the analysis (the ``dataset`` category of the weighted histograms).
+        dsid: the atlasopenmagic key (dataset number).
+        physics_short: the release's short name, as in the file name.
+        process: what it simulates (the metadata's ``process``).
+        signal: whether it is H->yy signal (else background).
+    """
+
+    name: str
+    dsid: str
+    physics_short: str
+    process: str
+    signal: bool
+
+
+#: The H->yy signal at m_H = 125 GeV (gluon fusion, vector-boson fusion) and the gamma-gamma continuum.
+SIMULATED_SAMPLES: tuple[SimulatedSample, ...] = (
+    SimulatedSample("ggH125", "343981", "PowhegPythia8EvtGen_NNLOPS_nnlo_30_ggH125_gamgam",
+                    "H->gamma gamma GGF production", True),
+    SimulatedSample("VBFH125", "346214", "PowhegPy8EG_NNPDF30_AZNLOCTEQ6L1_VBFH125_gamgam",
+                    "VBF H->gamma gamma", True),
+    SimulatedSample("diphoton", "302521", "Pythia8EvtGen_A14NNPDF23LO_2DP20_Mass_100_160",
+                    "QCD direct diphoton production", False),
+)
+
+#: atlasopenmagic's metadata fields (``get_metadata(dsid)``) that normalise a simulated sample, by
+#: :class:`Normalisation` attribute; the skim's files repeat them in every entry as the branches ``xsec``,
+#: ``kfac``, ``filteff`` and ``sum_of_weights``.
+NORMALISATION_FIELDS = {
+    "cross_section_pb": "cross_section_pb",
+    "k_factor": "kFactor",
+    "filter_efficiency": "genFiltEff",
+    "sum_of_weights": "sumOfWeights",
+}
+
+
+class Normalisation(NamedTuple):
+    """What normalises a simulated sample to a luminosity: an event's weight is ``mcWeight`` x its scale factors
+    x :meth:`per_weight`.
+
+    Attributes:
+        cross_section_pb: cross-section in pb (``cross_section_pb``; branch ``xsec``).
+        k_factor: higher-order correction (``kFactor``; branch ``kfac``).
+        filter_efficiency: generator filter efficiency (``genFiltEff``; branch ``filteff``).
+        sum_of_weights: sum of the generator weights of all generated events, before any skim
+            (``sumOfWeights``; branch ``sum_of_weights``).
+    """
+
+    cross_section_pb: float
+    k_factor: float
+    filter_efficiency: float
+    sum_of_weights: float
+
+    def per_weight(self, lumi_fb: float) -> float:
+        """Events at ``lumi_fb`` fb^-1 per unit of generator weight: xsec x kfac x filteff x lumi / sum of weights."""
+        return self.cross_section_pb * self.k_factor * self.filter_efficiency * 1000.0 * lumi_fb / self.sum_of_weights
+
+
+class ResolvedSample(NamedTuple):
+    """A simulated sample's files and normalisation, as :func:`resolve_samples` found them."""
+
+    name: str
+    dsid: str
+    files: list[str]
+    normalisation: Normalisation
+    signal: bool
 
 
 class Period(NamedTuple):
@@ -75,6 +148,12 @@ def is_remote(name: str) -> bool:
     return "://" in name and not name.startswith("file://")
 
 
+def _unreachable(err: Exception) -> DatasetResolutionError:
+    return DatasetResolutionError(
+        f"cannot reach the ATLAS Open Data API ({type(err).__name__}); use --metadata FILE for offline use"
+    )
+
+
 def _from_metadata(path: Path) -> None:
     if not path.is_file():
         raise DatasetResolutionError(f"metadata file {path} does not exist")
@@ -90,11 +169,35 @@ def _from_release(release: str) -> None:
     try:
         atlasopenmagic.set_release(release)
     except requests.exceptions.RequestException as err:
-        raise DatasetResolutionError(
-            f"cannot reach the ATLAS Open Data API ({type(err).__name__}); use --metadata FILE for offline use"
-        ) from None
+        raise _unreachable(err) from None
     except ValueError as err:
         raise DatasetResolutionError(first_line(err)) from None
+
+
+def _check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise DatasetResolutionError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+
+
+def _open_source(release: str | None, metadata: str | Path | None) -> None:
+    """Load atlasopenmagic's metadata from the one source given (a metadata file, or a release online)."""
+    if metadata is not None:
+        _from_metadata(Path(metadata))
+    else:
+        _from_release(release)
+
+
+def _urls(key: str, skim: str, protocol: str) -> list[str]:
+    """The files of dataset ``key`` in ``skim`` from the loaded metadata."""
+    try:
+        files = atlasopenmagic.get_urls(key, skim=skim, protocol=protocol, cache=False)
+    except requests.exceptions.RequestException as err:
+        raise _unreachable(err) from None
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise DatasetResolutionError(f"cannot resolve skim {skim!r}: {first_line(err)}") from None
+    if not files:
+        raise DatasetResolutionError(f"skim {skim!r} lists no files")
+    return list(files)
 
 
 def resolve_files(
@@ -133,42 +236,146 @@ def resolve_files(
             "give exactly one of input paths, a metadata file, or a release"
             + (f" (got {', '.join(sources)})" if sources else "")
         )
-    if protocol not in PROTOCOLS:
-        raise DatasetResolutionError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    _check_protocol(protocol)
     if paths:
         return paths
-    if metadata is not None:
-        _from_metadata(Path(metadata))
-    else:
-        _from_release(release)
+    _open_source(release, metadata)
+    return _urls(DATA_KEY, skim, protocol)
+
+
+def _sample(key: str) -> SimulatedSample:
+    """The sample of :data:`SIMULATED_SAMPLES` named or numbered ``key``; another dataset number is its own name."""
+    for sample in SIMULATED_SAMPLES:
+        if key in (sample.name, sample.dsid):
+            return sample
+    if not key.isdigit():
+        known = ", ".join(sample.name for sample in SIMULATED_SAMPLES)
+        raise DatasetResolutionError(f"unknown simulated sample {key!r} (known: {known}, or a dataset number)")
+    return SimulatedSample(key, key, key, "", False)
+
+
+def _normalisation(sample: SimulatedSample) -> Normalisation:
     try:
-        files = atlasopenmagic.get_urls(DATA_KEY, skim=skim, protocol=protocol, cache=False)
+        record = atlasopenmagic.get_metadata(sample.dsid)
     except requests.exceptions.RequestException as err:
-        raise DatasetResolutionError(
-            f"cannot reach the ATLAS Open Data API ({type(err).__name__}); use --metadata FILE for offline use"
-        ) from None
+        raise _unreachable(err) from None
     except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise DatasetResolutionError(f"cannot resolve skim {skim!r}: {first_line(err)}") from None
-    if not files:
-        raise DatasetResolutionError(f"skim {skim!r} lists no files")
-    return list(files)
+        raise DatasetResolutionError(f"no metadata for sample {sample.name} ({first_line(err)})") from None
+    values = {}
+    for attribute, field in NORMALISATION_FIELDS.items():
+        try:
+            values[attribute] = float(record[field])
+        except (KeyError, TypeError, ValueError):
+            raise DatasetResolutionError(
+                f"the metadata of sample {sample.name} (dataset {sample.dsid}) has no number {field!r}"
+            ) from None
+    if not values["sum_of_weights"] > 0:
+        raise DatasetResolutionError(
+            f"the metadata of sample {sample.name} (dataset {sample.dsid}) gives sumOfWeights "
+            f"{values['sum_of_weights']}"
+        )
+    return Normalisation(**values)
+
+
+def resolve_samples(
+    samples: Iterable[str] | None = None,
+    *,
+    release: str | None = None,
+    metadata: str | Path | None = None,
+    skim: str = SKIM,
+    protocol: str = "root",
+) -> list[ResolvedSample]:
+    """Return the files and normalisation of simulated samples of one skim, like :func:`resolve_files` the data's.
+
+    Exactly one source is used: a ``metadata`` file (``atlasopenmagic.save_metadata``'s, or the generator's with
+    its simulated samples) for offline use, or a ``release`` looked up online through atlasopenmagic. Each
+    sample's files come from ``atlasopenmagic.get_urls(dsid, skim=...)``, its :class:`Normalisation` from
+    ``atlasopenmagic.get_metadata(dsid)`` (the fields of :data:`NORMALISATION_FIELDS`).
+
+    Args:
+        samples: names or dataset numbers (default: all of :data:`SIMULATED_SAMPLES`); a dataset number not in
+            the table is named by its number and counted as background.
+        release, metadata, skim, protocol: as for :func:`resolve_files`.
+
+    Returns:
+        One :class:`ResolvedSample` per sample, in the order asked.
+
+    Raises:
+        DatasetResolutionError: no or several sources, an unknown sample, release or skim, an unreachable API,
+            a bad metadata file, no files, or metadata without the normalisation.
+    """
+    sources = [name for name, given in (("metadata", metadata), ("release", release)) if given]
+    if len(sources) != 1:
+        raise DatasetResolutionError(
+            "give exactly one of a metadata file or a release" + (f" (got {', '.join(sources)})" if sources else "")
+        )
+    chosen = [_sample(str(key)) for key in samples] if samples is not None else list(SIMULATED_SAMPLES)
+    if not chosen:
+        raise DatasetResolutionError("no simulated sample asked for")
+    _check_protocol(protocol)
+    _open_source(release, metadata)
+    return [
+        ResolvedSample(sample.name, sample.dsid, _urls(sample.dsid, skim, protocol), _normalisation(sample),
+                       sample.signal)
+        for sample in chosen
+    ]
+
+
+class SampleRecord(NamedTuple):
+    """A simulated sample's entry in a ``metadata.json``: the sample, its files and atlasopenmagic's numbers."""
+
+    sample: SimulatedSample
+    files: list[str]
+    normalisation: Normalisation
+    sum_of_weights_squared: float
+    events: int
+
+
+def _entries(files_or_urls: Iterable[str | os.PathLike[str]]) -> list[str]:
+    return [str(f) if is_remote(str(f)) else str(Path(f).resolve()) for f in files_or_urls]
+
+
+def _sample_entry(record: SampleRecord, skim: str) -> dict[str, Any]:
+    """The record as the atlasopenmagic API gives a simulated dataset (``get_metadata`` without the file lists)."""
+    sample, normalisation = record.sample, record.normalisation
+    return {
+        "dataset_number": sample.dsid,
+        "physics_short": sample.physics_short,
+        "process": sample.process,
+        "keywords": ["diphoton", "Higgs"] if sample.signal else ["diphoton"],
+        "release": RELEASE,
+        **{field: getattr(normalisation, attribute) for attribute, field in NORMALISATION_FIELDS.items()},
+        "sumOfWeightsSquared": record.sum_of_weights_squared,
+        "nEvents": record.events,
+        "file_list": [],
+        "skims": [{"skim_type": skim, "file_list": _entries(record.files)}],
+    }
 
 
 def write_metadata(
-    files_or_urls: Iterable[str | os.PathLike[str]], path: str | os.PathLike[str], *, skim: str = SKIM
+    files_or_urls: Iterable[str | os.PathLike[str]],
+    path: str | os.PathLike[str],
+    *,
+    skim: str = SKIM,
+    samples: Iterable[SampleRecord] = (),
 ) -> Path:
-    """Write a ``metadata.json`` that ``atlasopenmagic.read_metadata`` loads as the ``data`` dataset.
+    """Write a ``metadata.json`` that ``atlasopenmagic.read_metadata`` loads as the ``data`` dataset (and the
+    simulated ``samples``, if any).
 
     After ``atlasopenmagic.read_metadata(path)``, ``atlasopenmagic.get_urls("data", skim=skim,
     protocol="root")`` returns the files in the given order, so generated or served files resolve offline like
     the release's (``resolve_files(metadata=path)``). Local paths are stored absolute, URLs (``root://...``) as
     given; atlasopenmagic rewrites only ``root://eospublic.cern.ch:1094/`` URLs for the ``https`` and ``eos``
-    protocols and returns anything else unchanged (``https`` adds ``simplecache::``).
+    protocols and returns anything else unchanged (``https`` adds ``simplecache::``). Each simulated sample is
+    keyed by its dataset number and, as atlasopenmagic caches the API's datasets, by its lower-case
+    ``physics_short``; ``get_metadata(dsid)`` gives its normalisation (:data:`NORMALISATION_FIELDS`),
+    ``sumOfWeightsSquared`` and ``nEvents`` (``resolve_samples(metadata=path)``).
 
     Args:
-        files_or_urls: local paths or URLs of the files.
+        files_or_urls: local paths or URLs of the data files.
         path: where to write the JSON.
         skim: the skim name the files are listed under.
+        samples: simulated samples to list beside the data.
 
     Returns:
         The path written.
@@ -176,7 +383,7 @@ def write_metadata(
     Raises:
         ProcessingError: no files are given.
     """
-    entries = [str(f) if is_remote(str(f)) else str(Path(f).resolve()) for f in files_or_urls]
+    entries = _entries(files_or_urls)
     if not entries:
         raise ProcessingError("write_metadata: no files to list")
     metadata = {
@@ -188,6 +395,10 @@ def write_metadata(
             "skims": [{"skim_type": skim, "file_list": entries}],
         }
     }
+    for record in samples:
+        entry = _sample_entry(record, skim)
+        metadata[record.sample.dsid] = entry
+        metadata[record.sample.physics_short.lower()] = entry
     path = Path(path)
     path.write_text(json.dumps(metadata, indent=2) + "\n")
     return path

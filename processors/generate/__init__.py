@@ -2,9 +2,10 @@
 
 The files have the real release's names, tree (``analysis``) and ~80 of its branches (``processors.schema``),
 so the analysis runs on them unchanged, and a ``truth.json`` says what was put in them. This module is the
-dataset API (:func:`generate_dataset`); :mod:`processors.generate.model` holds the physics model and
-:mod:`processors.generate.rootfile` writes one file. The release itself (periods, file names) is described in
-:mod:`processors.datasets`, beside :func:`~processors.datasets.write_metadata`.
+dataset API (:func:`generate_dataset`); :mod:`processors.generate.model` holds the physics model,
+:mod:`processors.generate.rootfile` writes one file and :mod:`processors.generate.simulation` describes the
+simulated samples written on request beside the data. The release itself (periods, file names, simulated
+samples) is described in :mod:`processors.datasets`, beside :func:`~processors.datasets.write_metadata`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import multiprocessing
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,9 +24,10 @@ import uproot
 
 from processors.datasets import FILE_PATTERN, NOMINAL_LUMI_FB, PERIODS, RELEASE, SKIM, write_metadata
 from processors.errors import ProcessingError
+from processors.generate import simulation
 from processors.generate.model import (DEFAULT_SIGNAL_MASS, EVENTS_PER_FB, MASS_WINDOW, SIGMA_BR_FB,
                                        SIGNAL_MASS_RANGE, continuum_efficiency, signal_efficiency)
-from processors.generate.rootfile import DEFAULT_COMPRESSION, FileResult, FileTask, write_file
+from processors.generate.rootfile import DEFAULT_COMPRESSION, FileResult, FileTask, write_file, write_sample_file
 
 __all__ = [
     "DEFAULT_COMPRESSION", "DEFAULT_SEED", "DEFAULT_SIGNAL_MASS", "EVENTS_PER_FB", "MASS_WINDOW", "SIGMA_BR_FB",
@@ -48,6 +50,7 @@ class GeneratedDataset(NamedTuple):
         truth_path: the ``truth.json``.
         truth: its content.
         events_written: entries over all files.
+        sample_files: the simulated samples' files by sample name (empty unless asked for).
     """
 
     files: list[Path]
@@ -55,6 +58,7 @@ class GeneratedDataset(NamedTuple):
     truth_path: Path
     truth: dict[str, Any]
     events_written: int
+    sample_files: dict[str, Path] = {}
 
 
 def _split(total: int, weights: Sequence[float]) -> list[int]:
@@ -65,8 +69,22 @@ def _split(total: int, weights: Sequence[float]) -> list[int]:
     return counts.tolist()
 
 
+def _write_all(write: Callable[[Any], Any], tasks: list[Any], workers: int, size: Callable[[Any], int]) -> list[Any]:
+    """``write`` each task, in ``workers`` processes if more than one; the results in the order of ``tasks``."""
+    if workers <= 1:
+        return [write(task) for task in tasks]
+    # Spawned, not forked: the caller may hold threads (Dask, the XRootD client).
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn) as pool:
+        # Largest files first, so that no worker is left alone with a big one at the end.
+        by_size = sorted(tasks, key=lambda task: -size(task))
+        done = {result.path: result for result in pool.map(write, by_size)}
+        return [done[task.path] for task in tasks]
+
+
 def _check_options(
-    *, lumi_fb: float, scale: float, signal_mass: float, signal_strength: float, events: int | None, basket_entries: int
+    *, lumi_fb: float, scale: float, signal_mass: float, signal_strength: float, events: int | None,
+    basket_entries: int, mc_events: int | None,
 ) -> None:
     if not lumi_fb > 0:
         raise ProcessingError(f"luminosity must be positive, got {lumi_fb} fb^-1")
@@ -81,6 +99,8 @@ def _check_options(
         raise ProcessingError(f"signal strength must be non-negative, got {signal_strength}")
     if events is not None and events < 1:
         raise ProcessingError(f"number of events must be at least 1, got {events}")
+    if mc_events is not None and mc_events < 1:
+        raise ProcessingError(f"number of simulated events must be at least 1, got {mc_events}")
     if basket_entries < 1:
         raise ProcessingError(f"entries per basket must be at least 1, got {basket_entries}")
 
@@ -113,6 +133,8 @@ def generate_dataset(
     basket_entries: int = 50_000,
     compression: uproot.compression.Compression | None = DEFAULT_COMPRESSION,
     workers: int | None = None,
+    mc: bool = False,
+    mc_events: int | None = None,
 ) -> GeneratedDataset:
     """Write a synthetic GamGam skim: one ROOT file per period, ``metadata.json`` and ``truth.json``.
 
@@ -129,9 +151,13 @@ def generate_dataset(
         events: write about this many continuum events over the selected periods instead (the signal
             comes on top, in proportion); the files stand for ``events / EVENTS_PER_FB`` fb^-1.
         periods: names of the periods to write (default all 16), e.g. ``["data15_periodD"]``.
-        basket_entries: continuum events per cluster (one basket per branch each).
+        basket_entries: continuum events per cluster (one basket per branch each); in a simulated sample,
+            generated events per cluster.
         compression: uproot compression of the baskets (``None``: uncompressed).
         workers: processes writing files in parallel (default: one per core for large datasets).
+        mc: also write the simulated samples (:mod:`processors.generate.simulation`) beside the data, list them
+            in ``metadata.json`` and describe them in the truth's ``simulation``; the data are the same either way.
+        mc_events: events to generate per simulated sample, before the skim (default: each sample's own).
 
     Returns:
         The files, the metadata and truth paths, the truth and the number of entries written. The truth
@@ -141,14 +167,16 @@ def generate_dataset(
         files), ``expected_selected_signal`` and ``selected_signal_events`` (mean and realised signal passing
         the tutorial selection in 100-160 GeV), ``background_expected_in_window`` and
         ``selected_background_events`` (the same for the continuum; the expectation has a sampling error
-        ``background_expected_in_window_error`` of ~1 %), ``events_written``, and the speed.
+        ``background_expected_in_window_error`` of ~1 %), ``events_written``, and the speed. With ``mc``,
+        ``simulation`` holds each sample's metadata, efficiency, ``expected_yield`` at the data's ``lumi_fb`` and
+        its realised ``selected_yield`` (:func:`processors.generate.simulation.truth`).
 
     Raises:
         ProcessingError: an option is out of range, a period unknown, or ``out_dir`` not writable.
     """
     _check_options(
         lumi_fb=lumi_fb, scale=scale, signal_mass=signal_mass, signal_strength=signal_strength,
-        events=events, basket_entries=basket_entries,
+        events=events, basket_entries=basket_entries, mc_events=mc_events,
     )
     indices = _resolve_periods(periods)
     out_dir = Path(out_dir)
@@ -183,22 +211,20 @@ def generate_dataset(
 
     start = time.perf_counter()
     try:
-        if workers > 1:
-            # Spawned, not forked: the caller may hold threads (Dask, the XRootD client).
-            spawn = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn) as pool:
-                # Largest files first, so that no worker is left alone with a big one at the end.
-                by_size = sorted(tasks, key=lambda task: -task.continuum_events)
-                done = {result.path: result for result in pool.map(write_file, by_size)}
-                results = [done[task.path] for task in tasks]
-        else:
-            results = [write_file(task) for task in tasks]
+        results = _write_all(write_file, tasks, workers, lambda task: task.continuum_events)
+        seconds = time.perf_counter() - start
+        sample_tasks = (
+            simulation.sample_tasks(out_dir, seed=seed, events=mc_events, cluster_events=basket_entries,
+                                    compression=compression) if mc else []
+        )
+        sample_results = _write_all(write_sample_file, sample_tasks, min(workers, len(sample_tasks)),
+                                    lambda task: task.events)
     except OSError as err:
         raise ProcessingError(f"cannot write into {out_dir}: {err.strerror or err}") from err
-    seconds = time.perf_counter() - start
 
     files = [Path(result.path) for result in results]
-    metadata_path = write_metadata(files, out_dir / "metadata.json")
+    samples = simulation.records(sample_tasks, sample_results)
+    metadata_path = write_metadata(files, out_dir / "metadata.json", samples=samples)
     truth = _truth(
         results,
         lumi_fb=sum(period_lumi),
@@ -211,9 +237,13 @@ def generate_dataset(
         continuum=sum(continuum),
         seconds=seconds,
     )
+    if mc:
+        truth["simulation"] = simulation.truth(samples, sample_results, lumi_fb=truth["lumi_fb"],
+                                               data_signal=truth["expected_selected_signal"])
     truth_path = out_dir / "truth.json"
     truth_path.write_text(json.dumps(truth, indent=2) + "\n")
-    return GeneratedDataset(files, metadata_path, truth_path, truth, truth["events_written"])
+    sample_files = {record.sample.name: Path(record.files[0]) for record in samples}
+    return GeneratedDataset(files, metadata_path, truth_path, truth, truth["events_written"], sample_files)
 
 
 def _truth(

@@ -7,7 +7,9 @@
 * an H->yy signal, normalised to sigma x BR (:data:`SIGMA_BR_FB`) at the requested luminosity;
 * the photon energy resolution of the calorimeter (stochastic and constant terms), which sets the width of
   the peak;
-* the skim preselection (at least two photons with E_T > 25 GeV and |eta| < 2.37), photons ordered by pT.
+* the skim preselection (at least two photons with E_T > 25 GeV and |eta| < 2.37), photons ordered by pT;
+* for simulated samples: generator weights, pile-up and photon scale factors, the cross-section of the
+  continuum's gamma-gamma part and a generator mass filter on it.
 
 Every function draws from the ``numpy`` generator it is given, so the caller decides what is reproducible.
 :func:`selected_masses` is a numpy implementation of the tutorial selection of its own (on the model's padded
@@ -136,13 +138,23 @@ class Photons(NamedTuple):
     valid: np.ndarray  # (events, _MAX_PHOTONS) bool
 
 
-def diphoton_events(rng: np.random.Generator, n: int, *, signal_mass: float | None) -> tuple[Photons, int]:
+def diphoton_events(
+    rng: np.random.Generator,
+    n: int,
+    *,
+    signal_mass: float | None,
+    continuum_mass: tuple[float, float] = _CONTINUUM_MASS,
+    fakes: bool = True,
+) -> tuple[Photons, int]:
     """Generate ``n`` diphoton systems, keep those passing the skim; return the photons and how many passed.
 
-    ``signal_mass`` None gives continuum events, a mass gives H->yy events (both photons real).
+    ``signal_mass`` None gives continuum events, a mass gives H->yy events (both photons real). A continuum's
+    true masses follow the model's power law inside ``continuum_mass`` (a generator filter on the model's range:
+    the events of the model's continuum that fall inside it); ``fakes`` False makes both photons of every
+    continuum event real (the irreducible gamma-gamma part alone), drawing the same random numbers.
     """
     if signal_mass is None:
-        mass = _sample_power_law(rng, n, *_CONTINUUM_MASS, _CONTINUUM_POWER)
+        mass = _sample_power_law(rng, n, *continuum_mass, _CONTINUUM_POWER)
         pt = rng.gamma(*_CONTINUUM_PT, n)
         rapidity = rng.normal(0.0, _CONTINUUM_RAPIDITY_SIGMA, n)
         category = rng.choice(3, size=n, p=_CONTINUUM_MIX)
@@ -151,6 +163,8 @@ def diphoton_events(rng: np.random.Generator, n: int, *, signal_mass: float | No
             [(category == 2) | ((category == 1) & fake_first), (category == 2) | ((category == 1) & ~fake_first)],
             axis=1,
         )
+        if not fakes:
+            fake[:] = False
     else:
         mass = np.full(n, signal_mass)
         pt = rng.gamma(*_HIGGS_PT, n)
@@ -203,6 +217,12 @@ def selected_masses(photons: Photons) -> np.ndarray:
     The selection of the ATLAS Open Data H->yy notebook on the two leading photons: tight ID, pT > 50 and
     30 GeV, ptcone20/pT < 0.055, outside the calorimeter crack, pT/m_yy > 0.35 for both.
     """
+    mass, ok = selection_mask(photons)
+    return mass[ok]
+
+
+def selection_mask(photons: Photons) -> tuple[np.ndarray, np.ndarray]:
+    """m_yy of every event and whether it passes the selection of :func:`selected_masses` (a boolean mask)."""
     pt, eta, phi, ptcone20 = (
         photons.fields[name][:, :2].astype(np.float64) for name in ("pt", "eta", "phi", "ptcone20")
     )
@@ -220,7 +240,7 @@ def selected_masses(photons: Photons) -> np.ndarray:
         & (mass > MASS_WINDOW[0])
         & (mass < MASS_WINDOW[1])
     )
-    return mass[ok]
+    return mass, ok
 
 
 class Efficiency(NamedTuple):
@@ -238,6 +258,11 @@ def signal_efficiency(signal_mass: float, samples: int = 200_000) -> Efficiency:
     From a large sample with a fixed seed: an expectation that moved with the user's seed would not be one.
     """
     photons, kept = diphoton_events(np.random.default_rng(1), samples, signal_mass=signal_mass)
+    return _efficiency(photons, kept, samples)
+
+
+def _efficiency(photons: Photons, kept: int, samples: int) -> Efficiency:
+    """The :class:`Efficiency` of ``samples`` generated events of which ``photons`` (``kept``) passed the skim."""
     masses = selected_masses(photons)
     low, high = np.percentile(masses, [15.865, 84.135])
     return Efficiency(kept / samples, len(masses) / kept, float(high - low) / 2.0)
@@ -248,3 +273,50 @@ def continuum_efficiency(samples: int = 150_000) -> tuple[float, float]:
     """Fraction of skimmed continuum events selected in the window, and its sampling error (~1 %)."""
     fraction = len(selected_masses(skimmed_continuum(np.random.default_rng(2), samples))) / samples
     return fraction, float(np.sqrt(fraction * (1.0 - fraction) / samples))
+
+
+# --- Simulation: what the simulated samples add to the model --------------------------------------------------
+
+#: Pile-up and photon scale factors of simulated events: (mean, log-normal spread), drawn independently of the
+#: kinematics, so that a sample's expected yield is its efficiency times the two means. The means are 1: the
+#: simulation is the data's model, with nothing for the scale factors to correct on average.
+PILEUP_SF = (1.0, 0.10)
+PHOTON_SF = (1.0, 0.02)
+
+
+def generator_weights(rng: np.random.Generator, n: int, spread: float) -> np.ndarray:
+    """Generator weights (``mcWeight``) of ``n`` events: 1 with a Gaussian ``spread`` (0: all 1; a wide spread
+    gives some negative weights, as NLO generators do). Independent of the kinematics."""
+    return 1.0 + spread * rng.standard_normal(n) if spread else np.ones(n)
+
+
+def scale_factors(rng: np.random.Generator, n: int, mean_and_spread: tuple[float, float]) -> np.ndarray:
+    """``n`` log-normal scale factors of the given mean (exactly) and relative spread."""
+    mean, spread = mean_and_spread
+    return mean * np.exp(spread * rng.standard_normal(n) - spread**2 / 2.0)
+
+
+def continuum_filter_efficiency(low: float, high: float) -> float:
+    """Share of the model's continuum with a true m_yy in [low, high]: a generator mass filter's efficiency."""
+    k = 1.0 - _CONTINUUM_POWER
+    full_low, full_high = _CONTINUUM_MASS
+    return (high**k - low**k) / (full_high**k - full_low**k)
+
+
+@functools.lru_cache(maxsize=1)
+def continuum_gamgam_cross_section_pb(samples: int = 200_000) -> float:
+    """Cross-section in pb of the continuum's gamma-gamma part (both photons real) over the model's mass range,
+    before the skim: what the data's ``EVENTS_PER_FB`` skimmed continuum events per fb^-1 hold of it (the same
+    for every seed)."""
+    _, kept = diphoton_events(np.random.default_rng(3), samples, signal_mass=None)
+    return _CONTINUUM_MIX[0] * EVENTS_PER_FB / (kept / samples) / 1000.0
+
+
+@functools.lru_cache(maxsize=4)
+def filtered_continuum_efficiency(low: float, high: float, samples: int = 200_000) -> Efficiency:
+    """The :class:`Efficiency` of the gamma-gamma continuum filtered to a true m_yy in [low, high] (the same for
+    every seed, ~0.3 % precise)."""
+    photons, kept = diphoton_events(
+        np.random.default_rng(4), samples, signal_mass=None, continuum_mass=(low, high), fakes=False
+    )
+    return _efficiency(photons, kept, samples)

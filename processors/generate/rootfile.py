@@ -8,6 +8,11 @@ branches the analysis does not read get plausible random content, so that files 
 Every random number comes from a ``numpy`` generator seeded with ``(seed, file, cluster, component)``, so a
 file is the same whatever the number of processes writing files, and the continuum photons of a signal run are,
 event for event, those of the background-only run with the same seed (the signal is shuffled in).
+
+A simulated sample's file (:func:`write_sample_file`) has the same tree, with the release's event weights: the
+generator weight ``mcWeight``, the scale factors ``ScaleFactor_PILEUP`` and ``ScaleFactor_PHOTON``, and in every
+entry the sample's normalisation ``xsec``, ``kfac``, ``filteff``, ``sum_of_weights`` (of every generated event,
+before the skim), ``sum_of_weights_squared`` and ``num_events``; ``channelNumber`` is the dataset number.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import numpy as np
 import uproot
 
 from processors.datasets import PERIODS
-from processors.generate.model import SIGMA_BR_FB, Photons, diphoton_events, selected_masses, skimmed_continuum
+from processors.generate.model import (PHOTON_SF, PILEUP_SF, SIGMA_BR_FB, Photons, diphoton_events,
+                                       generator_weights, scale_factors, selected_masses, selection_mask,
+                                       skimmed_continuum)
 from processors.schema import BRANCHES, TREE_NAME
 
 #: Basket compression: LZ4(1) writes and reads fastest of the codecs ``benchmarks/bench_generate.py`` compares,
@@ -129,6 +136,23 @@ def _branch_types() -> dict[str, Any]:
     return types
 
 
+def _generators(seed: int, file: int, cluster: int) -> tuple[np.random.Generator, ...]:
+    """The three independent generators of a cluster of a file (seeded with their component, 0-2)."""
+    return tuple(np.random.default_rng([seed, file, cluster, component]) for component in range(3))
+
+
+def _make_tree(file: Any, clusters: int) -> Any:
+    """The schema's tree in ``file``, with room for ``clusters`` baskets per branch."""
+    return file.mktree(
+        TREE_NAME,
+        _branch_types(),
+        counter_name=lambda counted: f"{counted}_n",
+        field_name=lambda outer, inner: f"{outer}_{inner}",
+        # Room for every basket: growing it rewrites the tree's metadata, which is slow for 80 branches.
+        initial_basket_capacity=clusters + 2,
+    )
+
+
 class FileTask(NamedTuple):
     """One file to write: where, which period, how many continuum events, the luminosity they stand for, the seed,
     the signal (mass, strength), the cluster size and the compression. Plain values, so that it pickles to a
@@ -179,19 +203,10 @@ def write_file(task: FileTask) -> FileResult:
     entries = injected = signal_selected = continuum_selected = 0
     signal_masses = []
     with uproot.recreate(task.path, compression=task.compression) as file:
-        tree = file.mktree(
-            TREE_NAME,
-            _branch_types(),
-            counter_name=lambda counted: f"{counted}_n",
-            field_name=lambda outer, inner: f"{outer}_{inner}",
-            # Room for every basket: growing it rewrites the tree's metadata, which is slow for 80 branches.
-            initial_basket_capacity=len(sizes) + 2,
-        )
+        tree = _make_tree(file, len(sizes))
         done_continuum = 0
         for cluster, size in enumerate(sizes):
-            continuum_rng, signal_rng, mix_rng = (
-                np.random.default_rng([task.seed, task.period_index, cluster, component]) for component in range(3)
-            )
+            continuum_rng, signal_rng, mix_rng = _generators(task.seed, task.period_index, cluster)
             continuum = skimmed_continuum(continuum_rng, size)
             continuum_selected += len(selected_masses(continuum))
             parts = [continuum]
@@ -223,3 +238,103 @@ def write_file(task: FileTask) -> FileResult:
             done_continuum += size
     masses = np.concatenate(signal_masses) if signal_masses else np.zeros(0)
     return FileResult(task.path, entries, injected, signal_selected, continuum_selected, masses)
+
+
+#: The run number of the release's simulated events (mc20a, the 2015-16 conditions).
+MC_RUN_NUMBER = 284500
+
+
+class SampleTask(NamedTuple):
+    """One simulated sample's file: where, the dataset number, the events to generate (before the skim), the seed,
+    what (an H->yy ``signal_mass``, or with None the gamma-gamma continuum inside ``continuum_mass``), the spread
+    of the generator weights, the normalisation written into every entry (pb; plain floats), the events generated
+    per cluster and the compression."""
+
+    path: str
+    dsid: int
+    events: int
+    seed: int
+    signal_mass: float | None
+    continuum_mass: tuple[float, float]
+    weight_spread: float
+    cross_section_pb: float
+    k_factor: float
+    filter_efficiency: float
+    cluster_events: int
+    compression: Any
+
+
+class SampleResult(NamedTuple):
+    """What a simulated sample's file holds: its entries, the sums of the generator weights and of their squares
+    of all generated events (the values written), and of the events passing the tutorial selection inside the
+    mass window their number and the sums of their weights (``mcWeight`` x scale factors, as written) and of
+    their squares."""
+
+    path: str
+    entries: int
+    sum_of_weights: float
+    sum_of_weights_squared: float
+    selected_events: int
+    selected_weight: float
+    selected_weight_squared: float
+
+
+def write_sample_file(task: SampleTask) -> SampleResult:
+    """Write ``task``'s simulated sample (replacing a file of that name): the skimmed events of ``task.events``
+    generated ones, every branch of the schema, the release's weights.
+
+    The generator weights of all generated events are drawn first (their sum is in every entry); they do not
+    depend on the kinematics, so the events of a cluster that pass the skim take the cluster's first weights.
+    """
+    sizes = _clusters(task.events, task.cluster_events)
+    weights = generator_weights(np.random.default_rng([task.seed, task.dsid]), task.events, task.weight_spread)
+    weights = weights.astype(np.float32)
+    wide = weights.astype(np.float64)
+    sum_of_weights, sum_of_squares = np.float32(wide.sum()), np.float32((wide * wide).sum())
+    constants = {
+        "xsec": task.cross_section_pb,
+        "kfac": task.k_factor,
+        "filteff": task.filter_efficiency,
+        "sum_of_weights": sum_of_weights,
+        "sum_of_weights_squared": sum_of_squares,
+        "num_events": task.events,
+    }
+    kind = (
+        {"signal_mass": task.signal_mass} if task.signal_mass is not None
+        else {"signal_mass": None, "continuum_mass": task.continuum_mass, "fakes": False}
+    )
+    entries = selected = 0
+    selected_weight = selected_squared = 0.0
+    next_event_number = 0
+    with uproot.recreate(task.path, compression=task.compression) as file:
+        tree = _make_tree(file, len(sizes))
+        first = 0
+        for cluster, size in enumerate(sizes):
+            event_rng, block_rng, factor_rng = _generators(task.seed, task.dsid, cluster)
+            photons, kept = diphoton_events(event_rng, size, **kind)
+            mc_weight = weights[first : first + kept]
+            first += size
+            block = _event_block(block_rng, photons)
+            pileup = scale_factors(factor_rng, kept, PILEUP_SF).astype(np.float32)
+            photon = scale_factors(factor_rng, kept, PHOTON_SF).astype(np.float32)
+            event_numbers = next_event_number + np.cumsum(block_rng.integers(1, 20, kept, dtype=np.uint64))
+            next_event_number = int(event_numbers[-1]) if kept else next_event_number
+            block.update(
+                runNumber=np.full(kept, MC_RUN_NUMBER, dtype=np.uint32),
+                channelNumber=np.full(kept, task.dsid, dtype=np.uint32),
+                eventNumber=event_numbers.astype(np.uint64),
+                mcWeight=mc_weight,
+                ScaleFactor_PILEUP=pileup,
+                ScaleFactor_PHOTON=photon,
+                **{name: np.full(kept, value, dtype=np.float32) for name, value in constants.items()},
+            )
+            _, passed = selection_mask(photons)
+            product = mc_weight.astype(np.float64) * pileup * photon
+            selected += int(passed.sum())
+            selected_weight += float(product[passed].sum())
+            selected_squared += float((product[passed] ** 2).sum())
+            if kept:
+                tree.extend(block)
+            entries += kept
+    return SampleResult(task.path, entries, float(sum_of_weights), float(sum_of_squares), selected, selected_weight,
+                        selected_squared)
