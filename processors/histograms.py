@@ -118,6 +118,7 @@ def summarize(result: Any, *, lumi_fb: float | None, lumi_source: str | None = N
     cutflow = result.histograms["cutflow"].project("cut")
     identity = getattr(result, "identity", None)
     other = getattr(result, "other_checkpoints", None)
+    simulation = {"simulation": _simulation_summary(result.histograms)} if "mc_mass" in result.histograms else {}
     return {
         "complete": not result.failed_chunks,
         "files": list(result.files),
@@ -136,8 +137,26 @@ def summarize(result: Any, *, lumi_fb: float | None, lumi_source: str | None = N
         "failed_chunks": [failure._asdict() for failure in result.failed_chunks],
         "cutflow": {cut: int(count) for cut, count in zip(cutflow.axes[0], cutflow.values())},
         "mass": {"edges": mass.axes[0].edges.tolist(), "counts": mass.values().tolist()},
+        **simulation,
         "wall_time_s": round(result.wall_time, 3),
     }
+
+
+def _simulation_summary(histograms: dict[str, Any]) -> dict[str, Any]:
+    """Per simulated sample: the weighted cutflow (nominal) and the yield in the mass range with its statistical
+    error, per variation (of a :class:`~processors.simulation.SimulationProcessor`'s histograms)."""
+    masses, cutflow = histograms["mc_mass"], histograms["mc_cutflow"]
+    summary = {}
+    for dataset in masses.axes["dataset"]:
+        flow = cutflow[dataset, :] if dataset in cutflow.axes["dataset"] else None
+        summary[dataset] = {
+            "cutflow": {} if flow is None else dict(zip(flow.axes[0], flow.values().tolist())),
+            "yield": {syst: float(masses[dataset, syst, :].values().sum()) for syst in masses.axes["syst"]},
+            "yield_error": {
+                syst: float(masses[dataset, syst, :].variances().sum() ** 0.5) for syst in masses.axes["syst"]
+            },
+        }
+    return summary
 
 
 def holds_complete_result(out_dir: str | Path) -> bool:
@@ -178,7 +197,8 @@ def save_outputs(
     if keep_complete and not summary["complete"] and holds_complete_result(out_dir):
         kept, names = out_dir / SUMMARY_FILE, (PARTIAL_HISTOGRAMS_FILE, PARTIAL_SUMMARY_FILE)
     metadata = {"inputs_digest": summary["inputs_digest"], "opendata_stats_version": (summary["inputs"] or {}).get("version")}
-    histograms = _histograms_text({k: result.histograms[k] for k in ("mass", "cutflow")},
+    # Every histogram of the result: the data's mass and cutflow, and a simulation's weighted ones.
+    histograms = _histograms_text({k: v for k, v in result.histograms.items() if isinstance(v, hist.Hist)},
                                   {key: value for key, value in metadata.items() if value is not None})
     paths = out_dir / names[0], out_dir / names[1]
     write_atomically({paths[0]: histograms, paths[1]: json.dumps(summary, indent=2) + "\n"})

@@ -11,7 +11,7 @@ cut here really removes photons with ``1.37 < |eta| < 1.52``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import awkward as ak
 import numpy as np
@@ -68,10 +68,14 @@ class Selection(NamedTuple):
     Attributes:
         mass: m_yy [GeV] of the selected events (float64).
         cutflow: number of events left after each step of :data:`CUT_NAMES`.
+        events: indices of the selected events in the input, in increasing order, as ``mass`` (int64).
+        weighted_cutflow: with ``weights``, their sum (per column) over the events left after each step.
     """
 
     mass: np.ndarray
     cutflow: dict[str, int]
+    events: np.ndarray | None = None
+    weighted_cutflow: dict[str, Any] | None = None
 
 
 def _offsets_and_content(array: ak.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +184,9 @@ def in_window(mass: np.ndarray, *, low: float, high: float) -> np.ndarray:
     return (mass >= low) & (mass < high)
 
 
-def select(photons: Mapping[str, ak.Array] | ak.Array, cuts: Cuts = Cuts()) -> Selection:
+def select(
+    photons: Mapping[str, ak.Array] | ak.Array, cuts: Cuts = Cuts(), *, weights: np.ndarray | None = None
+) -> Selection:
     """Apply the full selection to events.
 
     Each field of the leading pair is gathered once, for the events still selected when it is first
@@ -190,12 +196,17 @@ def select(photons: Mapping[str, ak.Array] | ak.Array, cuts: Cuts = Cuts()) -> S
         photons: events (or a mapping of columns) with the fields of :data:`PHOTON_BRANCHES`
             (jagged, pT-ordered).
         cuts: thresholds.
+        weights: one weight (or one row of weights) per event, summed over the events left after each step
+            (``weighted_cutflow``).
 
     Returns:
-        The masses of the selected events and the cutflow.
+        The masses and indices of the selected events and the cutflow.
     """
     events = with_two(photons["photon_pt"])
     cutflow = {"all": len(photons["photon_pt"]), "two_photons": len(events)}
+    weighted = None
+    if weights is not None:
+        weighted = {"all": np.sum(weights, axis=0), "two_photons": np.sum(weights[events], axis=0)}
     pairs: dict[str, PhotonPair] = {}
 
     def pair(name: str) -> PhotonPair:
@@ -203,9 +214,14 @@ def select(photons: Mapping[str, ak.Array] | ak.Array, cuts: Cuts = Cuts()) -> S
             pairs[name] = leading_pair(photons[f"photon_{name}"], events)
         return pairs[name]
 
+    def count(name: str, passed: np.ndarray) -> None:
+        cutflow[name] = int(np.count_nonzero(passed))
+        if weighted is not None:
+            weighted[name] = np.sum(weights[events[passed]], axis=0)
+
     def apply(name: str, passed: np.ndarray) -> None:
         nonlocal events
-        cutflow[name] = int(np.count_nonzero(passed))
+        count(name, passed)
         events = events[passed]
         for field, values in pairs.items():
             pairs[field] = PhotonPair(values.lead[passed], values.sublead[passed])
@@ -218,9 +234,9 @@ def select(photons: Mapping[str, ak.Array] | ak.Array, cuts: Cuts = Cuts()) -> S
     pt = pair("pt")
     mass = diphoton_mass(pt, pair("eta"), pair("phi"), pair("e"))
     passed = nonzero_mass(mass)
-    cutflow["mass"] = int(np.count_nonzero(passed))
+    count("mass", passed)
     passed &= pt_over_mass(pt, mass, minimum=cuts.pt_over_m)
-    cutflow["pt_over_m"] = int(np.count_nonzero(passed))
+    count("pt_over_m", passed)
     passed &= in_window(mass, low=cuts.mass_window[0], high=cuts.mass_window[1])
-    cutflow["mass_window"] = int(np.count_nonzero(passed))
-    return Selection(mass[passed], cutflow)
+    count("mass_window", passed)
+    return Selection(mass[passed], cutflow, events[passed], weighted)
