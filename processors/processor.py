@@ -9,6 +9,7 @@ import hist
 import numpy as np
 from coffea import processor
 
+from processors.lazy import is_lazy, process_lazy
 from processors.selection import CUT_NAMES, PHOTON_BRANCHES, Cuts, select
 
 MASS_LABEL = "$m_{\\gamma\\gamma}$ [GeV]"
@@ -86,8 +87,12 @@ class DiphotonProcessor(processor.ProcessorABC):
             events: events with the photon branches as fields and ``metadata["dataset"]``.
 
         Returns:
-            {"mass": Hist, "cutflow": Hist, "events": number of input events}.
+            {"mass": Hist, "cutflow": Hist, "events": number of input events}; on dask-awkward events
+            (``coffea.dataset_tools.apply_to_fileset``) the same as ``hist.dask`` histograms and a dask scalar
+            (:mod:`processors.lazy`).
         """
+        if is_lazy(events):
+            return process_lazy(self, events)
         dataset = dataset_name(events)
         selection = select(events, self.cuts)
         output = self.empty_output()
