@@ -15,15 +15,15 @@ import os
 import shlex
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dask
 from distributed import Client, LocalCluster, WorkerPlugin
-from distributed.security import Security
 
 from deploy.config import CLUSTER_KINDS, ClusterConfig, GatewaySettings, HTCondorSettings, TLSSettings, load_config
 from deploy.errors import DeployError
+from deploy.security import client_security, tls_problem
+from deploy.shipping import prepare_workers
 
 if TYPE_CHECKING:
     from dask_gateway import GatewayCluster
@@ -80,21 +80,6 @@ def resolve_config(
     return config._replace(local=local)
 
 
-def _security(tls: TLSSettings | None) -> Security | None:
-    if tls is None:
-        return None
-    for name in ("ca_file", "cert", "key"):
-        path = getattr(tls, name)
-        if path is not None and not Path(path).is_file():
-            raise DeployError(f"cluster.scheduler.tls.{name}: no such file {path}")
-    return Security(
-        tls_ca_file=tls.ca_file,
-        tls_client_cert=tls.cert,
-        tls_client_key=tls.key,
-        require_encryption=tls.require_encryption,
-    )
-
-
 def connect(address: str, *, timeout: float = 30.0, tls: TLSSettings | None = None) -> Client:
     """Connect a client to an existing scheduler.
 
@@ -107,15 +92,21 @@ def connect(address: str, *, timeout: float = 30.0, tls: TLSSettings | None = No
         A connected client; close it when done.
 
     Raises:
-        DeployError: the scheduler did not answer within ``timeout``.
+        DeployError: the scheduler did not answer within ``timeout``, or TLS failed (the message says which
+            certificate to check).
     """
     kwargs: dict[str, Any] = {"timeout": f"{timeout}s"}
-    security = _security(tls)
+    security = client_security(tls)
     if security is not None:
         kwargs["security"] = security
     try:
         return Client(address, **kwargs)
-    except (OSError, TimeoutError) as err:
+    except (OSError, TimeoutError, TypeError) as err:
+        problem = tls_problem(address, err, tls)
+        if problem is not None:
+            raise DeployError(problem) from None
+        if isinstance(err, TypeError):
+            raise
         message = f"cannot connect to Dask scheduler at {address} within {timeout:g}s"
         reason = str(err).splitlines()[0] if str(err) else ""
         # The timeout's own message repeats the address and time; other reasons (TLS, refused) add something.
@@ -299,6 +290,8 @@ def dask_client(
             client = stack.enter_context(
                 connect(config.scheduler.address, timeout=config.scheduler.timeout, tls=config.scheduler.tls)
             )
+            # The facility's workers: check their packages, ship this project's code if they lack it.
+            prepare_workers(client, report=(lambda line: print(line, file=sys.stderr)) if announce else None)
         elif config.kind == "htcondor":
             cluster = stack.enter_context(htcondor_cluster(config.htcondor))
             _scale(cluster, config.htcondor.minimum, config.htcondor.maximum)

@@ -16,6 +16,7 @@ import select
 import subprocess
 import sys
 import time
+import zipimport
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -74,11 +75,21 @@ class ScanResult(NamedTuple):
 _ENGINES: dict[tuple, subprocess.Popen] = {}
 
 
+def _shipped_code() -> dict[str, str]:
+    """``PYTHONPATH`` for the engine's child when this package was imported from a zip archive (the code a client
+    ships to Dask workers that lack this project, on their ``sys.path`` only): the child imports the same archive."""
+    loader = getattr(sys.modules[__package__].__spec__, "loader", None)
+    if not isinstance(loader, zipimport.zipimporter):
+        return {}
+    paths = [loader.archive, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+
+
 def _engine(key: tuple, init: tuple) -> subprocess.Popen:
     proc = _ENGINES.get(key)
     if proc is not None and proc.poll() is None:
         return proc
-    env = dict(os.environ, OMP_NUM_THREADS="1", XLA_FLAGS="--xla_cpu_multi_thread_eigen=false")
+    env = dict(os.environ, OMP_NUM_THREADS="1", XLA_FLAGS="--xla_cpu_multi_thread_eigen=false", **_shipped_code())
     proc = subprocess.Popen(
         [sys.executable, "-m", "stats.compact.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
         cwd=os.getcwd(),
