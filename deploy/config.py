@@ -62,13 +62,20 @@ def __getattr__(name: str) -> Any:
 
 
 class TLSSettings(NamedTuple):
-    """Client TLS files for a ``tls://`` scheduler; a key the file leaves out takes the value below
-    (coffea-casa provides its own through the Dask config, ``tls: null``)."""
+    """Client TLS files (PEM) for a ``tls://`` scheduler (:func:`deploy.security.client_security`); with no file
+    named, the Dask config's apply (coffea-casa sets them there).
 
-    ca_file: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    require_encryption: bool = True
+    Attributes:
+        ca_file: the CA that signed the scheduler's and workers' certificates.
+        cert: this client's certificate.
+        key: its private key; None: in ``cert``.
+        require_encryption: refuse unencrypted connections when a file is named.
+    """
+
+    ca_file: str | None
+    cert: str | None
+    key: str | None
+    require_encryption: bool
 
 
 class LocalSettings(NamedTuple):
