@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 from scipy.optimize import brentq
 from scipy.special import log_ndtr, ndtr, ndtri
 
-from stats.errors import first_line
+from stats.errors import StatsError, first_line
 from stats.hypotest import FitRecord
 
 #: CLs at the limit (95 % CL).
@@ -120,6 +120,11 @@ class UpperLimits(NamedTuple):
         return (self.observed, *self.expected)
 
 
+class HypotestFailed(StatsError):
+    """Raised by a hypotest callable for a point that failed elsewhere (an engine process); the message is its
+    reason, recorded as it is."""
+
+
 def _isf(p: float) -> float:
     """The standard normal's inverse survival function (+inf at 0)."""
     return -float(ndtri(p)) if p > 0 else math.inf
@@ -198,8 +203,8 @@ class _Search:
             if len(expected) != 5 or not all(math.isfinite(v) for v in (observed, *expected)):
                 raise ValueError(f"not a CLs with five expected values: {observed}, {list(expected)}")
         except Exception as err:  # noqa: BLE001 - every failed hypotest is recorded with its reason, never lost
-            self.failed.append(LimitPoint(mu, None, None, None, None, first_line(err, typed=True, limit=500),
-                                          time.perf_counter() - start))
+            reason = first_line(err, typed=not isinstance(err, HypotestFailed), limit=500)
+            self.failed.append(LimitPoint(mu, None, None, None, None, reason, time.perf_counter() - start))
             return False
         self.points.append(LimitPoint(mu, observed, expected, getattr(result, "method", None),
                                       getattr(result, "fallback", None), None, time.perf_counter() - start,
