@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pyhf
 import pytest
 
-from deploy.clusters import dask_client
 from stats.errors import WorkspaceError
-from stats.hepdata import load_likelihoods
 from stats.likelihoods import HypotestSettings, patched_model
 from stats.limit_scan import scan_limits
 from stats.limits import limits_from_dict, pyhf_upper_limits
-from tests.stats.test_hepdata import SIGNALS, small_bkg_only, small_patchset
+from tests.stats.test_patchscan import client, toy  # noqa: F401 - the fixtures: a 2-worker cluster, toy likelihoods
 
 
 def hang_target(bkg_only, settings, shared):
@@ -31,20 +28,6 @@ def hang_target(bkg_only, settings, shared):
         return compute(request)
 
     return hanging
-
-
-@pytest.fixture(scope="module")
-def client():
-    with dask_client(workers=2) as dask:
-        yield dask
-
-
-@pytest.fixture
-def toy(tmp_path: Path):
-    bkg = small_bkg_only()
-    (tmp_path / "BkgOnly.json").write_text(json.dumps(bkg))
-    (tmp_path / "patchset.json").write_text(json.dumps(small_patchset(bkg, SIGNALS)))
-    return load_likelihoods(tmp_path)
 
 
 def in_process(toy, patch):
