@@ -37,6 +37,7 @@ COMMANDS = {
     "process": Entry("deploy.cli_processing:process", "Select diphoton events on Dask; write m_yy histograms"),
     "fit": Entry("deploy.cli_stats:fit", "Fit the m_yy spectrum: background, mu, significance"),
     "scan-mass": Entry("deploy.cli_stats:scan_mass", "Local significance and p0 over a grid of Higgs masses"),
+    "diagnostics": Entry("deploy.cli_diagnostics:diagnostics", "Pulls, impacts on the POI and correlations of a fit"),
     "patchset": Entry("deploy.cli_likelihoods:patchset", "Inspect published likelihoods: labels, patches, digests"),
     "fetch-likelihoods": Entry("deploy.cli_likelihoods:fetch",
                                "Download HEPData likelihoods, check sha256, extract"),

@@ -10,8 +10,8 @@ import pytest
 from stats.diagnostics import fit_diagnostics
 
 
-def small_model():
-    spec = {
+def small_spec() -> dict:
+    return {
         "channels": [{"name": "SR", "samples": [
             {"name": "signal", "data": [4.0, 9.0, 3.0],
              "modifiers": [{"name": "mu", "type": "normfactor", "data": None},
@@ -26,15 +26,25 @@ def small_model():
             {"name": "lumi", "auxdata": [1.0], "sigmas": [0.017], "bounds": [[0.9, 1.1]], "inits": [1.0]}]}}],
         "version": "1.0.0",
     }
-    workspace = pyhf.Workspace(spec)
+
+
+def small_model():
+    workspace = pyhf.Workspace(small_spec())
     model = workspace.model(modifier_settings={"normsys": {"interpcode": "code4"}, "histosys": {"interpcode": "code4p"}})
     return model, workspace.data(model)
 
 
-def test_fit_and_ranking_agree_with_cabinetry():
+@pytest.fixture(scope="module")
+def eager():
     pyhf.set_backend("numpy")
     model, data = small_model()
-    got = fit_diagnostics(model, data)
+    return fit_diagnostics(model, data)
+
+
+def test_fit_and_ranking_agree_with_cabinetry(eager):
+    pyhf.set_backend("numpy")
+    model, data = small_model()
+    got = eager
     reference = cabinetry.fit.fit(model, data)
     assert got.fit.best_twice_nll <= reference.best_twice_nll + 1e-6  # never a higher minimum than cabinetry's
     np.testing.assert_allclose(got.fit.bestfit, reference.bestfit, atol=2e-3)
@@ -53,11 +63,35 @@ def test_fit_and_ranking_agree_with_cabinetry():
     assert got.pulls["xsec"] == pytest.approx(got.fit.bestfit[index], abs=1e-12)
 
 
-def test_figures_are_written(tmp_path):
+def test_figures_are_written(eager, tmp_path):
     from stats.diagnostics import draw
+
+    paths = draw(eager, tmp_path / "figures")
+    assert sorted(p.name for p in paths) == ["correlation_matrix.pdf", "pulls.pdf", "ranking.pdf"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_ranking_as_dask_tasks_equals_in_process(eager, dask_scheduler_address):
+    from distributed import Client
 
     pyhf.set_backend("numpy")
     model, data = small_model()
-    paths = draw(fit_diagnostics(model, data), tmp_path / "figures")
-    assert sorted(p.name for p in paths) == ["correlation_matrix.pdf", "pulls.pdf", "ranking.pdf"]
-    assert all(p.stat().st_size > 1000 for p in paths)
+    with Client(dask_scheduler_address) as client:
+        distributed = fit_diagnostics(model, data, client=client)
+    assert distributed.ranking.labels == eager.ranking.labels
+    for field in ("prefit_up", "prefit_down", "postfit_up", "postfit_down"):
+        np.testing.assert_array_equal(getattr(distributed.ranking, field), getattr(eager.ranking, field))
+    assert distributed.fits == eager.fits
+
+
+def test_top_ranks_the_largest_linearised_impacts(eager):
+    pyhf.set_backend("numpy")
+    model, data = small_model()
+    top = fit_diagnostics(model, data, top=2)
+    poi = model.config.poi_index
+    linearised = {label: abs(eager.fit.corr_mat[poi][i]) * eager.fit.uncertainty[poi]
+                  for i, label in enumerate(model.config.par_names) if i != poi}
+    assert set(top.ranking.labels) == set(sorted(linearised, key=lambda k: -linearised[k])[:2])
+    for k, label in enumerate(top.ranking.labels):
+        j = eager.ranking.labels.index(label)
+        assert top.ranking.postfit_up[k] == pytest.approx(eager.ranking.postfit_up[j], abs=1e-6)
