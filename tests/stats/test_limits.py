@@ -248,3 +248,87 @@ def test_expected_curves_share_one_sqrt_qmu_a():
         t = observed_shift(observed, s)
         assert norm.sf(t + s) / norm.sf(t) == pytest.approx(observed, rel=1e-5)
     assert np.isfinite(observed_shift(0.5, 0.0))
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plot functions draw, kept open instead of written."""
+    import stats.limit_plots
+
+    drawn = []
+    monkeypatch.setattr(stats.limit_plots, "save_figure", lambda fig, path: drawn.append(fig) or [])
+    yield drawn
+    import matplotlib.pyplot as plt
+
+    for fig in drawn:
+        plt.close(fig)
+
+
+def test_brazil_plot_draws_every_curve_and_the_label(tmp_path, figures):
+    from stats.limit_plots import plot_brazil
+
+    model, data = doc_model()
+    real = pyhf_upper_limits(model, data, bounds=(0.0, 0.9))  # observed not bracketed: a gap
+    masses = [110.0, 120.0, 130.0, 140.0]
+    limits = [(0.3, 0.2, 0.25, 0.35, 0.5, 0.7), real, [0.8, 0.5, 0.6, 0.9, 1.3, 1.8], (2.5, 1.0, 1.4, 2.0, 2.9, 4.0)]
+    plot_brazil(masses, limits, tmp_path / "brazil", xlabel=r"$m_H$ [GeV]", lumi=36.1)
+    [fig] = figures
+    ax = fig.axes[0]
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert legend[:4] == [r"Expected $\pm 2\sigma$", r"Expected $\pm 1\sigma$", "Expected",
+                          "Observed (1 without a limit)"]
+    assert ax.get_yscale() == "linear"  # 0.2 to 4: a factor 20
+    assert ax.get_xlabel() == r"$m_H$ [GeV]" and "upper limit" in ax.get_ylabel()
+    texts = " ".join(text.get_text() for text in ax.texts)
+    assert "ATLAS" in texts and "13 TeV" in texts and "36.1" in texts
+    observed = ax.get_lines()[1].get_ydata()
+    assert np.isnan(observed[1]) and observed[0] == 0.3
+    plot_brazil(masses, [(v * 10 ** i for v in row) if i else row for i, row in enumerate(limits[:1] * 4)],
+                tmp_path / "wide", xlabel="m [GeV]")
+    assert figures[1].axes[0].get_yscale() == "log"
+
+
+def test_brazil_plot_written_as_png_and_pdf(tmp_path):
+    from stats.limit_plots import plot_brazil
+
+    paths = plot_brazil([1.0, 2.0], [(1, 0.5, 0.7, 1, 1.4, 2), (2, 1, 1.4, 2, 2.8, 4)], tmp_path / "b", xlabel="x [GeV]")
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in paths)
+    from stats.errors import StatsError
+
+    with pytest.raises(StatsError, match="expected median"):
+        plot_brazil([1.0], [(None,) * 6], tmp_path / "none", xlabel="x")
+
+
+def test_exclusion_contour_lies_where_cls_crosses_the_level(tmp_path, figures):
+    """CLs falling by a decade every 100 GeV of m1 (log-linear, as interpolated) crosses 0.05 at a known m1."""
+    from stats.limit_plots import plot_exclusion_contour
+    from stats.patchscan import PointResult
+
+    def cls(m1: float, shift: float) -> float:
+        return min(1.0, 10 ** (-(m1 - 300.0 - shift) / 100.0))
+
+    rows = [PointResult(f"p_{m1}_{m2}", [m1, m2], cls(m1, 0), [cls(m1, s) for s in (-120, -60, 0, 60, 120)], "ok",
+                        None, 1.0) for m1 in range(200, 1001, 50) for m2 in range(0, 401, 100)]
+    rows.append(PointResult("p_bad", [600.0, 50.0], None, None, "failed", "timeout after 5s", 5.0))
+    plot_exclusion_contour(rows, ["m1", "m2"], tmp_path / "contour", lumi=139)
+    [fig] = figures
+    ax = fig.axes[0]
+    crossing = 300.0 + 100.0 * -math.log10(0.05)  # 430.1 GeV; the +-1 sigma ones 60 GeV either side
+    paths = [path for collection in ax.collections for path in collection.get_paths() if len(path.vertices) > 1]
+    assert any(np.allclose(path.vertices[:, 0], crossing, atol=0.05) for path in paths)  # observed = expected
+    assert any(np.allclose([path.vertices[:, 0].min(), path.vertices[:, 0].max()], [crossing - 60, crossing + 60],
+                           atol=0.05) for path in paths)  # the band
+    assert ax.get_xlabel() == "m1 [GeV]" and ax.get_ylabel() == "m2 [GeV]"
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "Failed points (1)" in legend and "Observed limit (CLs = 0.05)" in legend
+
+
+def test_limit_map_from_a_limit_scan(tmp_path):
+    from stats.limit_plots import plot_limit_map
+    from stats.limit_scan import PatchLimits
+
+    rows = [PatchLimits(f"p_{m1}_{m2}", [m1, m2], 10 ** ((m1 - 500) / 300), [10 ** ((m1 - 520) / 300)] * 5, "ok",
+                        None, 1.0) for m1 in range(200, 1001, 100) for m2 in range(0, 301, 100)]
+    rows.append(PatchLimits("p_far", [1100, 0], None, [None] * 5, "ok", None, 1.0))
+    paths = plot_limit_map(rows, ["m1", "m2"], tmp_path / "map", lumi=139)
+    assert all(p.stat().st_size > 0 for p in paths)
