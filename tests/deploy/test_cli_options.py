@@ -35,7 +35,7 @@ def test_every_command_rejects_a_bad_config_file_in_one_line(command: str, tmp_p
             "fit": [str(tmp_path)], "scan-mass": [str(tmp_path)], "patchset": [str(tmp_path)],
             "scan-patchset": [str(tmp_path), "--out", str(tmp_path / "o.json")], "serve": [str(tmp_path)],
             "fetch-likelihoods": ["1408476", "--out", str(tmp_path / "likelihoods")],
-            "run": ["--out", str(tmp_path / "r")]}[command]
+            "run": ["--out", str(tmp_path / "r")], "diagnostics": [str(tmp_path), "--out", str(tmp_path / "d")]}[command]
     done = subprocess.run([sys.executable, "-m", "deploy.cli", command, *args, "--config", str(config)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
