@@ -100,3 +100,14 @@ def dask_scheduler_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         _stop(processes[:1])
         for log in logs:
             log.close()
+
+
+@pytest.fixture(autouse=True)
+def _pyhf_default_backend() -> Iterator[None]:
+    """Each test leaves pyhf on its default numpy backend and scipy optimizer: a test that switches cannot leak."""
+    yield
+    pyhf = sys.modules.get("pyhf")
+    if pyhf is not None:
+        tensorlib, optimizer = pyhf.get_backend()
+        if tensorlib.name != "numpy" or optimizer.name != "scipy" or getattr(optimizer, "tolerance", None):
+            pyhf.set_backend("numpy", "scipy")
