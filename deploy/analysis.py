@@ -13,9 +13,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from deploy.config import FitSettings
+from deploy.config import FitSettings, ModelSettings
 from stats.background import DegreeScan, fit_background, scan_degrees
-from stats.errors import FitError
+from stats.errors import FitError, StatsError
 from stats.inference import discovery_significance, fit_signal_strength
 from stats.mass_scan import MassScan, scan_masses
 from stats.provenance import project_version
@@ -89,26 +89,49 @@ def choose_degree(spectrum: Spectrum, fit: FitSettings, degree: int | str | None
     return DegreeChoice(scan.best_degree, requested, scan)
 
 
-def fit_spectrum(directory: pathlib.Path, out_dir: pathlib.Path, fit: FitSettings) -> dict[str, Any]:
+def simulation_dir(directory: pathlib.Path) -> pathlib.Path | None:
+    """The simulated samples' processing output beside a data processing output (None where there is none)."""
+    from deploy.simulation import SIMULATION_SUBDIR
+
+    found = directory / SIMULATION_SUBDIR / "histograms.json"
+    return found.parent if directory.is_dir() and found.is_file() else None
+
+
+def fit_spectrum(directory: pathlib.Path, out_dir: pathlib.Path, fit: FitSettings,
+                 model: ModelSettings | None = None) -> dict[str, Any]:
     """Fit the spectrum, build the workspace, fit ``mu`` and the significance; write fit.json, workspace.json, plots.
+
+    Two models: the tutorial's (``workspace.json``: the Gaussian fitted to these data, a per-bin ``shapesys``;
+    ``mu``, ``significance``) and, where ``directory`` holds the simulated samples' output
+    (``directory/simulation``), the H->yy model on the simulated templates (``workspace_simulation.json``;
+    ``simulation_model``: :func:`deploy.simulation.simulation_model`), whose ``mu`` is relative to the Standard
+    Model. Both use the same background polynomial degree.
 
     Args:
         directory: processing output (``histograms.json`` or ``summary.json``).
         out_dir: where to write.
         fit: mass hypothesis, degree (``"auto"``: the F-test's choice, see :func:`choose_degree`), method,
             likelihood and resolution.
+        model: the simulation model's settings (default: the packaged defaults).
 
     Returns:
         The content of ``fit.json``, with ``degree_choice`` and the ``identity`` of its input and settings; a failed
-        significance is recorded under ``significance.error``.
+        significance is recorded under ``significance.error``, a failed simulation model under
+        ``simulation_model.error``.
     """
     from stats.plotting import plot_data_mc, plot_degree_scan, plot_fit
 
     out_dir.mkdir(parents=True, exist_ok=True)
     spectrum = load_spectrum(directory)
     options = {"mass": fit.mass, "method": fit.method, "likelihood": fit.likelihood, "resolution": fit.resolution}
-    record: dict[str, Any] = {"input": str(directory), **options,
-                              "identity": identity(spectrum_identity(directory), fit._asdict())}
+    simulated = simulation_dir(directory)
+    if model is None:
+        from deploy.config import load_config
+
+        model = load_config().model
+    inputs = spectrum_identity(directory) + (spectrum_identity(simulated) if simulated is not None else [])
+    settings = {**fit._asdict(), **({"model": model._asdict()} if simulated is not None else {})}
+    record: dict[str, Any] = {"input": str(directory), **options, "identity": identity(inputs, settings)}
     choice = choose_degree(spectrum, fit)
     if choice.scan is not None:
         record["degree_scan"] = [row._asdict() for row in choice.scan.rows]
@@ -137,6 +160,14 @@ def fit_spectrum(directory: pathlib.Path, out_dir: pathlib.Path, fit: FitSetting
              *plot_data_mc(spec, out_dir / "data_mc_prefit", edges=spectrum.edges),
              *plot_data_mc(spec, out_dir / "data_mc_postfit", fit_results=strength.fit_results, edges=spectrum.edges)]
     record["plots"] = [str(path) for path in plots]
+    if simulated is not None:
+        from deploy.simulation import simulation_model
+
+        try:
+            record["simulation_model"] = simulation_model(spectrum, simulated, out_dir, degree=degree,
+                                                          degree_scan=choice.scan, model=model, fit_mass=fit.mass)
+        except StatsError as err:
+            record["simulation_model"] = {"error": str(err)}
     write_json(out_dir / "fit.json", record)
     return to_plain(record)
 

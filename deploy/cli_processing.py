@@ -22,6 +22,7 @@ import click
 
 from deploy.clusters import dask_client
 from deploy.config import load_config, selection_cuts
+from deploy.simulation import SIMULATION_SUBDIR, process_samples, samples_to_process
 from processors import chunks as chunking
 from processors.datasets import NOMINAL_LUMI_FB, luminosity, resolve_files
 from processors.engine import DEFAULT_CHUNKSIZE, ProcessingResult, process_files
@@ -103,11 +104,21 @@ def _advice(kinds: set[str]) -> str:
     return "rerun with --resume to process only those"
 
 
+def _selected(result: ProcessingResult) -> str:
+    """What a run selected: data events, or each simulated sample's weighted yield."""
+    simulated = result.histograms.get("mc_mass")
+    if simulated is None:
+        return f"{int(result.histograms['mass'].sum()):,} selected"
+    yields = simulated[:, "nominal", :].project("dataset")
+    named = zip(yields.axes[0], yields.values())
+    return "selected yields " + ", ".join(f"{name} {value:,.1f}" for name, value in named)
+
+
 def _report(result: ProcessingResult, out: Path, paths: OutputPaths) -> None:
     click.echo(
         f"processed {result.events_processed:,} of {result.events_in_files:,} events "
         f"({result.chunks} chunks in {result.tasks} tasks, {result.resumed_chunks} from checkpoint) in {result.wall_time:.1f} s; "
-        f"{int(result.histograms['mass'].sum()):,} selected; wrote {paths.histograms}, {paths.summary}",
+        f"{_selected(result)}; wrote {paths.histograms}, {paths.summary}",
         err=True,
     )
     other = result.other_checkpoints
@@ -157,6 +168,10 @@ def _report(result: ProcessingResult, out: Path, paths: OutputPaths) -> None:
               help="Reuse the chunks in OUT/checkpoint computed from the same files (path, size, ROOT UUID), settings "
                    "and version; others are processed again, their checkpoints kept.")
 @click.option("--skip-bad-files", is_flag=True, help="List unreadable files as failed instead of stopping.")
+@click.option("--mc/--no-mc", "mc", default=None,
+              help="Also process the simulated samples (ggH, VBF H->yy, yy continuum) the metadata or release lists, "
+                   "weighted to the data's luminosity, into OUT/simulation [config: processing.simulation; auto: "
+                   "where listed].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar of the chunks.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.pass_context
@@ -164,13 +179,15 @@ def process(
     ctx: click.Context, paths: tuple[str, ...], config_path: str | None, release: str | None, metadata: str | None, skim: str,
     protocol: str | None, workers: int | None, scheduler: str | None, chunksize: int | None, fraction: float,
     retries: int | None, timeout: float | None, bins: int | None, lumi: float | None, resume: bool, skip_bad_files: bool,
-    progress: bool, out: str,
+    mc: bool | None, progress: bool, out: str,
 ) -> None:
     """Select diphoton events and histogram m_yy; writes OUT/histograms.json and OUT/summary.json.
 
-    Inputs are PATHS, a --metadata file, or a --release. Exits 1 if chunks failed (partial results
-    are saved, but never over a complete earlier result: then to OUT/*.partial.json), 2 on bad input,
-    130 / 143 on Ctrl-C / SIGTERM (earlier outputs unchanged; --resume continues).
+    Inputs are PATHS, a --metadata file, or a --release. With --mc (by default where the metadata or release
+    lists them) the simulated samples go to OUT/simulation, each normalised to the data's whole luminosity. Exits
+    1 if chunks failed (partial results are saved, but never over a complete earlier result: then to
+    OUT/*.partial.json), 2 on bad input, 130 / 143 on Ctrl-C / SIGTERM (earlier outputs unchanged; --resume
+    continues).
     """
     if workers is not None and scheduler is not None:
         raise click.UsageError("give --workers or --scheduler, not both")
@@ -180,18 +197,27 @@ def process(
                           paths=paths or None)
     out_dir = Path(out)
     histogram = settings.histogram
-    processor = DiphotonProcessor(cuts=selection_cuts(settings), bins=bins or histogram.bins,
-                                  mass_range=(histogram.low, histogram.high))
+    processor_options = {"cuts": selection_cuts(settings), "bins": bins or histogram.bins,
+                         "mass_range": (histogram.low, histogram.high)}
+    processor = DiphotonProcessor(**processor_options)
     read_timeout = timeout or options.timeout
     total = (lumi, "--lumi") if lumi is not None else luminosity(files, metadata=metadata, timeout=min(read_timeout, 10.0))
+    samples = samples_to_process(options.simulation if mc is None else mc, release=release, metadata=metadata,
+                                 skim=skim, protocol=protocol or options.protocol,
+                                 echo=lambda line: click.echo(line, err=True))
+    engine = {"tree": TREE_NAME, "chunksize": chunksize or options.chunksize, "task_entries": options.task_entries,
+              "fraction": fraction, "retries": options.retries if retries is None else retries,
+              "timeout": read_timeout, "resume": resume, "progress": progress, "strict": not skip_bad_files}
+    simulated = None
     try:
         with _sigterm_interrupts(), _client(workers, scheduler, settings.cluster) as client:
-            result = process_files(
-                files, processor=processor, client=client, tree=TREE_NAME, chunksize=chunksize or options.chunksize,
-                task_entries=options.task_entries, fraction=fraction, retries=options.retries if retries is None else retries,
-                timeout=read_timeout, checkpoint_dir=out_dir / CHECKPOINT_SUBDIR, resume=resume,
-                progress=progress, strict=not skip_bad_files,
-            )
+            result = process_files(files, processor=processor, client=client,
+                                   checkpoint_dir=out_dir / CHECKPOINT_SUBDIR, **engine)
+            if samples:
+                # Normalised to the data's whole luminosity: a fraction of a sample gives that fraction of its yield.
+                simulated = process_samples(
+                    samples, lumi_fb=total[0], processor_options=processor_options, client=client,
+                    checkpoint_dir=out_dir / SIMULATION_SUBDIR / CHECKPOINT_SUBDIR, **engine)
     except CertificateError as err:
         raise CertificateError(_certificate_advice(err), err.url) from None
     except KeyboardInterrupt as err:
@@ -204,5 +230,10 @@ def process(
         ctx.exit(EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED)
     written = save_outputs(out_dir, result, lumi_fb=total[0] * fraction, lumi_source=total[1], keep_complete=True)
     _report(result, out_dir, written)
-    if result.failed_chunks:
+    if simulated is not None:
+        # The samples' yields are at the data's whole luminosity, whatever the fraction processed.
+        simulation_dir = out_dir / SIMULATION_SUBDIR
+        _report(simulated, simulation_dir, save_outputs(simulation_dir, simulated, lumi_fb=total[0],
+                                                        lumi_source=total[1], keep_complete=True))
+    if result.failed_chunks or (simulated is not None and simulated.failed_chunks):
         ctx.exit(1)

@@ -47,9 +47,15 @@ def _fit_options(command):
 @click.option("--out", "out_dir", type=_OUT, help="Output directory (default: DIRECTORY).")
 @click.pass_context
 def fit(ctx: click.Context, directory: pathlib.Path, out_dir: pathlib.Path | None, **_: object) -> None:
-    """Fit DIRECTORY's mass spectrum; write fit.json, workspace.json and plots; print the result."""
-    settings = settings_from_flags(ctx, {**FIT_FLAGS, "likelihood": "fit.likelihood"}).settings.fit
-    record = fit_spectrum(directory, out_dir or directory, settings)
+    """Fit DIRECTORY's mass spectrum; write fit.json, workspace.json and plots; print the result.
+
+    Where DIRECTORY holds the simulated samples' output (DIRECTORY/simulation, from `process --mc`), also the H->yy
+    model on the simulated templates: mu relative to the Standard Model with the luminosity, photon energy scale
+    and resolution and spurious-signal uncertainties (workspace_simulation.json).
+    """
+    all_settings = settings_from_flags(ctx, {**FIT_FLAGS, "likelihood": "fit.likelihood"}).settings
+    settings = all_settings.fit
+    record = fit_spectrum(directory, out_dir or directory, settings, all_settings.model)
     fitted, significance, profile_point = record["background_fit"], record["significance"], record["profile_likelihood"]
     chosen = record["degree_choice"]
     how = f" ({chosen['by']})" if chosen["requested"] == "auto" else ""
@@ -66,9 +72,30 @@ def fit(ctx: click.Context, directory: pathlib.Path, out_dir: pathlib.Path | Non
         click.echo(f"profile-likelihood significance: {profile_point['significance']:.2f} sigma "
                    f"(p0 {profile_point['p0']:.3g})")
     click.echo(format_model_info(record["model"]))
+    simulation = record.get("simulation_model")
+    if simulation is not None:
+        for line in simulation_lines(simulation):
+            click.echo(line)
     click.echo(f"wrote {(out_dir or directory) / 'fit.json'}, workspace.json and plots")
-    if "error" in significance:
+    if "error" in significance or (simulation is not None and "error" in simulation):
         ctx.exit(1)
+
+
+def simulation_lines(simulation: dict) -> list[str]:
+    """The simulation model's result in a few lines (or its error)."""
+    if "error" in simulation:
+        return [f"simulation model: failed ({simulation['error']})"]
+    significance = simulation["significance"]
+    spurious = simulation["spurious_signal"][str(simulation["degree"])]
+    return [
+        f"simulation model ({' + '.join(simulation['signal_samples'])} templates, mu relative to the SM, "
+        f"{simulation['expected_signal']:.1f} signal events at mu = 1): mu = {simulation['mu']:.3f} "
+        f"+/- {simulation['mu_unc']:.3f}; significance observed {significance['observed']:.2f} sigma, expected "
+        f"{significance['expected']:.2f} sigma (Asimov, mu = 1)",
+        f"spurious signal of degree {simulation['degree']}: {spurious['value']:.1f} events at {spurious['mass']:g} GeV "
+        f"({100 * spurious['relative_to_signal']:.0f} % of the signal, {100 * spurious['relative_to_uncertainty']:.0f} "
+        f"% of sigma_bkg; {'passes' if spurious['passes'] else 'fails'} the ATLAS criteria)",
+    ]
 
 
 @click.command("scan-mass")

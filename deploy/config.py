@@ -155,13 +155,15 @@ class ClusterConfig(NamedTuple):
 
 
 class ProcessingSettings(NamedTuple):
-    """How input files are read and chunks retried; ``task_entries`` None: the engine's default (two chunks)."""
+    """How input files are read and chunks retried; ``task_entries`` None: the engine's default (two chunks);
+    ``simulation``: process the simulated samples beside the data (``"auto"``: where the source lists them)."""
 
     chunksize: int
     task_entries: int | None
     retries: int
     timeout: float
     protocol: str
+    simulation: str | bool
 
 
 class SelectionCuts(NamedTuple):
@@ -200,6 +202,23 @@ class FitSettings(NamedTuple):
     method: str
     likelihood: str
     resolution: float
+
+
+class ModelSettings(NamedTuple):
+    """The H->yy model on the simulated samples (:mod:`stats.hyy_model`): the signal's relative luminosity
+    uncertainty, the spurious-signal test's masses (``points`` from ``low`` to ``high``, GeV) and its fit range."""
+
+    lumi_uncertainty: float
+    spurious_low: float
+    spurious_high: float
+    spurious_points: int
+    spurious_window: tuple[float, float]
+
+    def spurious_masses(self) -> Any:
+        """The spurious-signal test's masses as a numpy array."""
+        import numpy as np
+
+        return np.linspace(self.spurious_low, self.spurious_high, self.spurious_points)
 
 
 class MassScanGrid(NamedTuple):
@@ -243,6 +262,7 @@ class Settings(NamedTuple):
     histogram: HistogramBinning
     dataset: DatasetSettings
     fit: FitSettings
+    model: ModelSettings
     mass_scan: MassScanGrid
     patchset: PatchsetSettings
 
@@ -355,7 +375,8 @@ def validate(settings: Mapping[str, Any], *, source: str = "config") -> None:
 
 
 def _check_ranges(settings: Mapping[str, Any], source: str) -> None:
-    pairs = [("histogram", "low", "high"), ("mass_scan", "low", "high"), ("cluster.htcondor", "minimum", "maximum"),
+    pairs = [("histogram", "low", "high"), ("mass_scan", "low", "high"), ("model", "spurious_low", "spurious_high"),
+             ("cluster.htcondor", "minimum", "maximum"),
              ("cluster.gateway", "minimum", "maximum")]
     for section_path, low_key, high_key in pairs:
         section: Any = settings
@@ -369,6 +390,9 @@ def _check_ranges(settings: Mapping[str, Any], source: str) -> None:
     crack = settings.get("selection", {}).get("crack_eta")
     if crack is not None and crack[0] > crack[1]:
         raise DeployError(f"{source}: bad value for 'selection.crack_eta': {crack} is not [low, high]")
+    window = settings.get("model", {}).get("spurious_window")
+    if window is not None and not window[0] < window[1]:
+        raise DeployError(f"{source}: bad value for 'model.spurious_window': {window} is not [low, high]")
 
 
 def _build(merged: Mapping[str, Any]) -> Settings:
@@ -390,6 +414,7 @@ def _build(merged: Mapping[str, Any]) -> Settings:
         histogram=HistogramBinning(**merged["histogram"]),
         dataset=DatasetSettings(**merged["dataset"]),
         fit=FitSettings(**fit),
+        model=ModelSettings(**dict(merged["model"], spurious_window=tuple(merged["model"]["spurious_window"]))),
         mass_scan=MassScanGrid(**merged["mass_scan"]),
         patchset=PatchsetSettings(**merged["patchset"]),
     )

@@ -18,12 +18,14 @@ import numpy as np
 
 from deploy.analysis import fit_spectrum, identity, scan_likelihoods, scan_spectrum, to_plain, write_json
 from deploy.config import Configuration, configure, selection_cuts
+from deploy.simulation import SIMULATION_SUBDIR, process_samples, samples_to_process
 from processors.datasets import resolve_files
 from processors.engine import process_files
 from processors.generate import DEFAULT_SEED, generate_dataset
 from processors.histograms import save_outputs
 from processors.processor import DiphotonProcessor
 from processors.schema import TREE_NAME
+from stats.hyy_model import compare_with_truth
 from stats.inference import asimov_significance
 from stats.mass_patchset import build_mass_patchset
 from stats.profile import gaussian_template
@@ -33,10 +35,10 @@ from stats.spectrum import load_spectrum
 #: Parameters of the embedded default dataset; a cached dataset is reused only if its truth.json matches them.
 DATASET_KEYS = ("lumi_fb", "scale", "seed", "signal_mass", "background_only")
 #: The settings a report lists with where each came from (default, config file or flag).
-REPORTED_SETTINGS = ["dataset.lumi_fb", "dataset.scale", "dataset.seed", "processing.chunksize", "selection",
-                     "histogram.bins", "histogram.low", "histogram.high", "fit.mass", "fit.degree", "fit.method",
-                     "fit.likelihood", "fit.resolution", "mass_scan", "patchset.mu", "patchset.test_stat",
-                     "patchset.backend", "patchset.timeout"]
+REPORTED_SETTINGS = ["dataset.lumi_fb", "dataset.scale", "dataset.seed", "processing.chunksize",
+                     "processing.simulation", "selection", "histogram.bins", "histogram.low", "histogram.high",
+                     "fit.mass", "fit.degree", "fit.method", "fit.likelihood", "fit.resolution", "model", "mass_scan",
+                     "patchset.mu", "patchset.test_stat", "patchset.backend", "patchset.timeout"]
 #: The identity record a step's output folder keeps, compared before its results are reused.
 IDENTITY_FILE = "identity.json"
 
@@ -62,6 +64,9 @@ class PipelineResult(NamedTuple):
 def cached_dataset(data_dir: pathlib.Path, *, echo: Callable[[str], None], **options: Any) -> dict[str, Any]:
     """Generate the dataset into ``data_dir`` unless a dataset with the same parameters is already there.
 
+    With ``mc=True`` among ``options`` the simulated samples are generated too, and a cached dataset without them
+    (no ``simulation`` in its truth, or a sample's file missing) is generated again.
+
     Returns:
         The dataset's truth record.
     """
@@ -71,7 +76,11 @@ def cached_dataset(data_dir: pathlib.Path, *, echo: Callable[[str], None], **opt
         wanted = {key: options[key] for key in DATASET_KEYS if key in options}
         nominal = truth.get("nominal_lumi_fb", truth.get("lumi_fb"))
         found = {"lumi_fb": nominal, **{key: truth.get(key) for key in DATASET_KEYS if key != "lumi_fb"}}
-        files_present = all((data_dir / name).is_file() for name in truth.get("files", []))
+        names = list(truth.get("files", []))
+        if options.get("mc"):
+            samples = (truth.get("simulation") or {}).get("samples")
+            names += [sample["file"] for sample in samples.values()] if samples else [""]
+        files_present = all(name and (data_dir / name).is_file() for name in names)
         if files_present and all(found.get(key) == value for key, value in wanted.items()):
             echo(f"  reusing the generated dataset in {data_dir} ({truth['events_written']:,} events)")
             return truth
@@ -89,16 +98,25 @@ def _truth_comparison(truth: dict[str, Any], fit: dict[str, Any], best: dict[str
     expected = truth["expected_selected_signal"]
     template = expected * gaussian_template(edges, truth["signal_mass"], truth["signal_resolution"])
     background_fit = fit["background_fit"]
-    return {
+    compared = {
         "signal_mass": truth["signal_mass"],
         "best_scan_mass": best and best["mass"],
         "expected_selected_signal": expected,
         "selected_signal_events": truth.get("selected_signal_events"),
         "fitted_signal_yield": background_fit["signal_yield"],
         "fitted_signal_yield_unc": background_fit["signal_yield_unc"],
+        "fitted_signal_yield_vs_truth": compare_with_truth(background_fit["signal_yield"],
+                                                           background_fit["signal_yield_unc"], expected),
         "asimov_significance": asimov_significance(template, background),
         "observed_significance": fit.get("profile_likelihood", {}).get("significance"),
     }
+    model, simulation = fit.get("simulation_model"), truth.get("simulation")
+    if model is not None and "error" not in model and simulation is not None:
+        # The data's signal over the simulated one: ggF + VBF are simulated, the data also hold VH and ttH.
+        compared["simulation_mu"] = {"mu": model["mu"], "mu_unc": model["mu_unc"],
+                                     **compare_with_truth(model["mu"], model["mu_unc"],
+                                                          simulation.get("signal_strength"))}
+    return compared
 
 
 def _likelihood_identity(likelihoods: pathlib.Path) -> list[dict[str, Any]]:
@@ -172,6 +190,10 @@ def run_pipeline(
     # A seed left null is the generator's default, compared explicitly so that data of another seed is not reused.
     seed = DEFAULT_SEED if settings.dataset.seed is None else settings.dataset.seed
     options: dict[str, Any] = {"lumi_fb": settings.dataset.lumi_fb, "scale": settings.dataset.scale, "seed": seed}
+    # The simulated samples are generated with the data unless processing.simulation is false.
+    simulation = settings.processing.simulation
+    if simulation is not False:
+        options["mc"] = True
     truth = cached_dataset(data_dir, echo=echo, **options)
     results["dataset"] = {"directory": str(data_dir), **{k: truth.get(k) for k in (
         "release", "skim", "lumi_fb", "scale", "seed", "signal_mass", "events_written")}}
@@ -195,18 +217,52 @@ def run_pipeline(
                              "identity": getattr(result, "identity", None)}
     echo(f"  {result.events_processed:,} of {result.events_in_files:,} events in {result.wall_time:.1f} s, "
          f"{results['processing']['selected']:,.0f} selected")
+    simulation_dir = processing_dir / SIMULATION_SUBDIR
+    samples = samples_to_process(simulation, metadata=data_dir / "metadata.json", echo=echo)
+    if samples:
+        # Every sample at the data's whole luminosity (the luminosity the generated data stand for).
+        simulated = process_samples(
+            samples, lumi_fb=truth["lumi_fb"], processor_options={
+                "cuts": processor.cuts, "bins": processor.bins, "mass_range": processor.mass_range},
+            client=client, tree=TREE_NAME, chunksize=processing.chunksize, task_entries=processing.task_entries,
+            retries=processing.retries, timeout=processing.timeout,
+            checkpoint_dir=simulation_dir / "checkpoint", progress=progress)
+        save_outputs(simulation_dir, simulated, lumi_fb=truth["lumi_fb"])
+        failures += [f"chunk {f.file} [{f.entry_start}, {f.entry_stop}): {f.error}" for f in simulated.failed_chunks]
+        yields = simulated.histograms["mc_mass"][:, "nominal", :].project("dataset")
+        results["processing"]["simulation"] = {
+            "directory": str(simulation_dir), "events_processed": simulated.events_processed,
+            "failed_chunks": len(simulated.failed_chunks), "wall_time": simulated.wall_time,
+            "lumi_fb": truth["lumi_fb"], "yields": dict(zip(yields.axes[0], yields.values()))}
+        echo(f"  simulated samples at {truth['lumi_fb']:.4g} fb^-1: " + ", ".join(
+            f"{name} {value:,.1f}" for name, value in results["processing"]["simulation"]["yields"].items()))
+    elif simulation_dir.exists():
+        shutil.rmtree(simulation_dir)  # an earlier run's samples are not these data's
 
     echo("[3/5] background fit, workspace, signal strength, significance")
-    fit = fit_spectrum(processing_dir, out_dir / "fit", settings.fit)
+    fit = fit_spectrum(processing_dir, out_dir / "fit", settings.fit, settings.model)
     results["fit"] = {key: fit.get(key) for key in (
-        "degree", "degree_choice", "mass", "method", "mu", "mu_unc", "significance", "profile_likelihood", "plots",
-        "identity")}
+        "degree", "degree_choice", "degree_scan", "mass", "method", "mu", "mu_unc", "significance",
+        "profile_likelihood", "plots", "identity")}
+    model = fit.get("simulation_model")
+    if model is not None:
+        results["fit"]["simulation_model"] = model if "error" in model else {key: model[key] for key in (
+            "signal_samples", "background_samples", "degree", "expected_signal", "signal_yields", "continuum_scale",
+            "lumi_uncertainty", "spurious_signal", "workspace", "modifiers", "mu", "mu_unc", "significance",
+            "parameters", "plots")}
+        if "error" in model:
+            failures.append(f"simulation model: {model['error']}")
     results["fit"]["background_fit"] = {key: fit["background_fit"][key] for key in (
         "chi2_ndf", "signal_yield", "signal_yield_unc", "sigma")}
     if "error" in fit["significance"]:
         failures.append(f"workspace significance: {fit['significance']['error']}")
     echo(f"  degree {fit['degree']}, signal yield {fit['background_fit']['signal_yield']:.0f} "
-         f"+/- {fit['background_fit']['signal_yield_unc']:.0f}, mu = {fit['mu']:.2f} +/- {fit['mu_unc']:.2f}")
+         f"+/- {fit['background_fit']['signal_yield_unc']:.0f}, mu = {fit['mu']:.2f} +/- {fit['mu_unc']:.2f} "
+         "(tutorial model)")
+    if model is not None and "error" not in model:
+        echo(f"  simulation model: mu = {model['mu']:.3f} +/- {model['mu_unc']:.3f} (relative to the SM), "
+             f"significance observed {model['significance']['observed']:.2f}, expected "
+             f"{model['significance']['expected']:.2f} sigma")
 
     echo("[4/5] mass scan on Dask")
     spectrum = load_spectrum(processing_dir)
@@ -270,6 +326,130 @@ def _settings_table(results: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _yes_no(flag: bool | None) -> str:
+    return "n/a" if flag is None else ("yes" if flag else "no")
+
+
+def _pull(compared: dict[str, Any]) -> str:
+    if compared.get("pull") is None:
+        return "no truth to compare with"
+    return (f"pull {compared['pull']:+.2f} sigma, within 2 sigma: {_yes_no(compared['within_2_sigma'])}")
+
+
+def _background_function(fit: dict[str, Any], how: str) -> list[str]:
+    """The background polynomial's choice: F-tests and, with the simulation, the spurious-signal test."""
+    lines = ["## Background function", "",
+             f"Polynomial degree {fit['degree']} ({how}), chi2/ndf = {fit['background_fit']['chi2_ndf']:.3f} "
+             "(robust fit of polynomial + Gaussian to the data).", ""]
+    model = fit.get("simulation_model") or {}
+    spurious = model.get("spurious_signal", {})
+    rows = fit.get("degree_scan") or [{"degree": fit["degree"]}]
+    if len(rows) > 1 or spurious:
+        lines += ["| degree | chi2/ndf | F-test p-value (vs degree - 1) | spurious signal [events] | / expected signal | "
+                  "/ sigma_bkg | simulation stat. [events] | ATLAS criteria |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for row in rows:
+            degree = row["degree"]
+            chi2 = f"{row['chi2'] / row['ndf']:.3f}" if row.get("ndf") else ""
+            f_test = f"{row['f_p_value']:.3g}" if row.get("f_p_value") is not None else ""
+            test = spurious.get(str(degree))
+            cells = ["", "", "", "", ""] if test is None else [
+                f"{test['value']:.1f} at {test['mass']:g} GeV", f"{100 * test['relative_to_signal']:.1f} %",
+                f"{100 * test['relative_to_uncertainty']:.1f} %",
+                "" if test.get("mc_unc") is None else f"{test['mc_unc']:.1f}", "pass" if test["passes"] else "fail"]
+            mark = " (chosen)" if degree == fit["degree"] else ""
+            lines.append(f"| {degree}{mark} | {chi2} | {f_test} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if spurious:
+        lines += ["Spurious signal: the signal (simulated template moved to each mass hypothesis) fitted with the "
+                  "polynomial to the background-only template (the simulated yy continuum normalised to the data "
+                  "outside 120-130 GeV) as if it were data (binned Poisson likelihood); the largest |S| over the "
+                  "masses is S_spur. ATLAS criteria: |S_spur| < 10 % of the expected signal or < 20 % of sigma_bkg "
+                  "(the fitted signal's uncertainty at the data's statistics). The simulation stat. column is the "
+                  "template's own statistical uncertainty on S_spur.", ""]
+    return lines
+
+
+def _tutorial_model(fit: dict[str, Any], truth: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """The tutorial's model and the two other significances, each with its method."""
+    background = fit["background_fit"]
+    resolution = settings.get("fit.resolution", {}).get("value")
+    lines = ["## Tutorial model (signal: the Gaussian fitted to these data)", "",
+             f"Fitted signal yield {background['signal_yield']:.0f} +/- {background['signal_yield_unc']:.0f} events "
+             f"at {fit['mass']:g} GeV; tutorial workspace mu = {fit['mu']:.3f} +/- {fit['mu_unc']:.3f} (a normfactor "
+             "on the signal fitted to the same data: 1 by construction, not a signal strength).", ""]
+    significance = fit["significance"]
+    if "error" in significance:
+        lines += [f"- Tutorial workspace significance failed: {significance['error']}"]
+    else:
+        lines += [f"- Discovery significance, tutorial workspace (pyhf/cabinetry q0; the fitted Gaussian as signal, "
+                  f"per-bin shapesys of the background fit): observed {significance['observed']:.2f} sigma, expected "
+                  f"{significance['expected']:.2f} sigma."]
+    profile_point = fit.get("profile_likelihood") or {}
+    if profile_point.get("status") == "ok":
+        width = f" {resolution:g} GeV" if resolution is not None else ""
+        lines += [f"- Discovery significance, profile likelihood (binned Poisson fit of polynomial + Gaussian of "
+                  f"fixed width{width}, polynomial coefficients profiled, no systematic uncertainty; the mass scan's "
+                  f"method): {profile_point['significance']:.2f} sigma."]
+    if not truth.get("background_only"):
+        lines += [f"- Expected significance of the injected truth (Asimov formula: the generator's expected "
+                  f"{truth['expected_selected_signal']:.0f} selected signal events at {truth['signal_mass']} GeV as "
+                  f"a Gaussian over the fitted background, no systematic uncertainty): "
+                  f"{truth['asimov_significance']:.2f} sigma.",
+                  f"- Fitted signal yield against the injected {truth['expected_selected_signal']:.0f} events: "
+                  f"{_pull(truth.get('fitted_signal_yield_vs_truth') or {})}."]
+    return [*lines, ""]
+
+
+#: What each modifier of the simulation model stands for, in the report.
+_MODIFIER_MEANING = {
+    "mu": "signal strength relative to the SM (POI)",
+    "lumi": "luminosity",
+    "photon_energy_scale": "photon energy scale (+-0.5 % templates)",
+    "photon_energy_resolution": "photon energy resolution (extra 1 % smearing templates)",
+    "spurious_signal": "spurious signal of the background function (S_spur x signal shape)",
+}
+
+
+def _simulation_model(fit: dict[str, Any], truth: dict[str, Any]) -> list[str]:
+    """The model on the simulated templates: mu, its significance, its modifiers, and mu against the truth."""
+    model = fit.get("simulation_model")
+    if model is None:
+        return []
+    lines = ["## Simulation model (signal from simulation: mu relative to the Standard Model)", ""]
+    if "error" in model:
+        return [*lines, f"Failed: {model['error']}", ""]
+    significance, parameters = model["significance"], model["parameters"]
+    spurious = model["spurious_signal"][str(model["degree"])]
+    lines += [
+        f"Samples: signal = {' + '.join(model['signal_samples'])} simulation, {model['expected_signal']:.1f} events "
+        f"at mu = 1; background = Bernstein polynomial of degree {model['degree']} with free coefficients, fitted "
+        f"to the data; spurious signal {spurious['value']:.1f} events. "
+        f"Workspace `{pathlib.Path(model['workspace']).name}`.", "",
+        f"- Signal strength (profile likelihood, every nuisance parameter profiled; cabinetry fit, verified): "
+        f"mu = {model['mu']:.3f} +/- {model['mu_unc']:.3f}.",
+        f"- Discovery significance, simulation model (pyhf q0 with every systematic uncertainty): observed "
+        f"{significance['observed']:.2f} sigma, expected {significance['expected']:.2f} sigma (Asimov data at "
+        "mu = 1, background as fitted to the data).",
+    ]
+    compared = truth.get("simulation_mu")
+    if compared:
+        lines.append(f"- Against the injected signal strength {compared['truth']:.3f} (`truth.json` simulation."
+                     f"signal_strength: the data's signal over the simulated ggF + VBF): {_pull(compared)}.")
+    lines += ["", "| modifier | type | what | fitted |", "| --- | --- | --- | --- |"]
+    for name, kind in model["modifiers"]:
+        if name.startswith("background_bernstein_"):
+            continue
+        value = parameters.get(name)
+        fitted = "" if value is None else f"{value[0]:.3f} +/- {value[1]:.3f}"
+        lines.append(f"| `{name}` | {kind} | {_MODIFIER_MEANING.get(name, '')} | {fitted} |")
+    lumi = model.get("lumi_uncertainty")
+    lines.append(f"| `background_bernstein_0..{model['degree']}` | normfactor | background polynomial coefficients "
+                 "(free) | |")
+    lines += ["", f"Luminosity uncertainty {100 * lumi:.1f} % (Run 2, ATLAS-CONF-2019-021)." if lumi else "", ""]
+    return lines
+
+
 def render_report(results: dict[str, Any], out_dir: pathlib.Path) -> str:
     """A short Markdown report of ``results`` with links to every plot (PNG) and where each setting came from."""
     def link(path: str) -> str:
@@ -291,22 +471,17 @@ def render_report(results: dict[str, Any], out_dir: pathlib.Path) -> str:
         f"{processing['events_processed']:,} of {processing['events_in_files']:,} events processed in "
         f"{processing['wall_time']:.1f} s; {processing['selected']:,.0f} diphoton candidates in {window}; "
         f"{processing['failed_chunks']} failed chunks.", "",
-        "## Background fit and inference", "",
-        f"Polynomial degree {fit['degree']} ({how}), chi2/ndf = {fit['background_fit']['chi2_ndf']:.3f}; "
-        f"signal yield {fit['background_fit']['signal_yield']:.0f} +/- {fit['background_fit']['signal_yield_unc']:.0f}"
-        f" at {fit['mass']:g} GeV; mu = {fit['mu']:.3f} +/- {fit['mu_unc']:.3f}.", "",
     ]
-    significance = fit["significance"]
-    if "error" in significance:
-        lines += [f"Workspace significance failed: {significance['error']}", ""]
-    else:
-        lines += [f"Discovery significance (workspace): observed {significance['observed']:.2f} sigma, expected "
-                  f"{significance['expected']:.2f} sigma.", ""]
-    if not truth.get("background_only"):
-        lines += [f"Truth: injected m = {truth['signal_mass']} GeV, expected selected signal "
-                  f"{truth['expected_selected_signal']:.0f} events, Asimov significance "
-                  f"{truth['asimov_significance']:.2f} sigma.", ""]
-    lines += [*(link(p) for p in fit["plots"] if p.endswith(".png")), "", "## Mass scan", ""]
+    simulated = processing.get("simulation")
+    if simulated:
+        lines += [f"Simulated samples, weighted to the data's {simulated['lumi_fb']:.4g} fb^-1: " + ", ".join(
+            f"{name} {value:,.1f}" for name, value in simulated["yields"].items()) + f" selected events; "
+            f"{simulated['failed_chunks']} failed chunks.", ""]
+    lines += _background_function(fit, how)
+    lines += _tutorial_model(fit, truth, settings)
+    lines += _simulation_model(fit, truth)
+    model_plots = (fit.get("simulation_model") or {}).get("plots", [])
+    lines += [*(link(p) for p in [*fit["plots"], *model_plots] if p.endswith(".png")), "", "## Mass scan", ""]
     if scan["best"]:
         lines += [f"Largest local significance {scan['best']['significance']:.2f} sigma at "
                   f"{scan['best']['mass']:g} GeV; {scan['failed']} failed points; {scan['wall_time']:.1f} s.", ""]

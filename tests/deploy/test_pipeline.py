@@ -23,9 +23,10 @@ def client():
 
 @pytest.fixture(scope="module")
 def strong_signal(tmp_path_factory):
-    # A small sample with a 4x signal: significant enough to test the mass and yield, quick to generate.
+    # A small sample with a 4x signal: significant enough to test the mass and yield, quick to generate; with the
+    # simulated samples (60k events each) that `run` processes beside the data.
     directory = tmp_path_factory.mktemp("data")
-    generate_dataset(directory, lumi_fb=36.1, scale=0.06, signal_strength=4.0, seed=11)
+    generate_dataset(directory, lumi_fb=36.1, scale=0.06, signal_strength=4.0, seed=11, mc=True, mc_events=60_000)
     return directory
 
 
@@ -57,10 +58,41 @@ def test_pipeline_agrees_with_the_injected_truth(tmp_path, strong_signal, client
     assert cls[125.0] > cls[120.0] and cls[125.0] > cls[130.0]  # the signal is seen where it was injected
 
     report = result.report_path.read_text()
-    for plot in ("fit/fit.png", "mass_scan/mass_scan.png", "patchset/cls.png", "fit/degree_scan.png"):
+    for plot in ("fit/fit.png", "mass_scan/mass_scan.png", "patchset/cls.png", "fit/degree_scan.png",
+                 "fit/simulation_fit.png", "fit/spurious_signal.png"):
         assert (tmp_path / "out" / plot).is_file()
-    for plot in ("fit/fit.png", "mass_scan/mass_scan.png", "patchset/cls.png"):
+    for plot in ("fit/fit.png", "mass_scan/mass_scan.png", "patchset/cls.png", "fit/simulation_fit.png"):
         assert f"]({plot})" in report
+
+    # The simulation model: mu relative to the SM against the injected strength, observed against expected.
+    model = results["fit"]["simulation_model"]
+    injected = truth["simulation"]["signal_strength"]
+    assert abs(model["mu"] - injected) < 2 * model["mu_unc"]
+    assert model["significance"]["observed"] > 3 > model["significance"]["expected"]  # 4x the SM signal
+    assert compared["simulation_mu"]["truth"] == injected and compared["simulation_mu"]["within_2_sigma"] is True
+    assert set(model["spurious_signal"]) == {"2", "3", "4", "5", "6"}  # beside each F-test
+    # Every number of the report says how it was computed.
+    fit, significance = results["fit"], results["fit"]["significance"]
+    for line in (
+        f"Discovery significance, tutorial workspace (pyhf/cabinetry q0; the fitted Gaussian as signal, per-bin "
+        f"shapesys of the background fit): observed {significance['observed']:.2f} sigma, expected "
+        f"{significance['expected']:.2f} sigma.",
+        f"Discovery significance, profile likelihood (binned Poisson fit of polynomial + Gaussian of fixed width "
+        f"1.7 GeV, polynomial coefficients profiled, no systematic uncertainty; the mass scan's method): "
+        f"{fit['profile_likelihood']['significance']:.2f} sigma.",
+        "Expected significance of the injected truth (Asimov formula: the generator's expected "
+        f"{truth['expected_selected_signal']:.0f} selected signal events",
+        f"): {compared['asimov_significance']:.2f} sigma.",
+        "Signal strength (profile likelihood, every nuisance parameter profiled; cabinetry fit, verified): "
+        f"mu = {model['mu']:.3f} +/- {model['mu_unc']:.3f}.",
+        "Discovery significance, simulation model (pyhf q0 with every systematic uncertainty): observed "
+        f"{model['significance']['observed']:.2f} sigma, expected {model['significance']['expected']:.2f} sigma",
+        f"Against the injected signal strength {injected:.3f}",
+        f"pull {compared['simulation_mu']['pull']:+.2f} sigma, within 2 sigma: yes",
+        "| `spurious_signal` | histosys |", "| `lumi` | lumi |", "| `photon_energy_scale` | histosys |",
+        f"| {fit['degree']} (chosen) |",
+    ):
+        assert line in report, line
 
 
 def test_run_rejects_a_bad_config_value_in_one_line(tmp_path):
@@ -113,12 +145,15 @@ def test_a_rerun_on_other_data_recomputes_instead_of_reusing(tmp_path, strong_si
                  echo=lines.append, progress=False)
     (first,) = json.loads((out / "patchset/cls.json").read_text())["results"]
 
-    other = configure(overrides={"dataset.scale": 0.03, "dataset.seed": 99}, flags={"dataset.seed": "--seed"})
+    # Without the simulated samples (generated faster): the first run's are removed, not fitted to these data.
+    other = configure(overrides={"dataset.scale": 0.03, "dataset.seed": 99, "processing.simulation": False},
+                      flags={"dataset.seed": "--seed"})
     result = run_pipeline(out, client=client, configuration=other, data_dir=tmp_path / "other",
                           patch_masses=[125.0], echo=lines.append, progress=False)
     (second,) = json.loads((out / "patchset/cls.json").read_text())["results"]
     assert result.failures == []
     assert any("recomputing" in line for line in lines)
+    assert not (out / "processing/simulation").exists() and "simulation_model" not in result.results["fit"]
 
     truth = json.loads((tmp_path / "other/truth.json").read_text())
     assert truth["seed"] == 99 and result.results["dataset"]["seed"] == 99
