@@ -121,6 +121,29 @@ def sample_roles(names: Sequence[str]) -> tuple[list[str], list[str]]:
     return [name for name in names if name in signal], [name for name in names if name not in signal]
 
 
+def check_normalisation(data_dir: pathlib.Path, simulated_dir: pathlib.Path) -> None:
+    """Refuse simulated samples normalised to another luminosity than the data's whole one (an earlier run's).
+
+    Raises:
+        HistogramError: naming both luminosities.
+    """
+    import json
+
+    def summary(directory: pathlib.Path) -> dict[str, Any]:
+        try:
+            return json.loads((directory / "summary.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    data, simulated = summary(data_dir), summary(simulated_dir)
+    if data.get("lumi_fb") is None or simulated.get("lumi_fb") is None or not data.get("fraction"):
+        return
+    whole = data["lumi_fb"] / data["fraction"]
+    if abs(simulated["lumi_fb"] - whole) > 1e-6 * whole:
+        raise HistogramError(f"the simulated samples in {simulated_dir} are weighted to {simulated['lumi_fb']:.6g} "
+                             f"fb^-1, the data in {data_dir} hold {whole:.6g} fb^-1: process them again with the data")
+
+
 def simulation_model(
     spectrum: Any,
     directory: pathlib.Path,
@@ -152,6 +175,7 @@ def simulation_model(
     from stats import hyy_model
     from stats.workspace import model_info, save_workspace
 
+    check_normalisation(directory.parent, directory)
     templates = hyy_model.load_templates(directory)
     signal_names, background_names = sample_roles(templates.samples)
     if not signal_names or not background_names:

@@ -72,3 +72,16 @@ def test_fit_builds_the_simulation_model(generated, tmp_path, capsys):
     assert (tmp_path / "fit" / "workspace_simulation.json").is_file()
     assert f"mu = {model['mu']:.3f}" in printed and "spurious signal of degree 3" in printed
     assert record["identity"]["settings"]["model"]["lumi_uncertainty"] == 0.017
+
+
+def test_samples_of_another_luminosity_are_refused(tmp_path):
+    from deploy.simulation import check_normalisation
+    from stats.errors import HistogramError
+
+    (tmp_path / "simulation").mkdir()
+    (tmp_path / "summary.json").write_text(json.dumps({"lumi_fb": 1.0, "fraction": 0.5}))
+    (tmp_path / "simulation" / "summary.json").write_text(json.dumps({"lumi_fb": 2.0}))
+    check_normalisation(tmp_path, tmp_path / "simulation")  # half the data: their whole luminosity is 2 fb^-1
+    (tmp_path / "simulation" / "summary.json").write_text(json.dumps({"lumi_fb": 36.1}))
+    with pytest.raises(HistogramError, match="weighted to 36.1 fb\\^-1, the data .* hold 2 fb\\^-1"):
+        check_normalisation(tmp_path, tmp_path / "simulation")
