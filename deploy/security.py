@@ -7,6 +7,7 @@ left empty, the Dask config's ``distributed.comm.tls.*`` apply (coffea-casa sets
 
 from __future__ import annotations
 
+import re
 import ssl
 from pathlib import Path
 
@@ -72,19 +73,30 @@ def tls_problem(address: str, error: BaseException, tls: TLSSettings | None) -> 
         return f"{_KEYS[field]} ({value})" if value else fallback
 
     chain = _causes(error)
+    # distributed sometimes keeps only the text of the ssl error ("...: SSLError: [SSL: CODE] reason (_ssl.c:N)").
+    text = " ".join(str(cause) for cause in chain)
     for cause in chain:
         if isinstance(cause, ssl.SSLCertVerificationError):
-            reason = cause.verify_message or str(cause)
-            return (f"TLS: the certificate of {where} is not trusted by "
-                    f"{named('ca_file', 'the Dask config CA (distributed.comm.tls.ca-file)')}: {reason}")
+            return _untrusted(where, named, cause.verify_message or str(cause))
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        found = re.search(r"certificate verify failed: ([^(]+)", text)
+        return _untrusted(where, named, found.group(1).strip() if found else "certificate verify failed")
     if not address.startswith("tls://"):
         return None
-    for cause in chain:
-        if isinstance(cause, TypeError) and "ssl_context" in str(cause):
-            return (f"TLS: {where} needs a client certificate and key: set cluster.scheduler.tls (ca_file, cert, key)"
-                    " or the Dask config's distributed.comm.tls.ca-file and distributed.comm.tls.client.cert/key")
-        if isinstance(cause, ssl.SSLError):  # the handshake ended from the other side
-            return (f"TLS: {where} closed the connection during the handshake: it probably does not accept this "
-                    f"client's certificate, {named('cert', 'the Dask config one (distributed.comm.tls.client.cert)')}"
-                    f" ({type(cause).__name__}: {cause.reason or cause})")
+    if any(isinstance(cause, TypeError) and "ssl_context" in str(cause) for cause in chain):
+        return (f"TLS: {where} needs a client certificate and key: set cluster.scheduler.tls (ca_file, cert, key)"
+                " or the Dask config's distributed.comm.tls.ca-file and distributed.comm.tls.client.cert/key")
+    reasons = [f"{type(cause).__name__}: {cause.reason or cause}" for cause in chain if isinstance(cause, ssl.SSLError)]
+    if not reasons:
+        found = re.search(r"(SSL\w*Error): \[SSL: \w+\] ([^(]+)", text) or re.search(r"(SSL\w*Error): ([^(]+)", text)
+        reasons = [f"{found.group(1)}: {found.group(2).strip()}"] if found else []
+    if reasons:  # the handshake ended from the other side (an alert, or the connection closed)
+        return (f"TLS: {where} closed the connection during the handshake: it probably does not accept this "
+                f"client's certificate, {named('cert', 'the Dask config one (distributed.comm.tls.client.cert)')}"
+                f" ({reasons[0]})")
     return None
+
+
+def _untrusted(where: str, named, reason: str) -> str:
+    return (f"TLS: the certificate of {where} is not trusted by "
+            f"{named('ca_file', 'the Dask config CA (distributed.comm.tls.ca-file)')}: {reason}")

@@ -112,3 +112,23 @@ def test_the_packaged_defaults_leave_tls_to_the_dask_config():
     from deploy.security import client_security
 
     assert client_security(tls) is None and client_security(None) is None
+
+
+def test_tls_failures_that_distributed_keeps_only_as_text_are_explained():
+    from distributed.comm.core import CommClosedError
+
+    from deploy.config import TLSSettings
+    from deploy.security import tls_problem
+
+    tls = TLSSettings("/ca.pem", "/client.pem", "/client-key.pem", True)
+    alert = CommClosedError("in <TLS (closed)  local=tls://127.0.0.1:5 remote=tls://127.0.0.1:6>: SSLError: "
+                            "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca (_ssl.c:2580)")
+    assert tls_problem("tls://h:1", alert, tls) == (
+        "TLS: the Dask scheduler at tls://h:1 closed the connection during the handshake: it probably does not accept "
+        "this client's certificate, cluster.scheduler.tls.cert (/client.pem) (SSLError: tlsv1 alert unknown ca)")
+    verify = OSError("Timed out trying to connect: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
+                     "unable to get local issuer certificate (_ssl.c:1006)")
+    assert tls_problem("tls://h:1", verify, None) == (
+        "TLS: the certificate of the Dask scheduler at tls://h:1 is not trusted by the Dask config CA "
+        "(distributed.comm.tls.ca-file): unable to get local issuer certificate")
+    assert tls_problem("tcp://h:1", OSError("Timed out trying to connect to tcp://h:1 after 5 s"), tls) is None
