@@ -94,7 +94,10 @@ def simulation_lines(simulation: dict) -> list[str]:
         f"{significance['expected']:.2f} sigma (Asimov, mu = 1)",
         f"spurious signal of degree {simulation['degree']}: {spurious['value']:.1f} events at {spurious['mass']:g} GeV "
         f"({100 * spurious['relative_to_signal']:.0f} % of the signal, {100 * spurious['relative_to_uncertainty']:.0f} "
-        f"% of sigma_bkg; {'passes' if spurious['passes'] else 'fails'} the ATLAS criteria)",
+        f"% of sigma_bkg; {'passes' if spurious['passes'] else 'fails'} the ATLAS criteria; simulation statistics "
+        f"+/- {spurious['mc_unc']:.1f}, zeta {spurious['zeta']:.1f}"
+        + ("" if spurious.get("passes_relaxed") is None else
+           f", {'passes' if spurious['passes_relaxed'] else 'fails'} the relaxed criteria") + ")",
     ]
 
 
