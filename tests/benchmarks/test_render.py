@@ -1,0 +1,142 @@
+"""benchmarks/render.py and _lib.sections: small JSON documents rendered into BENCHMARKS.md sections (formatting
+only: nothing here measures or times anything)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+from _lib import sections  # noqa: E402
+from _lib.output import command  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("benchmarks_render", BENCHMARKS / "render.py")
+render = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(render)
+
+MACHINE = {"cores": 2, "cpu": "AMD EPYC", "memory_gib": 23.5, "load_average": [1.0, 2.0, 3.0], "system": "Linux"}
+
+
+def mass_scan_document() -> dict:
+    scans = [
+        {"label": "tutorial (lmfit + cabinetry), 25 points, serial", "points": 25, "walls_s": [100.0], "failed": 13,
+         "max_significance": 16.716, "at_mass": 125.0, "target_s": None},
+        {"label": "robust, 25 points, cluster", "points": 25, "walls_s": [0.6, 0.5, 0.4], "failed": 0,
+         "max_significance": 14.4, "at_mass": 125.0, "target_s": 3.0},
+        {"label": "robust, 601 points, cluster", "points": 601, "walls_s": [70.0], "failed": 1,
+         "max_significance": None, "at_mass": None, "target_s": 60.0},
+    ]
+    return {"benchmark": "mass_scan", "command": "python benchmarks/bench_mass_scan.py --workers 2",
+            "started": "2026-12-05 01:00 UTC", "machine": MACHINE, "settings": {"workers": 2, "input": None},
+            "input": "a seeded toy (1e5 continuum + 1800 signal events, 60 bins)", "scans": scans}
+
+
+def test_mass_scan_table():
+    heading, lines = sections.render(mass_scan_document())
+    assert heading == "## Mass scan"
+    assert lines == [
+        "Command: `python benchmarks/bench_mass_scan.py --workers 2`; machine: 2 cores (AMD EPYC), 23.5 GiB memory, load"
+        " average 1.00 2.00 3.00; 2-worker LocalCluster (one thread each) already running; input: a seeded toy (1e5"
+        " continuum + 1800 signal events, 60 bins).",
+        "",
+        "| scan | points | wall (s, median) | per point (ms) | speed-up per point vs tutorial | failed | "
+        "max local Z at m (GeV) | target |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| tutorial (lmfit + cabinetry), 25 points, serial | 25 | 100.000 | 4000.00 | 1x | 13 | 16.72 at 125 | - |",
+        "| robust, 25 points, cluster | 25 | 0.500 | 20.00 | 200x | 0 | 14.40 at 125 | <= 3 s: met |",
+        "| robust, 601 points, cluster | 601 | 70.000 | 116.47 | 34x | 1 | - | <= 60 s: MISSED |",
+    ]
+
+
+def test_worker_gc_table():
+    runs = [
+        {"setting": name, "workers": workers, "wall_s": wall, "cpu_s": 1.0, "gc_s": gc}
+        for name, gc in (("tuned (default)", 0.02), ("Python's", 0.2))
+        for workers, wall in ((1, 1.0), (2, 0.5))
+    ]
+    document = {"benchmark": "worker_gc", "command": "python benchmarks/bench_worker_gc.py --events 2000000 --turns 3"
+                " --runs 6", "started": "2026-12-01 14:22 UTC", "machine": MACHINE,
+                "settings": {"events": 2000000, "turns": 3, "runs": 6}, "files": 16,
+                "gc_settings": [{"name": "tuned (default)", "gc_threshold": 20000}, {"name": "Python's", "gc_threshold": None}],
+                "runs": runs}
+    heading, lines = sections.render(document)
+    assert heading == "## Worker garbage collection"
+    assert lines[0].startswith("`python benchmarks/bench_worker_gc.py --events 2000000 --turns 3 --runs 6` on 2 cores "
+                               "(AMD EPYC), 23.5 GiB memory, load average 1.00 2.00 3.00; started 2026-12-01 14:22 UTC. "
+                               "16 files")
+    assert lines[4:8] == [
+        "| tuned (default) | 1 | 0.020 | 0.020 | 0.020 | 1.000 | 1.000 |  |",
+        "| tuned (default) | 2 | 0.020 | 0.020 | 0.020 | 0.500 | 1.000 | 2.00 |",
+        "| Python's | 1 | 0.200 | 0.200 | 0.200 | 1.000 | 1.000 |  |",
+        "| Python's | 2 | 0.200 | 0.200 | 0.200 | 0.500 | 1.000 | 2.00 |",
+    ]
+
+
+def test_processing_rows_are_paired_ratios():
+    def reader(name: str, wall: float, cpu: float) -> dict:
+        return {"name": name, "runs": [{"events": 1_000_000, "wall_s": wall, "cpu_s": cpu, "baseline": [1e6, 1e6]}]}
+
+    readers = [reader(sections.BARE, 1.0, 1.0), reader(sections.TUTORIAL, 2.0, 2.0), reader(sections.EAGER, 1.0, 1.25),
+               reader(sections.BARE2, 0.5, 1.0), reader(sections.DASK1, 1.0, 1.25), reader(sections.DASK2, 0.5, 1.25)]
+    document = {"benchmark": "processing", "command": "python benchmarks/bench_processing.py --events 1000000",
+                "started": "2026-12-05 01:00 UTC", "machine": MACHINE, "settings": {"repeat": 1, "runs": 1},
+                "dask_overhead": {"cpu_ms_per_task": 12.0, "idle_percent_of_core": 4.0},
+                "layouts": [{"layout": "single", "files": 1, "events": 1_000_000, "dask_tasks": 2, "readers": readers}]}
+    heading, lines = sections.render(document)
+    assert heading == "## Processing"
+    table = lines[lines.index("### 1,000,000 events in one file, as in the issue, LZ4 (the generator's default)") + 4:]
+    assert table[:6] == [
+        "| bare uproot read (6 branches) | 1.00 | 1.00 | 1.00 | 1.00 | 2.00 |",
+        "| tutorial loop (iterate + awkward + vector) | 0.50 | 0.50 | 0.50 | 0.50 | 1.00 |",
+        "| processor, no Dask | 1.00 | 0.80 | 0.80 | 0.80 | 1.60 |",
+        "| bare uproot read, 2 processes at once | 2.00 | 1.00 | 1.00 | 1.00 | 2.00 |",
+        "| processor, Dask 1 worker | 1.00 | 0.80 | 0.80 | 0.80 | 1.60 |",
+        "| processor, Dask 2 workers | 2.00 | 0.80 | 0.80 | 0.80 | 1.60 |",
+    ]
+
+
+def test_render_replaces_only_the_sections_it_has_documents_for(tmp_path):
+    before = ("# Benchmarks\n\nIntro.\n\n## Processing\n\nmeasured by hand, kept\n\n### sub\n\nkept too\n\n"
+              "## Mass scan\n\nold table\n\n## Streaming\n\nalso kept\n")
+    benchmarks = tmp_path / "BENCHMARKS.md"
+    benchmarks.write_text(before)
+    document = tmp_path / "mass_scan.json"
+    document.write_text(json.dumps(mass_scan_document()))
+    assert render.main([str(document), "--benchmarks", str(benchmarks)]) == 0
+    after = benchmarks.read_text()
+    _, lines = sections.render(mass_scan_document())
+    assert after == before.replace("old table\n", "\n".join(lines) + "\n")
+    assert render.main([str(document), "--benchmarks", str(benchmarks)]) == 0  # again: nothing changes
+    assert benchmarks.read_text() == after
+
+
+def test_a_section_the_file_lacks_goes_at_the_end(tmp_path):
+    benchmarks = tmp_path / "BENCHMARKS.md"
+    benchmarks.write_text("# Benchmarks\n\n## Streaming\n\nkept\n")
+    document = tmp_path / "mass_scan.json"
+    document.write_text(json.dumps(mass_scan_document()))
+    assert render.main([str(document), "--benchmarks", str(benchmarks)]) == 0
+    text = benchmarks.read_text()
+    assert text.startswith("# Benchmarks\n\n## Streaming\n\nkept\n\n## Mass scan\n\nCommand: ")
+    assert text.endswith("<= 60 s: MISSED |\n")
+
+
+def test_not_a_document_is_one_error_line(tmp_path, capsys):
+    benchmarks = tmp_path / "BENCHMARKS.md"
+    benchmarks.write_text("# Benchmarks\n")
+    document = tmp_path / "other.json"
+    document.write_text(json.dumps({"benchmark": "nothing we know"}))
+    assert render.main([str(document), "--benchmarks", str(benchmarks)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {document}: ValueError: not a benchmark document")
+    assert benchmarks.read_text() == "# Benchmarks\n"
+
+
+def test_command_spells_out_the_options():
+    args = argparse.Namespace(events=2_000_000, layouts=["release", "single"], quick=True, input=None, json="x.json")
+    assert (command("bench_processing.py", args, "events", "layouts", "quick", "input")
+            == "python benchmarks/bench_processing.py --events 2000000 --layouts release,single --quick")
