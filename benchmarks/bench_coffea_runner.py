@@ -1,9 +1,9 @@
 """The project's engine against coffea's ``processor.Runner`` with the futures executor, 2 workers each, same files.
 
     .venv/bin/python benchmarks/bench_coffea_runner.py [--events 2000000] [--runs 3] [--workers 2]
-        [--chunksize 500000] [--layouts release,release-zlib] > result.json
+        [--chunksize 500000] [--layouts release,release-zlib] [--json FILE]
 
-Both run ``DiphotonProcessor`` over the same generated files (``bench_processing.dataset``: the release's 16
+Both run ``DiphotonProcessor`` over the same generated files (``_lib.data.processing_dataset``: the release's 16
 period files, with the generator's LZ4 baskets and, ``-zlib``, ROOT's default ZLIB), at the same chunk size, with
 the same number of worker processes and the same uproot settings: memory-mapped local reads (the engine's source
 for local files; the Runner gets ``uproot_options={"handler": MemmapSource}``) and
@@ -25,16 +25,19 @@ process, which the Runner's workers call through :class:`TunedProcessor`. Measur
 Every Runner run gets an empty metadata cache, so it opens each file for its entry count as the engine does.
 Each run records events per wall second of the call and per CPU second of every process involved (this one and
 all its descendants: on a shared machine the wall clock also measures the neighbours, the CPU clock less so).
-The JSON printed on stdout has every run, the medians and the engine/Runner ratios (the medians of the turns'
-ratios).
+
+Writes a JSON document (``_lib.output``) with, besides the common fields, ``settings`` {events, workers,
+chunksize, runs, layouts, uproot} and ``layouts``: {LAYOUT: {files, events, runs: {READER: [{events, seconds,
+cpu_seconds, events_per_s, events_per_cpu_s}]}, medians: {events_per_s, events_per_cpu_s: {READER: median}},
+ratios: {events_per_s, events_per_cpu_s: {engine_over_READER: the median of the turns' ratios}}, cold:
+{opendata_stats_process_s, runner_script_s}}}; ``benchmarks/render.py`` makes the "## The engine and coffea's
+Runner" section of it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
 import statistics
 import subprocess
 import sys
@@ -44,21 +47,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import coffea
 import loky
-import psutil
 import uproot
 from coffea import processor as coffea_processor
 from coffea.nanoevents import BaseSchema
 
-from _common import machine
-from bench_processing import dataset
+from _lib import output
+from _lib.data import PROCESSING_DATA, processing_dataset
+from _lib.timing import tree_cpu
 
 from deploy.clusters import dask_client
 from processors.chunks import clear_trees
 from processors.engine import process_files
 from processors.processor import DiphotonProcessor
 from processors.tuning import configure_uproot
+
+# This process (and the cold Runner's, which runs this script) reads with the engine's settings; the Runner's
+# workers set them in TunedProcessor.
+configure_uproot()
 
 #: The engine's reading source for local files, given to the Runner too.
 UPROOT_OPTIONS = {"handler": uproot.source.file.MemmapSource}
@@ -93,23 +99,11 @@ def engine_run(files: list[str], client: Any, *, chunksize: int) -> int:
     return result.events_processed
 
 
-def cpu_seconds() -> float:
-    """CPU seconds so far of this process and all its descendants: those alive now (Dask's nanny and worker
-    processes, a kept loky pool) and those that ended and were waited for (a Runner's own pool)."""
-    own, ended = time.process_time(), os.times()
-    alive = 0.0
-    for child in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            times = child.cpu_times()
-            alive += times.user + times.system
-    return own + ended.children_user + ended.children_system + alive
-
-
 def timed(run: Callable[[], int]) -> dict[str, float]:
     """One run: events, wall and CPU seconds (all processes), events per wall second and per CPU second."""
-    start, cpu = time.perf_counter(), cpu_seconds()
+    start, cpu = time.perf_counter(), tree_cpu()
     events = run()
-    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    seconds, cpu = time.perf_counter() - start, tree_cpu() - cpu
     return {"events": events, "seconds": round(seconds, 4), "cpu_seconds": round(cpu, 3),
             "events_per_s": round(events / seconds), "events_per_cpu_s": round(events / cpu)}  # fmt: skip
 
@@ -167,32 +161,28 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="turns of all readers")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--chunksize", type=int, default=500_000, help="entries per chunk, both (the engine's default)")
-    parser.add_argument("--layouts", default="release,release-zlib", help="bench_processing layouts")
-    parser.add_argument("--data", type=Path, default=Path("/tmp/opendata-stats-bench/processing"))
+    parser.add_argument("--layouts", default="release,release-zlib", help="file layouts (_lib.data.LAYOUTS)")
+    parser.add_argument("--data", type=Path, default=PROCESSING_DATA)
     parser.add_argument("--child-runner", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("files", nargs="*", help=argparse.SUPPRESS)
+    output.add_arguments(parser)
     args = parser.parse_args()
     if args.child_runner:  # the cold Runner: this process's imports and one Runner call
         runner_run(args.files, workers=args.workers, chunksize=args.chunksize)
         return
 
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    layouts = {}
-    for layout in (name for name in args.layouts.split(",") if name):
-        files = dataset(args.data, args.events, layout)
-        layouts[layout] = {"files": len(files),
-                           **measure(files, workers=args.workers, chunksize=args.chunksize, runs=args.runs)}  # fmt: skip
-    report = {
-        "benchmark": "bench_coffea_runner",
-        "started": started,
-        "machine": machine(),
-        "versions": {"coffea": coffea.__version__, "uproot": uproot.__version__},
-        "settings": {"events": args.events, "workers": args.workers, "chunksize": args.chunksize, "runs": args.runs,
-                     "uproot": "memory-mapped local reads; configure_uproot (isal, class names once) in every process"},
+    layouts = [name for name in args.layouts.split(",") if name]
+    names = ("events", "runs", "workers", "chunksize", "layouts")
+    document = output.start("coffea_runner", output.command("bench_coffea_runner.py", args, *names), {
+        "events": args.events, "workers": args.workers, "chunksize": args.chunksize, "runs": args.runs,
         "layouts": layouts,
-    }  # fmt: skip
-    json.dump(report, sys.stdout, indent=1)
-    print()
+        "uproot": "memory-mapped local reads; configure_uproot (isal, class names once) in every process"})
+    document["layouts"] = {}
+    for layout in layouts:
+        files = processing_dataset(args.data, args.events, layout)
+        document["layouts"][layout] = {"files": len(files),
+                                       **measure(files, workers=args.workers, chunksize=args.chunksize, runs=args.runs)}  # fmt: skip
+    output.finish(document, args.json)
 
 
 if __name__ == "__main__":
