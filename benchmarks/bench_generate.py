@@ -1,23 +1,30 @@
 """Generator throughput and the choice of basket compression.
 
-    .venv/bin/python benchmarks/bench_generate.py [--events 1000000] [--codec-events 300000] [--out DIR]
+    .venv/bin/python benchmarks/bench_generate.py [--events 1000000] [--codec-events 300000] [--out DIR] [--json FILE]
 
-Measures, and prints as tables:
+Measures:
 
 * generation: ``generate_dataset`` over the 16 periods with 1 and 2 worker processes (events/s, MB written);
 * compression: one period's file written with each codec (write time, size), then read back with uproot,
   all 80 branches and the six photon branches the analysis reads (best of two reads; the page cache is warm).
+
+Writes a JSON document (``_lib.output``) with, besides the common fields, ``settings`` {events, codec_events},
+``generation`` [{workers, seconds, events, mb}] and ``codecs`` [{codec, write_s, mb, read_all_s, read_photons_s}];
+``benchmarks/render.py`` makes the "## Generation" section of it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import uproot
+
+from _lib import output
 
 from processors.generate import generate_dataset
 from processors.schema import ANALYSIS_BRANCHES, TREE_NAME
@@ -50,22 +57,24 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000, help="continuum events of the generation runs")
     parser.add_argument("--codec-events", type=int, default=300_000, help="events of the compression comparison")
     parser.add_argument("--out", type=Path, help="scratch directory (default: a temporary one)")
+    output.add_arguments(parser)
     args = parser.parse_args()
+    document = output.start("generate", output.command("bench_generate.py", args, "events", "codec_events"),
+                            {"events": args.events, "codec_events": args.codec_events})
 
     with tempfile.TemporaryDirectory(dir=args.out) as scratch:
         scratch = Path(scratch)
         generate_dataset(scratch / "warm", events=1_000, periods=["data15_periodD"])  # imports, cached efficiencies
-        print(f"generation of {args.events:,} continuum events over 16 periods, {os.cpu_count()} cores")
-        print(f"{'workers':>8} {'seconds':>8} {'events/s':>10} {'MB':>8}")
+        document["generation"] = []
         for workers in (1, 2):
             start = time.perf_counter()
             dataset = generate_dataset(scratch / f"w{workers}", events=args.events, workers=workers)
             seconds = time.perf_counter() - start
-            rate = dataset.events_written / seconds
-            print(f"{workers:>8} {seconds:>8.1f} {rate:>10,.0f} {_size_mb(dataset.files):>8.1f}")
+            document["generation"].append({"workers": workers, "seconds": seconds, "events": dataset.events_written,
+                                           "mb": _size_mb(dataset.files)})
+            print(f"generation, {workers} worker(s): {seconds:.1f} s", file=sys.stderr, flush=True)
 
-        print(f"\ncompression of one file of {args.codec_events:,} events (one process)")
-        print(f"{'codec':>8} {'write s':>8} {'MB':>7} {'read all s':>11} {'read photons s':>15}")
+        document["codecs"] = []
         for name, codec in CODECS.items():
             start = time.perf_counter()
             dataset = generate_dataset(
@@ -73,10 +82,11 @@ def main() -> None:
             )
             seconds = time.perf_counter() - start
             path = dataset.files[0]
-            print(
-                f"{name:>8} {seconds:>8.1f} {_size_mb([path]):>7.1f} {_best_read(path, None):>11.2f}"
-                f" {_best_read(path, list(ANALYSIS_BRANCHES)):>15.2f}"
-            )
+            document["codecs"].append({"codec": name, "write_s": seconds, "mb": _size_mb([path]),
+                                       "read_all_s": _best_read(path, None),
+                                       "read_photons_s": _best_read(path, list(ANALYSIS_BRANCHES))})
+            print(f"{name}: written in {seconds:.1f} s", file=sys.stderr, flush=True)
+    output.finish(document, args.json)
 
 
 if __name__ == "__main__":

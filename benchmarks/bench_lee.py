@@ -9,13 +9,20 @@ check against it, every batch of toys a Dask task, the checkpoint rewritten afte
 seed per repeat). The cluster is started and warmed up (imports on the workers) before timing. The baseline,
 measured in the same run, is the mass scan's full method (``scan_masses``, Migrad fits verified by restarts) on
 ``--baseline-toys`` of the same toys in this process, extrapolated to all toys on the workers; the same toys give
-the largest difference in ``q0`` between the two statistics. Writes one JSON document to stdout.
+the largest difference in ``q0`` between the two statistics.
+
+Writes a JSON document (``_lib.output``) with, besides the common fields, ``settings`` {input, toys, batch_size,
+workers, repeats, baseline_toys}, ``input`` and ``cluster`` (descriptions), ``masses`` {count, low, high},
+``toys``, ``batch_size``, ``degree``, ``wall_s`` (every repeat), ``wall_median_s``, ``per_toy_ms``, ``target_s``,
+``target_met``, ``baseline`` {method, toys_timed, per_toy_s, fast_per_toy_s, extrapolated_s,
+max_abs_q0_diff_fast_vs_full}, ``speedup_vs_baseline``, ``full_method_points`` and ``failed_toys`` (per repeat)
+and ``last_run`` {z_local, mass, toys, gross_vitells_toys_p, gross_vitells_observed_p, observed_fast_check};
+``benchmarks/render.py`` makes the "## Look-elsewhere toys" section of it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import statistics
 import tempfile
@@ -23,8 +30,8 @@ import time
 
 import numpy as np
 
-from _common import machine
-from bench_mass_scan import toy_spectrum
+from _lib import output
+from _lib.data import TOY_SPECTRUM, toy_spectrum
 
 from deploy.clusters import dask_client
 from stats import profile
@@ -66,7 +73,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline-toys", type=int, default=5)
+    output.add_arguments(parser)
     args = parser.parse_args()
+    names = ("input", "toys", "batch_size", "workers", "repeats", "baseline_toys")
+    document = output.start("lee", output.command("bench_lee.py", args, *names),
+                            {name: getattr(args, name) for name in names})
     spectrum = load_spectrum(args.input) if args.input else toy_spectrum()
     counts, edges = spectrum.counts, spectrum.edges
     masses = default_masses(edges)
@@ -85,10 +96,8 @@ def main() -> None:
     wall = statistics.median(run["wall_s"] for run in runs)
     last = runs[-1]["result"]
     gv_toys, gv_observed = last.gross_vitells
-    print(json.dumps({
-        "benchmark": "look-elsewhere toys (stats.lee.global_significance)",
-        "machine": machine(),
-        "input": str(args.input) if args.input else "seeded toy: 1e5 continuum + 1800 signal events at 125.09 GeV",
+    document.update({
+        "input": f"`{args.input}`" if args.input else TOY_SPECTRUM,
         "cluster": f"LocalCluster, {args.workers} workers, started and warmed up before timing",
         "masses": {"count": int(masses.size), "low": float(masses[0]), "high": float(masses[-1])},
         "toys": args.toys, "batch_size": args.batch_size, "degree": DEGREE,
@@ -101,7 +110,8 @@ def main() -> None:
                      "toys": last.toys.statement, "gross_vitells_toys_p": gv_toys.p_value,
                      "gross_vitells_observed_p": gv_observed.p_value,
                      "observed_fast_check": last.observed["fast_check"]},
-    }, indent=1))
+    })
+    output.finish(document, args.json)
 
 
 if __name__ == "__main__":
