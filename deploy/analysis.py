@@ -213,6 +213,35 @@ def scan_spectrum(
     return scan, to_plain(record)
 
 
+def look_elsewhere(spectrum: Spectrum, out_dir: pathlib.Path, scan: Any, record: dict[str, Any], fit: FitSettings,
+                   settings: Any, *, client: Any = None, progress: Any = None) -> dict[str, Any] | None:
+    """The global significance of ``scan``'s largest excess from background-only toys and by Gross-Vitells.
+
+    The toys are drawn and scanned over the same masses with the scan's degree (the robust method's statistic; a
+    tutorial-method scan is redone with it). Batches are checkpointed in ``out_dir/look_elsewhere.json`` and reused
+    by a rerun of the same identity.
+
+    Args:
+        scan: the mass scan (:func:`scan_spectrum`) and ``record`` its ``mass_scan.json`` content.
+        settings: the ``look_elsewhere`` settings (toys, batch size, seed, reference level).
+
+    Returns:
+        The result as plain data (``stats.lee.GlobalSignificance.record``), or None when no toys are asked for or
+        the scan has one mass.
+    """
+    from stats.lee import global_significance
+
+    masses = np.asarray([point["mass"] for point in scan.points], dtype=float)
+    if settings.toys <= 0 or masses.size < 2:  # one mass: nowhere else to look
+        return None
+    observed = scan if fit.method == "robust" and not scan.failed else None
+    result = global_significance(spectrum.counts, spectrum.edges, masses, degree=record["degree"],
+                                 resolution=fit.resolution, toys=settings.toys, batch_size=settings.batch_size,
+                                 seed=settings.seed, reference_level=settings.reference_level, client=client,
+                                 out=out_dir / "look_elsewhere.json", progress=progress, observed=observed)
+    return to_plain(result.record())
+
+
 def scan_likelihoods(
     likelihoods: pathlib.Path,
     out: pathlib.Path,

@@ -6,7 +6,7 @@ import pathlib
 
 import click
 
-from deploy.analysis import fit_spectrum, scan_spectrum
+from deploy.analysis import fit_spectrum, look_elsewhere, scan_spectrum
 from deploy.cli_options import DEGREE, config_option, dask_or_local, scheduler_option, settings_from_flags, workers_option
 from stats.mass_scan import mass_grid
 from stats.spectrum import load_spectrum
@@ -106,23 +106,30 @@ def simulation_lines(simulation: dict) -> list[str]:
 @config_option
 @click.option("--masses", help="START:STOP:NUM or M1,M2,... in GeV [config: mass_scan.low, high, points].")
 @_fit_options
+@click.option("--toys", type=click.IntRange(min=0),
+              help="Background-only toys for the global significance (look-elsewhere effect); 0: none "
+                   "[config: look_elsewhere.toys].")
+@click.option("--seed", type=click.IntRange(min=0), help="Root seed of the toys [config: look_elsewhere.seed].")
 @workers_option(in_process=True, default="in this process")
 @scheduler_option
 @click.option("--out", "out_dir", type=_OUT, help="Output directory (default: DIRECTORY).")
 @click.pass_context
 def scan_mass(ctx: click.Context, directory: pathlib.Path, masses: str | None, workers: int | None,
               scheduler: str | None, out_dir: pathlib.Path | None, **_: object) -> None:
-    """Scan the local discovery significance over mass; write mass_scan.json and plots (exit 1 if a point failed).
+    """Scan the local discovery significance over mass, and its global significance from toys; write
+    mass_scan.json, look_elsewhere.json and plots (exit 1 if a point or a toy batch failed).
 
     The degree 'auto' is the F-tests' choice at --mass, as `fit` chooses it.
     """
-    configuration = settings_from_flags(ctx, FIT_FLAGS)
+    configuration = settings_from_flags(ctx, {**FIT_FLAGS, "toys": "look_elsewhere.toys",
+                                              "seed": "look_elsewhere.seed"})
     settings = configuration.settings
     out_dir = out_dir or directory
     spectrum = load_spectrum(directory)
     grid = mass_grid(masses) if masses else settings.mass_scan.masses()
     with dask_or_local(configuration, workers, scheduler, in_process_by_default=True) as client:
         scan, record = scan_spectrum(spectrum, out_dir, grid, settings.fit, client=client, source=directory)
+        lee = look_elsewhere(spectrum, out_dir, scan, record, settings.fit, settings.look_elsewhere, client=client)
     best = scan.best
     chosen = record["degree_choice"]
     how = f" ({chosen['by']} at {settings.fit.mass:g} GeV)" if chosen["requested"] == "auto" else ""
@@ -133,6 +140,13 @@ def scan_mass(ctx: click.Context, directory: pathlib.Path, masses: str | None, w
                    f"(p0 {best['p0']:.3g})")
     for point in scan.failed:
         click.echo(f"failed at {point['mass']:g} GeV: {point['error']}")
-    click.echo(f"wrote {out_dir / 'mass_scan.json'} and plots")
-    if scan.failed:
+    if lee is not None:
+        click.echo(f"global: {lee['toys']['statement']} ({lee['toys']['toys']} toys)")
+        for estimate in lee["gross_vitells"]:
+            click.echo(f"global (Gross-Vitells, upcrossings of {estimate['level']:g} sigma counted on the "
+                       f"{estimate['source']}): p = {estimate['p_value']:.3g}, {estimate['significance']:.2f} sigma")
+        for batch in lee["batches"]["failed"]:
+            click.echo(f"failed toy batch {batch}")
+    click.echo(f"wrote {out_dir / 'mass_scan.json'}" + (", look_elsewhere.json" if lee else "") + " and plots")
+    if scan.failed or (lee is not None and not lee["complete"]):
         ctx.exit(1)

@@ -221,6 +221,15 @@ class ModelSettings(NamedTuple):
         return np.linspace(self.spurious_low, self.spurious_high, self.spurious_points)
 
 
+class LookElsewhereSettings(NamedTuple):
+    """Background-only toys for the global significance of the mass scan (:func:`stats.lee.global_significance`)."""
+
+    toys: int
+    batch_size: int
+    seed: int | None
+    reference_level: float
+
+
 class MassScanGrid(NamedTuple):
     """The grid of mass hypotheses (GeV) scanned: ``points`` evenly spaced from ``low`` to ``high`` inclusive."""
 
@@ -263,6 +272,7 @@ class Settings(NamedTuple):
     dataset: DatasetSettings
     fit: FitSettings
     model: ModelSettings
+    look_elsewhere: LookElsewhereSettings
     mass_scan: MassScanGrid
     patchset: PatchsetSettings
 
@@ -415,6 +425,7 @@ def _build(merged: Mapping[str, Any]) -> Settings:
         dataset=DatasetSettings(**merged["dataset"]),
         fit=FitSettings(**fit),
         model=ModelSettings(**dict(merged["model"], spurious_window=tuple(merged["model"]["spurious_window"]))),
+        look_elsewhere=LookElsewhereSettings(**merged["look_elsewhere"]),
         mass_scan=MassScanGrid(**merged["mass_scan"]),
         patchset=PatchsetSettings(**merged["patchset"]),
     )

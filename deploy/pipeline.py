@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from deploy.analysis import fit_spectrum, identity, scan_likelihoods, scan_spectrum, to_plain, write_json
+from deploy.analysis import fit_spectrum, identity, look_elsewhere, scan_likelihoods, scan_spectrum, to_plain, write_json
 from deploy.config import Configuration, configure, selection_cuts
 from deploy.simulation import SIMULATION_SUBDIR, process_samples, samples_to_process
 from processors.datasets import resolve_files
@@ -276,6 +276,13 @@ def run_pipeline(
     if scan.best:
         echo(f"  largest local significance {scan.best['significance']:.2f} sigma at {scan.best['mass']:g} GeV "
              f"({len(scan.failed)} failed points, {scan.wall_time:.1f} s)")
+    lee = look_elsewhere(spectrum, out_dir / "mass_scan", scan, scan_record, settings.fit, settings.look_elsewhere,
+                         client=client)
+    results["look_elsewhere"] = lee and {key: lee[key] for key in (
+        "observed", "toys", "gross_vitells", "trials_factor", "batches", "identity", "complete")}
+    if lee is not None:
+        failures += [f"look-elsewhere toy batch {batch}" for batch in lee["batches"]["failed"]]
+        echo(f"  global significance from {lee['toys']['toys']} background-only toys: {lee['toys']['statement']}")
     results["truth"] = _truth_comparison(truth, fit, scan.best, spectrum.edges, np.asarray(fit["background"]))
 
     echo("[5/5] PatchSet hypotest scan on Dask")
@@ -490,6 +497,17 @@ def render_report(results: dict[str, Any], out_dir: pathlib.Path) -> str:
     if scan["best"]:
         lines += [f"Largest local significance {scan['best']['significance']:.2f} sigma at "
                   f"{scan['best']['mass']:g} GeV; {scan['failed']} failed points; {scan['wall_time']:.1f} s.", ""]
+    lee = results.get("look_elsewhere")
+    if lee:
+        observed = lee["observed"]
+        lines += [f"Global significance of the largest local excess ({observed['max_significance']:.2f} sigma local at "
+                  f"{observed['mass']:g} GeV, p_local {observed['p_local']:.3g}), look-elsewhere effect over the "
+                  f"scanned masses:", "",
+                  f"- from {lee['toys']['toys']} background-only toys (method: the fraction of toys whose largest "
+                  f"local significance reaches the observed one): {lee['toys']['statement']}",
+                  *(f"- Gross-Vitells (upcrossings of {g['level']:g} sigma counted on the {g['source']}): "
+                    f"p_global = {g['p_value']:.3g}, {g['significance']:.2f} sigma" for g in lee["gross_vitells"]),
+                  f"- trials factor {lee['trials_factor']:.3g}", ""]
     lines += [*(link(p) for p in scan["plots"] if p.endswith(".png")), "", "## PatchSet scan", ""]
     patchset = results["patchset"]
     lines += [f"{patchset['points']} patches of `{patchset['likelihoods']}`, {patchset['failed']} failed, "

@@ -85,5 +85,7 @@ def test_readme_documents_the_options_that_exist() -> None:
     for row in rows:
         command = row.split("`")[1].split()[1]
         documented = set(re.findall(r"(--[a-z][a-z0-9-]*)", row.split("`")[1]))
-        assert documented <= set(help_of(command)) | {"--help"}, (command, documented - set(help_of(command)))
+        ctx = cli.make_context("opendata-stats", [command, "--help"], resilient_parsing=True)
+        existing = {opt for p in cli.get_command(ctx, command).params for opt in [*p.opts, *p.secondary_opts]}
+        assert documented <= existing | {"--help"}, (command, documented - existing)
     assert "xrootd-server" in readme

@@ -42,14 +42,24 @@ def test_fit_writes_results_workspace_and_plots(run_dir, capsys):
 
 
 def test_scan_mass_writes_every_point_and_exits_one_on_failures(run_dir, tmp_path, capsys):
-    assert _run(["scan-mass", str(run_dir), "--masses", "110:140:13", "--out", str(tmp_path / "robust")]) == 0
+    robust = ["scan-mass", str(run_dir), "--masses", "110:140:13", "--toys", "100", "--seed", "3",
+              "--out", str(tmp_path / "robust")]
+    assert _run(robust) == 0
     record = json.loads((tmp_path / "robust" / "mass_scan.json").read_text())
     assert len(record["points"]) == 13 and record["failed"] == 0 and record["wall_time"] > 0
-    assert max(record["points"], key=lambda p: p["significance"])["mass"] == 125.0
+    best = max(record["points"], key=lambda p: p["significance"])
+    assert best["mass"] == 125.0
     assert (tmp_path / "robust" / "mass_scan.png").exists()
+    lee = json.loads((tmp_path / "robust" / "look_elsewhere.json").read_text())["result"]
+    assert lee["complete"] and lee["toys"]["toys"] == 100 and lee["identity"]["settings"]["seed"] == 3
+    assert lee["observed"]["max_significance"] == pytest.approx(best["significance"], rel=1e-9)
+    assert "global" in capsys.readouterr().out
+    assert _run(robust) == 0  # a rerun reuses every batch of the same identity
+    again = json.loads((tmp_path / "robust" / "look_elsewhere.json").read_text())["result"]
+    assert again["batches"]["computed"] == 0 and again["toys"] == lee["toys"]
 
     assert _run(["scan-mass", str(run_dir), "--masses", "115", "--method", "tutorial", "--degree", "4",
-                 "--out", str(tmp_path / "tutorial")]) == 1
+                 "--toys", "0", "--out", str(tmp_path / "tutorial")]) == 1
     (point,) = json.loads((tmp_path / "tutorial" / "mass_scan.json").read_text())["points"]
     assert point["status"] == "failed" and "no parameter uncertainties" in point["error"]
     assert "failed at 115 GeV" in capsys.readouterr().out
