@@ -343,7 +343,8 @@ class _Search:
                     if curve.result is None:
                         self.step(curve)
             limits = [curve.result for curve in self.curves]
-        return UpperLimits(limits[0], tuple(limits[1:]), tuple(sorted(self.points, key=lambda point: point.mu)), tuple(self.failed), self.level,
+        points = tuple(sorted(self.points, key=lambda point: point.mu))
+        return UpperLimits(limits[0], tuple(limits[1:]), points, tuple(self.failed), self.level,
                            (float(lower), float(upper)))
 
 

@@ -36,7 +36,7 @@ def in_process(toy, patch):
     return model, data
 
 
-@pytest.mark.parametrize("backend", ["numpy", "jax"])
+@pytest.mark.parametrize("backend", [pytest.param("numpy", marks=pytest.mark.slow), "jax"])
 def test_toy_limits_as_tasks_match_in_process_and_pyhf(toy, client, tmp_path, backend):
     if backend == "jax":
         pytest.importorskip("jax")
@@ -62,12 +62,17 @@ def test_toy_limits_as_tasks_match_in_process_and_pyhf(toy, client, tmp_path, ba
     written = json.loads(out.read_text())
     assert [r["name"] for r in written["results"]] == ["sig_300_100", "sig_400_100", "sig_500_100"]
     assert written["identity"]["limits"]["level"] == 0.05 and "mu" not in written["identity"]["settings"]
-    # A rerun reuses every patch (no task, no progress).
+    # A rerun reuses every patch (no task, no progress); other search options are refused, the file kept.
     again = []
     rerun = scan_limits(toy, client, settings=HypotestSettings(backend=backend), out=out, progress=again.append)
     assert again == [] and [r.observed for r in rerun.results] == [r.observed for r in result.results]
+    before = out.read_text()
+    with pytest.raises(WorkspaceError, match="limits of other inputs.*rtol"):
+        scan_limits(toy, client, settings=HypotestSettings(backend=backend), out=out, rtol=1e-3)
+    assert out.read_text() == before
 
 
+@pytest.mark.slow
 def test_a_hung_hypotest_is_a_failed_point_and_the_search_goes_on(toy, client):
     patch = toy.patchset.patches[1]
     result = scan_limits(toy, client, patches=[patch], settings=HypotestSettings(backend="numpy"), timeout=5,
@@ -78,13 +83,3 @@ def test_a_hung_hypotest_is_a_failed_point_and_the_search_goes_on(toy, client):
     assert row.status == "ok" and row.hypotests == len(search.points) + 1
     model, data = in_process(toy, patch)
     assert row.observed == pytest.approx(pyhf_upper_limits(model, data).observed.value, rel=1e-3)
-
-
-def test_resume_refuses_other_options(toy, client, tmp_path):
-    out = tmp_path / "limits.json"
-    scan_limits(toy, client, patches=toy.patchset.patches[:1], settings=HypotestSettings(backend="numpy"), out=out)
-    before = out.read_text()
-    with pytest.raises(WorkspaceError, match="limits of other inputs.*rtol"):
-        scan_limits(toy, client, patches=toy.patchset.patches[:1], settings=HypotestSettings(backend="numpy"),
-                    out=out, rtol=1e-3)
-    assert out.read_text() == before

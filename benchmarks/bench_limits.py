@@ -1,0 +1,91 @@
+"""Benchmark: 95 % CL CLs upper limits for 1Lbb patches, the compact engine (stats.limits) vs pyhf's upper_limit.
+
+Usage: python benchmarks/bench_limits.py [--patches A,B,...] [--pyhf N] [--no-compact] [--out FILE.json]
+Both serially in this process (single-threaded, as the scan's engine processes), patch by patch:
+``stats.limits.upper_limits`` through one compact ``PatchEngine`` (the first patch pays the compilation), and
+pyhf's numpy ``upper_limit`` (toms748, its default rtol 1e-4, the model's POI bounds, qtilde, code4/code4p) on the
+first N patches. Per patch: wall and CPU seconds, hypotests, the six limits; the limits' largest relative
+difference where both have one. Writes the table as
+JSON after every patch (``--out``); edits nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+# One thread, as in the scan's engine processes (stats.patchscan): CPU time is then the work, not idle spinning.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+
+import pyhf
+from _common import machine
+
+from stats.compact.engine import PatchEngine
+from stats.compact.padding import shared_modifiers
+from stats.hepdata import load_likelihoods
+from stats.likelihoods import HypotestSettings, patched_model, switch_backend
+from stats.limits import CURVES, engine_hypotest, poi_bounds, upper_limits
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: Spread over the grid: strongly excluded, near the contour, not excluded (1000_0: +2 sigma above the POI bound).
+PATCHES = ("650_0", "1000_0", "150_0", "300_150", "400_200", "500_250", "550_0", "700_200", "800_300", "900_150")
+
+
+def timed(function, *args, **kwargs):
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function(*args, **kwargs)
+    return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--patches", default=",".join(PATCHES))
+    parser.add_argument("--pyhf", type=int, default=3, help="patches for pyhf's upper_limit (the first N)")
+    parser.add_argument("--no-compact", action="store_true", help="pyhf only")
+    parser.add_argument("--out", default="bench_limits.json")
+    args = parser.parse_args()
+    loaded = load_likelihoods(DATA / "1Lbb-likelihoods.tar.gz")
+    names = [f"C1N2_Wh_hbb_{key}" for key in args.patches.split(",")]
+    specs = {p.name: {"metadata": dict(p.metadata), "patch": list(p.patch)} for p in loaded.patchset.patches}
+    table = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "patches": []}
+    engine = PatchEngine(loaded.bkg_only, HypotestSettings(backend="jax"),
+                         shared_modifiers(loaded.bkg_only, list(specs.values())))
+
+    def write() -> None:
+        Path(args.out).write_text(json.dumps(table, indent=1))
+
+    for index, name in enumerate(names):
+        spec = specs[name]
+        row = {"name": name}
+        if not args.no_compact:
+            bounds = poi_bounds(loaded.bkg_only, spec)
+            wall, cpu, result = timed(upper_limits, engine_hypotest(engine, spec), bounds=bounds)
+            row["compact"] = {"wall": wall, "cpu": cpu, "hypotests": len(result.points) + len(result.failed),
+                              "limits": list(result.values), "status": [x.status for x in result.limits],
+                              "methods": sorted({p.method for p in result.points})}
+            print(f"{name}: compact {wall:.1f} s wall, {cpu:.1f} s CPU, {row['compact']['hypotests']} hypotests, "
+                  f"{result.values}", flush=True)
+        if index < args.pyhf:
+            switch_backend("numpy")
+            model, data = patched_model(loaded.bkg_only, spec, HypotestSettings())
+            wall, cpu, (obs, exp, (scan, _)) = timed(pyhf.infer.intervals.upper_limits.upper_limit, data, model,
+                                                     test_stat="qtilde", return_results=True)
+            limits = [float(obs), *(float(v) for v in exp)]
+            row["pyhf"] = {"wall": wall, "cpu": cpu, "hypotests": len(scan), "limits": limits}
+            if "compact" in row:
+                both = [(a, b) for a, b in zip(row["compact"]["limits"], limits) if a is not None]
+                row["largest_relative_difference"] = max((abs(a - b) / abs(b) for a, b in both), default=None)
+            print(f"{name}: pyhf {wall:.1f} s wall, {cpu:.1f} s CPU, {len(scan)} hypotests, {limits}", flush=True)
+        table["patches"].append(row)
+        write()
+    table["curves"] = list(CURVES)
+    table["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    write()
+
+
+if __name__ == "__main__":
+    main()
