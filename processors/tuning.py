@@ -85,7 +85,8 @@ class UprootConfiguration:
         self._undo: list[Callable[[], None]] = []
 
     def undo(self) -> None:
-        """Put back what this call changed, last change first; a second call does nothing."""
+        """Put back what this call changed, last change first; a second call does nothing. (An XRootD client
+        that loaded meanwhile keeps the settings it loaded with.)"""
         while self._undo:
             self._undo.pop()()
         self.changed.clear()
