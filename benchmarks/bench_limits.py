@@ -72,14 +72,19 @@ def main() -> None:
         if index < args.pyhf:
             switch_backend("numpy")
             model, data = patched_model(loaded.bkg_only, spec, HypotestSettings())
-            wall, cpu, (obs, exp, (scan, _)) = timed(pyhf.infer.intervals.upper_limits.upper_limit, data, model,
-                                                     test_stat="qtilde", return_results=True)
-            limits = [float(obs), *(float(v) for v in exp)]
-            row["pyhf"] = {"wall": wall, "cpu": cpu, "hypotests": len(scan), "limits": limits}
-            if "compact" in row:
-                both = [(a, b) for a, b in zip(row["compact"]["limits"], limits) if a is not None]
-                row["largest_relative_difference"] = max((abs(a - b) / abs(b) for a, b in both), default=None)
-            print(f"{name}: pyhf {wall:.1f} s wall, {cpu:.1f} s CPU, {len(scan)} hypotests, {limits}", flush=True)
+            try:
+                wall, cpu, (obs, exp, (scan, _)) = timed(pyhf.infer.intervals.upper_limits.upper_limit, data, model,
+                                                         test_stat="qtilde", return_results=True)
+            except ValueError as err:  # e.g. its search going past the POI's bound, where its fit refuses to start
+                row["pyhf"] = {"error": str(err).splitlines()[0]}
+                print(f"{name}: pyhf failed: {row['pyhf']['error']}", flush=True)
+            else:
+                limits = [float(obs), *(float(v) for v in exp)]
+                row["pyhf"] = {"wall": wall, "cpu": cpu, "hypotests": len(scan), "limits": limits}
+                if "compact" in row:
+                    both = [(a, b) for a, b in zip(row["compact"]["limits"], limits) if a is not None]
+                    row["largest_relative_difference"] = max((abs(a - b) / abs(b) for a, b in both), default=None)
+                print(f"{name}: pyhf {wall:.1f} s wall, {cpu:.1f} s CPU, {len(scan)} hypotests, {limits}", flush=True)
         table["patches"].append(row)
         write()
     table["curves"] = list(CURVES)

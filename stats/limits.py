@@ -171,7 +171,8 @@ class _Curve:
         self.scale = float(ndtr(-n))  # Phi(-n)
         self.target = _isf(level * self.scale)
         self.tested: list[float] = []  # the POI values this curve's steps chose
-        self.failures: list[str] = []
+        self.failures: list[str] = []  # its steps' failed hypotests
+        self.detours = 0  # steps moved off a failed point
         self.result: Limit | None = None
 
     def g(self, cls: float) -> float:
@@ -264,11 +265,15 @@ class _Search:
         lower, upper = self.bounds
         lo, g_lo, hi, g_hi = self.bracket(curve)
         name = CURVES[curve.index]
-        if len(curve.failures) >= MAX_FAILURES:
-            curve.result = Limit(None, "failed", f"{name}: hypotests failed: " + "; ".join(curve.failures),
+        if len(curve.failures) >= MAX_FAILURES or len(curve.failures) + curve.detours >= 2 * MAX_FAILURES:
+            curve.result = Limit(None, "failed", f"{name}: {self.failures_near(lo if hi is None else (lo + hi) / 2)}",
                                  None if lo is None or hi is None else (lo, hi))
             return
-        if lo is None:  # CLs is below the level at the lowest mu tested: the positive lower bound
+        if lo is None:  # CLs is below the level at the lowest mu tested: the positive lower bound, or it failed
+            if lower not in self.ok:
+                curve.result = Limit(None, "failed", f"{name}: the hypotest at the POI's lower bound {lower:g} failed: "
+                                     + "; ".join(f"{p.error}" for p in self.failed if p.mu == lower))
+                return
             curve.result = Limit(None, "not_bracketed", f"{name} CLs {self.ok[hi][curve.index]:.3g} is below "
                                  f"{self.level:g} already at the POI's lower bound {lower:g}")
             return
@@ -280,9 +285,7 @@ class _Search:
             guess = self.predict(curve, lo, None)
             step = guess * 1.05 + self.tol(guess) if math.isfinite(guess) else 2 * lo
             mu = min(max(step, lo * 1.01, lo + self.tol(lo)), lo * MAX_GROWTH if lo > 0 else upper, upper)
-            if self.near_failure(mu):
-                mu = min(mu * 1.5, upper) if mu < upper else (lo + upper) / 2
-            self.run(curve, mu)
+            self.run(curve, mu, lo, None)
             return
         width = hi - lo
         if width <= 2 * self.tol(hi):
@@ -304,14 +307,33 @@ class _Search:
                 mu = max(guess - tol, lo + width / 2)
             else:
                 mu = guess
-        if self.near_failure(mu) or mu in self.ok:
-            mu = (mu + (lo if mu - lo > hi - mu else hi)) / 2
-        self.run(curve, mu)
+        self.run(curve, mu, lo, hi)
 
-    def run(self, curve: _Curve, mu: float) -> None:
-        curve.tested.append(mu)
-        if not self.evaluate(mu):
-            curve.failures.append(f"mu={mu:.6g}: {self.failed[-1].error}")
+    def run(self, curve: _Curve, mu: float, lo: float, hi: float | None) -> None:
+        """Test ``mu`` for this curve, or the point halfway towards the bracket's middle (towards ``lo`` while there
+        is no bracket) where ``mu`` is next to a failed or tested point (a detour; none where no such point is
+        clear: the curve gives up after a few)."""
+        target = lo if hi is None else (lo + hi) / 2
+        clear = mu
+        for _ in range(6):
+            if not self.near_failure(clear) and clear not in self.ok:
+                break
+            clear = (clear + target) / 2
+        else:
+            curve.detours += 1
+            return
+        curve.detours += clear != mu
+        curve.tested.append(clear)
+        if not self.evaluate(clear):
+            curve.failures.append(f"mu={clear:.6g}: {self.failed[-1].error}")
+
+    def failures_near(self, mu: float | None, most: int = 4) -> str:
+        """The failed hypotests nearest ``mu``, one per POI value, in words."""
+        unique = {point.mu: point.error for point in self.failed}
+        nearest = sorted(unique, key=lambda x: abs(x - mu) if mu is not None else x)
+        text = "; ".join(f"mu={x:.6g}: {unique[x]}" for x in sorted(nearest[:most]))
+        more = f" (and {len(nearest) - most} more)" if len(nearest) > most else ""
+        return f"hypotests failed near the crossing: {text}{more}"
 
     def search(self, start: float) -> UpperLimits:
         lower, upper = self.bounds
