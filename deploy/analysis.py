@@ -214,7 +214,8 @@ def scan_spectrum(
 
 
 def look_elsewhere(spectrum: Spectrum, out_dir: pathlib.Path, scan: Any, record: dict[str, Any], fit: FitSettings,
-                   settings: Any, *, client: Any = None, progress: Any = None) -> dict[str, Any] | None:
+                   settings: Any, *, client: Any = None, progress: Any = None, recompute_stale: bool = False,
+                   echo: Any = None) -> dict[str, Any] | None:
     """The global significance of ``scan``'s largest excess from background-only toys and by Gross-Vitells.
 
     The toys are drawn and scanned over the same masses with the scan's degree (the robust method's statistic; a
@@ -224,6 +225,9 @@ def look_elsewhere(spectrum: Spectrum, out_dir: pathlib.Path, scan: Any, record:
     Args:
         scan: the mass scan (:func:`scan_spectrum`) and ``record`` its ``mass_scan.json`` content.
         settings: the ``look_elsewhere`` settings (toys, batch size, seed, reference level).
+        recompute_stale: a checkpoint of other inputs is deleted and the toys recomputed (the pipeline, which owns
+            its folder); otherwise it is refused (``IdentityMismatchError`` names what differs).
+        echo: where the pipeline says it recomputes.
 
     Returns:
         The result as plain data (``stats.lee.GlobalSignificance.record``), or None when no toys are asked for or
@@ -234,11 +238,26 @@ def look_elsewhere(spectrum: Spectrum, out_dir: pathlib.Path, scan: Any, record:
     masses = np.asarray([point["mass"] for point in scan.points], dtype=float)
     if settings.toys <= 0 or masses.size < 2:  # one mass: nowhere else to look
         return None
+    from stats.errors import IdentityMismatchError
+
     observed = scan if fit.method == "robust" and not scan.failed else None
-    result = global_significance(spectrum.counts, spectrum.edges, masses, degree=record["degree"],
-                                 resolution=fit.resolution, toys=settings.toys, batch_size=settings.batch_size,
-                                 seed=settings.seed, reference_level=settings.reference_level, client=client,
-                                 out=out_dir / "look_elsewhere.json", progress=progress, observed=observed)
+    checkpoint = out_dir / "look_elsewhere.json"
+
+    def toys() -> Any:
+        return global_significance(spectrum.counts, spectrum.edges, masses, degree=record["degree"],
+                                   resolution=fit.resolution, toys=settings.toys, batch_size=settings.batch_size,
+                                   seed=settings.seed, reference_level=settings.reference_level, client=client,
+                                   out=checkpoint, progress=progress, observed=observed)
+
+    try:
+        result = toys()
+    except IdentityMismatchError as err:
+        if not recompute_stale:
+            raise
+        if echo is not None:
+            echo(f"  {checkpoint.name}: {err}; recomputing")
+        checkpoint.unlink()
+        result = toys()
     return to_plain(result.record())
 
 

@@ -144,7 +144,8 @@ def scan_mass(ctx: click.Context, directory: pathlib.Path, masses: str | None, w
         click.echo(f"global: {lee['toys']['statement']} ({lee['toys']['toys']} toys)")
         for estimate in lee["gross_vitells"]:
             click.echo(f"global (Gross-Vitells, upcrossings of {estimate['level']:g} sigma counted on the "
-                       f"{estimate['source']}): p = {estimate['p_value']:.3g}, {estimate['significance']:.2f} sigma")
+                       f"{estimate['source']}): p = {_number(estimate['p_value'])}, "
+                       f"{_number(estimate['significance'])} sigma")
         for batch in lee["batches"]["failed"]:
             click.echo(f"failed toy batch {batch}")
     click.echo(f"wrote {out_dir / 'mass_scan.json'}" + (", look_elsewhere.json" if lee else "") + " and plots")

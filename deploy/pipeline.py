@@ -277,7 +277,7 @@ def run_pipeline(
         echo(f"  largest local significance {scan.best['significance']:.2f} sigma at {scan.best['mass']:g} GeV "
              f"({len(scan.failed)} failed points, {scan.wall_time:.1f} s)")
     lee = look_elsewhere(spectrum, out_dir / "mass_scan", scan, scan_record, settings.fit, settings.look_elsewhere,
-                         client=client)
+                         client=client, recompute_stale=True, echo=echo)
     results["look_elsewhere"] = lee and {key: lee[key] for key in (
         "observed", "toys", "gross_vitells", "trials_factor", "batches", "identity", "complete")}
     if lee is not None:
@@ -462,6 +462,11 @@ def _simulation_model(fit: dict[str, Any], truth: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _shown(value: float | None, spec: str) -> str:
+    """``value`` formatted, or ``n/a`` when it is undefined (None)."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def render_report(results: dict[str, Any], out_dir: pathlib.Path) -> str:
     """A short Markdown report of ``results`` with links to every plot (PNG) and where each setting came from."""
     def link(path: str) -> str:
@@ -506,8 +511,10 @@ def render_report(results: dict[str, Any], out_dir: pathlib.Path) -> str:
                   f"- from {lee['toys']['toys']} background-only toys (method: the fraction of toys whose largest "
                   f"local significance reaches the observed one): {lee['toys']['statement']}",
                   *(f"- Gross-Vitells (upcrossings of {g['level']:g} sigma counted on the {g['source']}): "
-                    f"p_global = {g['p_value']:.3g}, {g['significance']:.2f} sigma" for g in lee["gross_vitells"]),
-                  f"- trials factor {lee['trials_factor']:.3g}", ""]
+                    f"p_global = {_shown(g['p_value'], '.3g')}, {_shown(g['significance'], '.2f')} sigma"
+                    + ("" if g.get("valid", True) else " (not valid: the local excess is below the reference level)")
+                    for g in lee["gross_vitells"]),
+                  f"- trials factor {_shown(lee['trials_factor'], '.3g')}", ""]
     lines += [*(link(p) for p in scan["plots"] if p.endswith(".png")), "", "## PatchSet scan", ""]
     patchset = results["patchset"]
     lines += [f"{patchset['points']} patches of `{patchset['likelihoods']}`, {patchset['failed']} failed, "

@@ -169,3 +169,12 @@ def test_a_rerun_on_other_data_recomputes_instead_of_reusing(tmp_path, strong_si
     import hashlib
 
     assert fit_identity["inputs"][0]["sha256"] == hashlib.sha256(histograms).hexdigest()
+    # The look-elsewhere toys of the first data are not resumed on the second: recomputed for its histogram.
+    from stats.mass_scan import scan_identity
+    from stats.spectrum import load_spectrum
+
+    spectrum = load_spectrum(out / "processing")
+    lee = json.loads((out / "mass_scan/look_elsewhere.json").read_text())
+    digest = scan_identity(spectrum.counts, spectrum.edges, [])["histogram_sha256"]
+    assert lee["identity"]["histogram_sha256"] == digest
+    assert result.results["look_elsewhere"]["identity"]["histogram_sha256"] == digest
