@@ -13,13 +13,16 @@ hypotests instead of on a fixed grid:
   mu: the asymptotic formulae give ``CLs = Phi(-(n + s)) / Phi(-n)`` with ``s = sqrt(q_mu,A)`` (nearly proportional
   to mu) and ``n`` the band's expected test statistic (the observed curve's from its first hypotest), so
   ``G(CLs) = Phi^-1(1 - level Phi(-n)) - Phi^-1(1 - CLs Phi(-n))`` has the same sign and root as
-  ``log CLs - log level`` and is close to ``s* - s(mu)``. Steps are Brent's: inverse quadratic interpolation
-  through the three hypotests nearest the root (of all the curves' hypotests: the five expected curves are
-  functions of the one ``s(mu)``), else the secant of the bracket, else bisection when the bracket does not halve
-  every two steps. A limit is accepted only between two hypotests, one on either side, at most ``2 tol`` apart
-  (``tol = atol + rtol mu``); its value interpolates G between them.
-* A hypotest that fails is recorded with its reason (:attr:`UpperLimits.failed`), and the search steps around it;
-  a curve whose steps keep failing is ``failed`` with those reasons.
+  ``log CLs - log level`` and is close to ``s* - s(mu)``. Steps are Brent's: inverse interpolation (cubic, else
+  quadratic, else the secant) through the hypotests nearest the root, of all the curves' hypotests (the five
+  expected curves are functions of the one ``s(mu)``), kept inside the bracket; bisection when a step is not under
+  half the step before last. A guess within ``tol`` of a bracket end is followed by a step ``tol`` past it, so
+  that the crossing lies between the two. A limit is accepted only between two hypotests, one on either side, at
+  most ``2 tol`` apart (``tol = atol + rtol mu``); its value interpolates G between them.
+* A hypotest that fails is recorded with its reason (:attr:`UpperLimits.failed`), and the search steps around it
+  (halfway towards the bracket's middle, never onto a failed or tested point); a curve whose own steps fail 3
+  times (or 6 with those detours) is ``failed``, its reason naming the failed hypotests nearest its crossing; a
+  limit beyond a failed hypotest at the POI's bound is failed too, not ``not_bracketed``: that is not known.
 
 :func:`pyhf_upper_limits` runs it on a pyhf model and data; :func:`engine_hypotest` turns a compact engine and one
 patch into the callable; :mod:`stats.limit_scan` computes the limits of many patches as Dask tasks.
