@@ -15,6 +15,8 @@ from __future__ import annotations
 import sys
 from typing import Any, NamedTuple
 
+import jsonpatch
+import jsonpointer
 import pyhf
 
 from stats.compact import Unsupported
@@ -79,8 +81,8 @@ class PatchEngine:
             model, data = self._pyhf_model(channels)
             try:
                 structure = compact_model.build_structure(channels, model.config, self.settings.modifier_settings())
-                family = _Family(structure, compact_model.parameter_defaults(model.config),
-                                 minimise.make_programs(structure))
+                defaults = compact_model.parameter_defaults(model.config, model.spec.get("parameters", []))
+                family = _Family(structure, defaults, minimise.make_programs(structure))
                 problem = compact_model.verify(structure, self._numbers(family, channels), model, data)
                 self._families[key] = family if problem is None else f"compact model check failed: {problem}"
             except Unsupported as err:
@@ -89,6 +91,23 @@ class PatchEngine:
         if isinstance(family, str):
             raise Unsupported(family)
         return family
+
+    def _patched_channels(self, patch: dict) -> list:
+        """The channels with any JSON-patch operations on them applied (replace, remove, ...: a full copy).
+
+        Raises:
+            Unsupported: the patch changes something else (observations, measurements): the compact path takes
+                those from the background-only workspace.
+        """
+        for op in patch["patch"]:
+            for path in (op.get("path", ""), op.get("from", "/channels/")):
+                if not path.startswith("/channels/"):
+                    raise Unsupported(f"the patch changes {path or 'the whole workspace'} (the compact path patches "
+                                      "channels only)")
+        try:
+            return jsonpatch.apply_patch({"channels": self.bkg_only["channels"]}, patch["patch"])["channels"]
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as err:
+            raise Unsupported(f"the patch does not apply: {err}") from None
 
     def _compact(self, patch: dict) -> Hypotest:
         """The verified hypotest through the compact likelihood.
@@ -104,9 +123,15 @@ class PatchEngine:
             raise Unsupported(problem)
         channels = shallow_apply(self.bkg_only["channels"], canonical)
         if channels is None:
-            raise Unsupported("the patch does more than add samples")
+            channels = self._patched_channels(canonical)
         family = self._family(compact_model.structure_key(channels, self._cells), channels)
-        return compact_hypotest.hypotest(family.programs, family.structure, self._numbers(family, channels),
+        numbers = self._numbers(family, channels)
+        poi = family.structure.poi_index
+        lower, upper = float(numbers.lower[poi]), float(numbers.upper[poi])
+        if not lower <= 0.0 <= upper or not lower <= self.settings.mu <= upper:
+            raise Unsupported(f"the POI's bounds [{lower:g}, {upper:g}] exclude 0 or mu = {self.settings.mu:g} "
+                              "(a hypotest needs both; pyhf refuses it too)")
+        return compact_hypotest.hypotest(family.programs, family.structure, numbers,
                                          mu=self.settings.mu, test_stat=self.settings.test_stat)
 
     def run(self, patch: dict) -> Hypotest:

@@ -8,8 +8,9 @@ expected rates and constraint terms are written so that the heavy parts are matr
 * histosys: ``nominal + up @ u(alpha) + down @ v(alpha)``, where ``up = hi - nominal``,
   ``down = nominal - lo`` and ``u``, ``v`` are pyhf's interpolation weights (code 0 or 4p), which
   depend on the parameter alone;
-* normsys: the log of each factor, pyhf's code-4 polynomial (its coefficients precomputed per cell)
-  inside |alpha| < 1 and ``|alpha| log(hi or lo)`` outside (code 1: always the latter);
+* normsys: the sum of the logs of each factor, pyhf's code-4 polynomial (its coefficients precomputed per cell)
+  inside |alpha| < 1 and ``|alpha| log(hi or lo)`` outside (code 1: always the latter), the sign of negative
+  code-4 factors apart;
 * normfactor, lumi, staterror, shapesys, shapefactor: products of parameters picked per cell.
 
 The model is split in two: a :class:`Structure` (which modifier acts on which cell, the parameter
@@ -99,6 +100,8 @@ class ParameterDefaults(NamedTuple):
     fixed: np.ndarray
     sigma: dict[int, float]  # Gaussian widths by parameter index (lumi's from the measurement)
     auxdata: dict[int, float]
+    factors: dict[int, float] = {}  # Poisson constraint factors (tau) by parameter index
+    configured: dict[int, frozenset] = {}  # the keys the measurement sets, by parameter index (where it sets any)
 
 
 def _rows(channels: list[dict]) -> list[tuple[str, dict]]:
@@ -133,7 +136,11 @@ def structure_key(channels: list[dict], cache: CellCache | None = None) -> tuple
 
 
 def _binwise_layout(channels: list[dict], config: Any) -> dict[str, dict[str, int]]:
-    """Per bin-wise parameter: the parameter index of each channel's first bin (channels in pyhf's order)."""
+    """Per bin-wise parameter: the parameter index of each channel's first bin (channels in pyhf's order).
+
+    A staterror spanning channels has one entry per bin of each, one channel after the other; a shapefactor is
+    shared, as in pyhf: bin k of every channel it appears in has its entry k.
+    """
     nbins = {channel["name"]: len(channel["samples"][0]["data"]) for channel in channels}
     where: dict[str, list[str]] = {}
     kinds: dict[str, set] = {}
@@ -145,14 +152,22 @@ def _binwise_layout(channels: list[dict], config: Any) -> dict[str, dict[str, in
                     where[modifier["name"]].append(name)
     layout: dict[str, dict[str, int]] = {}
     for parameter, names in where.items():
+        if len(kinds[parameter]) > 1:
+            raise Unsupported(f"bin-wise parameter {parameter!r} is used as several modifier types "
+                              f"({', '.join(sorted(kinds[parameter]))})")
         if "shapesys" in kinds[parameter] and len(names) > 1:
             raise Unsupported(f"shapesys {parameter!r} spans several channels")
-        start = config.par_slice(parameter).start
-        offsets, offset = {}, start
+        parameters = config.par_slice(parameter)
+        if "shapefactor" in kinds[parameter]:
+            if max(nbins[name] for name in names) > parameters.stop - parameters.start:
+                raise Unsupported(f"shapefactor {parameter!r} spans channels of different bin counts")
+            layout[parameter] = {name: parameters.start for name in names}
+            continue
+        offsets, offset = {}, parameters.start
         for name in names:
             offsets[name] = offset
             offset += nbins[name]
-        if offset != config.par_slice(parameter).stop:
+        if offset != parameters.stop:
             raise Unsupported(f"bin-wise parameter {parameter!r} does not have one entry per bin")
         layout[parameter] = offsets
     return layout
@@ -226,18 +241,29 @@ def build_structure(channels: list[dict], config: Any, modifier_settings: dict) 
     )
 
 
-def parameter_defaults(config: Any) -> ParameterDefaults:
-    """Initial values, bounds, fixed flags, Gaussian widths and auxdata as pyhf's ``config`` has them."""
+def parameter_defaults(config: Any, parameters: list[dict] | tuple = ()) -> ParameterDefaults:
+    """Initial values, bounds, fixed flags, Gaussian widths, auxdata and Poisson factors as pyhf's ``config`` has
+    them, and which of them the measurement's ``parameters`` (its config's list) set: those stand for every member
+    of the structure's family, where pyhf's own values (staterror widths, shapesys factors) are made per member."""
     bounds = np.asarray(config.suggested_bounds(), dtype=float)
-    sigma, auxdata = {}, {}
+    sigma, auxdata, factors = {}, {}, {}
     for name in config.auxdata_order:
         parset = config.param_set(name)
         start = config.par_slice(name).start
         auxdata.update({start + k: float(v) for k, v in enumerate(parset.auxdata)})
         if parset.pdf_type == "normal":
             sigma.update({start + k: float(v) for k, v in enumerate(parset.width())})
+        else:
+            factors.update({start + k: float(v) for k, v in enumerate(parset.factors)})
+    configured = {}
+    for entry in parameters:
+        if entry.get("name") in config.par_map:
+            where = config.par_slice(entry["name"])
+            keys = frozenset(entry) - {"name"}
+            configured.update({index: keys for index in range(where.start, where.stop)})
     return ParameterDefaults(np.asarray(config.suggested_init(), dtype=float), bounds[:, 0].copy(),
-                             bounds[:, 1].copy(), np.asarray(config.suggested_fixed(), dtype=bool), sigma, auxdata)
+                             bounds[:, 1].copy(), np.asarray(config.suggested_fixed(), dtype=bool), sigma, auxdata,
+                             factors, configured)
 
 
 def _staterror_widths(rows: list) -> dict[str, dict[str, np.ndarray]]:
@@ -348,14 +374,26 @@ def build_numbers(structure: Structure, channels: list[dict], observations: dict
         hi_data[rows_here, h_index], lo_data[rows_here, h_index] = h_hi, h_lo
         hi[rows_here, n_index], lo[rows_here, n_index] = n_hi, n_lo
         c += sample_nominal.size
+    if (hi <= 0).any() or (lo <= 0).any():
+        cell, k = np.argwhere((hi <= 0) | (lo <= 0))[0]
+        raise Unsupported(f"normsys {structure.normsys_names[k]!r} with a factor <= 0 (hi {hi[cell, k]!r}, lo "
+                          f"{lo[cell, k]!r}), where pyhf's interpolation is undefined")
     fixed = defaults.fixed.copy()
     sigma, auxdata = dict(defaults.sigma), dict(defaults.auxdata)
     layout = structure.binwise_layout
+    configured = defaults.configured
+
+    def made(index: int, key: str) -> bool:  # pyhf makes this value (the measurement does not set it)
+        return key not in configured.get(index, ())
+
     for name, per_channel in _staterror_widths(rows).items():
         for channel, widths in per_channel.items():
             for k, width in enumerate(widths):
-                sigma[layout[name][channel] + k] = float(width) if width > 0 else 1.0
-                fixed[layout[name][channel] + k] = bool(width == 0)
+                index = layout[name][channel] + k
+                if made(index, "sigmas"):
+                    sigma[index] = float(width) if width > 0 else 1.0
+                if made(index, "fixed"):
+                    fixed[index] = bool(width == 0)
     tau: dict[int, float] = {}
     for channel, sample in sorted(rows, key=lambda row: (row[0], row[1]["name"])):
         for m in sample["modifiers"]:
@@ -364,8 +402,12 @@ def build_numbers(structure: Structure, channels: list[dict], observations: dict
                 for k, (nom, unc) in enumerate(zip(sample["data"], m["data"])):
                     valid = nom > 0 and unc > 0
                     index = layout[m["name"]][channel] + k
-                    tau[index] = auxdata[index] = nom**2 / unc**2 if valid else 1.0
-                    fixed[index] = not valid
+                    factor = nom**2 / unc**2 if valid else 1.0
+                    tau[index] = factor if made(index, "factors") else defaults.factors[index]
+                    if made(index, "auxdata"):
+                        auxdata[index] = factor
+                    if made(index, "fixed"):
+                        fixed[index] = not valid
     main = np.concatenate([np.asarray(observations[name], dtype=float) for name in sorted(observations)])
     with np.errstate(divide="ignore"):
         log_hi, log_lo = np.log(hi), np.log(lo)
@@ -396,18 +438,26 @@ def _histosys_weights(alpha, code: str):
     return u, v
 
 
-def _log_normsys(alpha, numbers: Numbers, code: str):
-    """Sum over normsys of the log of each cell's factor."""
+def _normsys_factor(alpha, numbers: Numbers, code: str):
+    """Product over normsys of each cell's factor, as ``sign * exp(sum of log |factor|)``.
+
+    pyhf's code-4 polynomial inside |alpha| < 1 goes negative for strongly asymmetric factors (hi = 40, lo = 0.01 in
+    published likelihoods), and pyhf's yields with it: the sign is kept apart from the logs (a product of the factors
+    themselves is the same number, but its derivatives cost jax four times as much).
+    """
     import jax.numpy as jnp
 
     outside = jnp.abs(alpha) * jnp.where(alpha >= (1.0 if code == "code4" else 0.0), numbers.norm_log_hi,
                                          numbers.norm_log_lo)
     if code == "code1":
-        return outside.sum(axis=-1)
+        return jnp.exp(outside.sum(axis=-1))
     inner = jnp.clip(alpha, -1.0, 1.0)  # keeps the unused branch finite
     powers = jnp.stack([inner**i for i in range(1, 7)], axis=-1)
-    inside = jnp.log1p(jnp.einsum("cni,ni->cn", numbers.norm_poly, powers))
-    return jnp.where(jnp.abs(alpha) < 1, inside, outside).sum(axis=-1)
+    inside = 1.0 + jnp.einsum("cni,ni->cn", numbers.norm_poly, powers)
+    within = jnp.abs(alpha) < 1
+    negative = jnp.sum(within & (inside < 0), axis=-1)
+    log_factor = jnp.where(within, jnp.log(jnp.abs(inside)), outside).sum(axis=-1)
+    return jnp.where(negative % 2 == 1, -1.0, 1.0) * jnp.exp(log_factor)
 
 
 def expected_main(structure: Structure, numbers: Numbers, pars):
@@ -417,8 +467,8 @@ def expected_main(structure: Structure, numbers: Numbers, pars):
     extended = jnp.concatenate([pars, jnp.ones(1, dtype=pars.dtype)])
     u, v = _histosys_weights(extended[structure.histosys_par], structure.histosys_code)
     varied = numbers.nominal + numbers.up @ u + numbers.down @ v
-    log_norm = _log_normsys(extended[structure.normsys_par], numbers, structure.normsys_code)
-    scale = (jnp.exp(log_norm) * jnp.prod(extended[structure.factor_index], axis=1)
+    norm = _normsys_factor(extended[structure.normsys_par], numbers, structure.normsys_code)
+    scale = (norm * jnp.prod(extended[structure.factor_index], axis=1)
              * jnp.prod(extended[structure.binwise_index], axis=1))
     return (varied * scale) @ structure.embedding
 
@@ -453,7 +503,11 @@ def poisson_logpdf(n, lam):
 
     positive = n > 0
     safe = jnp.where(positive, n, 1.0)
-    return jnp.where(positive, safe * jnp.log(lam / safe) - (lam - safe) + _stirling_remainder(safe), -lam)
+    # The branch not taken must stay finite with finite derivatives, or its NaN reaches the gradient: a bin where
+    # both n and lam are 0 (an empty bin of a published likelihood) takes the second, while lam / safe in the first
+    # would be 0, its log -inf.
+    rate = jnp.where(positive, lam, 1.0)
+    return jnp.where(positive, safe * jnp.log(rate / safe) - (rate - safe) + _stirling_remainder(safe), -lam)
 
 
 def logpdf(structure: Structure, numbers: Numbers, pars, data):
@@ -471,11 +525,22 @@ def logpdf(structure: Structure, numbers: Numbers, pars, data):
     return main + gauss + jnp.sum(poisson_logpdf(counts, pars[structure.poisson_par] * numbers.poisson_tau))
 
 
+def evaluators(structure: Structure):
+    """:func:`expected_data` and :func:`logpdf` of ``structure``, each compiled as one program (evaluated operation
+    by operation, jax compiles every operation of a new shape apart: 20 s instead of 3 for a 60-parameter model)."""
+    import jax
+
+    return (jax.jit(lambda numbers, pars: expected_data(structure, numbers, pars)),
+            jax.jit(lambda numbers, pars, data: logpdf(structure, numbers, pars, data)))
+
+
 def check_points(numbers: Numbers) -> np.ndarray:
     """Deterministic parameter points inside the bounds for :func:`verify`: the initial values, then three
-    shifted points reaching past |alpha| = 1, so that both sides of every interpolation are compared."""
+    shifted points reaching past |alpha| = 1, so that both sides of every interpolation are compared, and two
+    small shifts (where large ones make a yield negative, pyhf's log-likelihood is NaN, and those points compare
+    the expected data only)."""
     points = [numbers.init]
-    for i, amplitude in enumerate((0.5, 1.2, 0.8), start=1):
+    for i, amplitude in enumerate((0.5, 1.2, 0.8, 0.2, 0.05), start=1):
         shift = amplitude * np.sin(np.arange(numbers.init.size) * (1.3 + i) + i)
         points.append(np.clip(numbers.init + shift, numbers.lower, numbers.upper))
     return np.asarray(points)
@@ -523,20 +588,22 @@ def verify(structure: Structure, numbers: Numbers, model: Any, data: Any, *, rto
     poisson = np.r_[np.arange(structure.nbins), structure.nbins + structure.gauss_par.size
                     + np.arange(structure.poisson_par.size)]
     order = _pyhf_data_order(structure, config)
+    expected_fn, logpdf_fn = evaluators(structure)
     compared = 0
     for point in check_points(numbers):
-        compact_expected = np.asarray(expected_data(structure, tensors, jnp.asarray(point)))
+        compact_expected = np.asarray(expected_fn(tensors, jnp.asarray(point)))
         expected = compact_expected[order]
         theirs_expected = np.asarray(model.expected_data(np.asarray(point)), dtype=float)
         if expected.shape != theirs_expected.shape:
             return "the expected data have another layout than pyhf's"
-        if not np.allclose(expected, theirs_expected, rtol=rtol, atol=1e-12, equal_nan=True):
-            worst = int(np.nanargmax(np.abs(expected - theirs_expected)))
-            return f"expected data entry {worst}: {expected[worst]!r} differs from pyhf's {theirs_expected[worst]!r}"
-        mine = float(logpdf(structure, tensors, jnp.asarray(point), jnp.asarray(numbers.data)))
+        differs = ~np.isclose(expected, theirs_expected, rtol=rtol, atol=1e-12, equal_nan=True)
+        if differs.any():
+            first = int(np.flatnonzero(differs)[0])
+            return f"expected data entry {first}: {expected[first]!r} differs from pyhf's {theirs_expected[first]!r}"
+        mine = float(logpdf_fn(tensors, jnp.asarray(point), jnp.asarray(numbers.data)))
         theirs = float(np.asarray(model.logpdf(np.asarray(point), observed)).ravel()[0])
-        if math.isnan(mine) and math.isnan(theirs):
-            continue  # a point where both have a negative yield
+        if (math.isnan(mine) and math.isnan(theirs)) or (math.isinf(mine) and mine == theirs):
+            continue  # both NaN (a negative yield) or both -inf (no rate where events are seen)
         tolerance = 1e-9 + rtol * abs(theirs) + 16 * np.finfo(float).eps * _rounding_scale(
             compact_expected, np.asarray(numbers.data, dtype=float), poisson)
         if not abs(mine - theirs) <= tolerance:
