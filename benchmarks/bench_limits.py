@@ -1,12 +1,13 @@
 """Benchmark: 95 % CL CLs upper limits for 1Lbb patches, the compact engine (stats.limits) vs pyhf's upper_limit.
 
-Usage: python benchmarks/bench_limits.py [--patches A,B,...] [--pyhf N] [--no-compact] [--out FILE.json]
+Usage: python benchmarks/bench_limits.py [--patches A,B,...|all] [--pyhf N] [--no-compact] [--dask W] [--out FILE.json]
 Both serially in this process (single-threaded, as the scan's engine processes), patch by patch:
 ``stats.limits.upper_limits`` through one compact ``PatchEngine`` (the first patch pays the compilation), and
 pyhf's numpy ``upper_limit`` (toms748, its default rtol 1e-4, the model's POI bounds, qtilde, code4/code4p) on the
 first N patches. Per patch: wall and CPU seconds, hypotests, the six limits; the limits' largest relative
-difference where both have one. Writes the table as
-JSON after every patch (``--out``); edits nothing else.
+difference where both have one. With ``--dask W``, also ``stats.limit_scan.scan_limits`` of the same patches on a
+running W-worker local cluster (its engines compile once per worker), from the tarball to the written results.
+Writes the table as JSON after every patch (``--out``); edits nothing else.
 """
 
 from __future__ import annotations
@@ -41,15 +42,43 @@ def timed(function, *args, **kwargs):
     return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
+def dask_scan(workers: int, names: list[str]) -> dict:
+    """scan_limits of the named patches on a running local cluster: wall seconds from the tarball to the results, with
+    an empty jax compilation cache (each worker's engine compiles)."""
+    import tempfile
+
+    from deploy.clusters import dask_client
+    from stats.compact.worker import CACHE_ENV
+    from stats.limit_scan import scan_limits
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ[CACHE_ENV] = str(Path(tmp) / "jax")  # before the workers start: their engines inherit it
+        with dask_client(workers=workers) as client:
+            client.run(lambda: None)  # the cluster is running before the clock starts
+            start = time.perf_counter()
+            loaded = load_likelihoods(DATA / "1Lbb-likelihoods.tar.gz")
+            chosen = [p for p in loaded.patchset.patches if p.name in set(names)]
+            result = scan_limits(loaded, client, patches=chosen, settings=HypotestSettings(backend="jax"),
+                                 out=Path(tmp) / "limits.json")
+            wall = time.perf_counter() - start
+    print(f"scan_limits on {workers} workers: {len(chosen)} patches in {wall:.1f} s, {len(result.failed)} failed",
+          flush=True)
+    return {"workers": workers, "patches": len(chosen), "wall": wall, "failed": [r.name for r in result.failed],
+            "hypotests": sum(r.hypotests for r in result.results),
+            "limits": {r.name: [r.observed, *(r.expected or [None] * 5)] for r in result.results}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--patches", default=",".join(PATCHES))
     parser.add_argument("--pyhf", type=int, default=3, help="patches for pyhf's upper_limit (the first N)")
     parser.add_argument("--no-compact", action="store_true", help="pyhf only")
+    parser.add_argument("--dask", type=int, default=0, help="also scan_limits on a local cluster of this many workers")
     parser.add_argument("--out", default="bench_limits.json")
     args = parser.parse_args()
     loaded = load_likelihoods(DATA / "1Lbb-likelihoods.tar.gz")
-    names = [f"C1N2_Wh_hbb_{key}" for key in args.patches.split(",")]
+    names = ([p.name for p in loaded.patchset.patches] if args.patches == "all"
+             else [f"C1N2_Wh_hbb_{key}" for key in args.patches.split(",")])
     specs = {p.name: {"metadata": dict(p.metadata), "patch": list(p.patch)} for p in loaded.patchset.patches}
     table = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "patches": []}
     engine = PatchEngine(loaded.bkg_only, HypotestSettings(backend="jax"),
@@ -86,6 +115,9 @@ def main() -> None:
                     row["largest_relative_difference"] = max((abs(a - b) / abs(b) for a, b in both), default=None)
                 print(f"{name}: pyhf {wall:.1f} s wall, {cpu:.1f} s CPU, {len(scan)} hypotests, {limits}", flush=True)
         table["patches"].append(row)
+        write()
+    if args.dask:
+        table["dask"] = dask_scan(args.dask, names)
         write()
     table["curves"] = list(CURVES)
     table["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
