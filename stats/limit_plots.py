@@ -87,8 +87,14 @@ def plot_brazil(x: Sequence[float], limits: Sequence[Any], path: str | pathlib.P
         fig, ax = plt.subplots()
         outer = np.isfinite(band[:, 0]) & np.isfinite(band[:, 4])
         inner = np.isfinite(band[:, 1]) & np.isfinite(band[:, 3])
-        ax.fill_between(xs, band[:, 0], band[:, 4], where=outer, color=YELLOW, lw=0, label=r"Expected $\pm 2\sigma$")
-        ax.fill_between(xs, band[:, 1], band[:, 3], where=inner, color=GREEN, lw=0, label=r"Expected $\pm 1\sigma$")
+        def without(edges: np.ndarray) -> str:  # band edges without a limit (beyond the POI range, or failed)
+            count = int(np.sum(~edges & np.isfinite(band[:, 2])))
+            return f" ({count} without an edge)" if count else ""
+
+        ax.fill_between(xs, band[:, 0], band[:, 4], where=outer, color=YELLOW, lw=0,
+                        label=r"Expected $\pm 2\sigma$" + without(outer))
+        ax.fill_between(xs, band[:, 1], band[:, 3], where=inner, color=GREEN, lw=0,
+                        label=r"Expected $\pm 1\sigma$" + without(inner))
         ax.plot(xs, band[:, 2], "k--", label="Expected")
         ax.plot(xs, observed, "k-", marker="o", markersize=3,
                 label="Observed" + (f" ({missing} without a limit)" if missing else ""))
