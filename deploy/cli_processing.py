@@ -201,7 +201,16 @@ def process(
                          "mass_range": (histogram.low, histogram.high)}
     processor = DiphotonProcessor(**processor_options)
     read_timeout = timeout or options.timeout
-    total = (lumi, "--lumi") if lumi is not None else luminosity(files, metadata=metadata, timeout=min(read_timeout, 10.0))
+    found: list[tuple[float, str]] = []
+
+    def data_luminosity() -> tuple[float, str]:
+        """The data's whole luminosity and where it came from, read once and only after the data were read (a
+        source that fails, e.g. an untrusted certificate, fails in the engine at once, without retried reads)."""
+        if not found:
+            found.append((lumi, "--lumi") if lumi is not None
+                         else luminosity(files, metadata=metadata, timeout=min(read_timeout, 10.0)))
+        return found[0]
+
     samples = samples_to_process(options.simulation if mc is None else mc, release=release, metadata=metadata,
                                  skim=skim, protocol=protocol or options.protocol,
                                  echo=lambda line: click.echo(line, err=True))
@@ -216,7 +225,7 @@ def process(
             if samples:
                 # Normalised to the data's whole luminosity: a fraction of a sample gives that fraction of its yield.
                 simulated = process_samples(
-                    samples, lumi_fb=total[0], processor_options=processor_options, client=client,
+                    samples, lumi_fb=data_luminosity()[0], processor_options=processor_options, client=client,
                     checkpoint_dir=out_dir / SIMULATION_SUBDIR / CHECKPOINT_SUBDIR, **engine)
     except CertificateError as err:
         raise CertificateError(_certificate_advice(err), err.url) from None
@@ -228,6 +237,7 @@ def process(
             err=True,
         )
         ctx.exit(EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED)
+    total = data_luminosity()
     written = save_outputs(out_dir, result, lumi_fb=total[0] * fraction, lumi_source=total[1], keep_complete=True)
     _report(result, out_dir, written)
     if simulated is not None:

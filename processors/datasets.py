@@ -179,6 +179,15 @@ def _check_protocol(protocol: str) -> None:
         raise DatasetResolutionError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
 
 
+def _listed_datasets(path: Path) -> set[str]:
+    """The dataset keys a metadata file lists (empty when it cannot be read: loading it reports why)."""
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return set()
+    return {str(key) for key in content} if isinstance(content, dict) else set()
+
+
 def _open_source(release: str | None, metadata: str | Path | None) -> None:
     """Load atlasopenmagic's metadata from the one source given (a metadata file, or a release online)."""
     if metadata is not None:
@@ -313,6 +322,13 @@ def resolve_samples(
     if not chosen:
         raise DatasetResolutionError("no simulated sample asked for")
     _check_protocol(protocol)
+    if metadata is not None:
+        # Offline: a sample the file does not list is not resolved (atlasopenmagic would ask its API for it).
+        listed = _listed_datasets(Path(metadata))
+        missing = [sample.name for sample in chosen if sample.dsid not in listed]
+        if missing:
+            raise DatasetResolutionError(f"the metadata file {metadata} lists no simulated sample "
+                                         f"{', '.join(missing)}")
     _open_source(release, metadata)
     return [
         ResolvedSample(sample.name, sample.dsid, _urls(sample.dsid, skim, protocol), _normalisation(sample),
