@@ -34,6 +34,7 @@ class _Family(NamedTuple):
     structure: compact_model.Structure
     defaults: compact_model.ParameterDefaults
     programs: minimise.Programs
+    template: dict  # the exact Hessian at pyhf's start of the family's first patch (see compact.hypotest)
 
 
 class PatchEngine:
@@ -82,7 +83,8 @@ class PatchEngine:
             try:
                 structure = compact_model.build_structure(channels, model.config, self.settings.modifier_settings())
                 defaults = compact_model.parameter_defaults(model.config, model.spec.get("parameters", []))
-                family = _Family(structure, defaults, minimise.make_programs(structure))
+                family = _Family(structure, defaults,
+                                 minimise.make_programs(structure), {})
                 problem = compact_model.verify(structure, self._numbers(family, channels), model, data)
                 self._families[key] = family if problem is None else f"compact model check failed: {problem}"
             except Unsupported as err:
@@ -132,7 +134,8 @@ class PatchEngine:
             raise Unsupported(f"the POI's bounds [{lower:g}, {upper:g}] exclude 0 or mu = {self.settings.mu:g} "
                               "(a hypotest needs both; pyhf refuses it too)")
         return compact_hypotest.hypotest(family.programs, family.structure, numbers,
-                                         mu=self.settings.mu, test_stat=self.settings.test_stat)
+                                         mu=self.settings.mu, test_stat=self.settings.test_stat,
+                                         template=family.template)
 
     def run(self, patch: dict) -> Hypotest:
         """The verified hypotest of one patch (a ``{"metadata": ..., "patch": [...]}`` dict).
