@@ -2,7 +2,7 @@
 
 A run never destroys an earlier good one: outputs are written atomically, only when the run has ended, and a
 partial result never replaces a complete one (:func:`processors.histograms.save_outputs`); checkpoints are
-never deleted (:class:`processors.engine.Checkpoint`). Ctrl-C or SIGTERM end the run with the earlier
+never deleted (:class:`processors.checkpoint.DirectoryCheckpointer`). Ctrl-C or SIGTERM end the run with the earlier
 outputs as they were and this run's finished chunks checkpointed.
 """
 
