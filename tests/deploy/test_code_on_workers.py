@@ -180,7 +180,7 @@ def test_a_version_that_must_match_ends_in_one_error_line(cluster, dataset, monk
     assert code == 2 and len(lines) == 1, err
     mine = worker_probe.versions()
     assert lines[0].startswith(f"error: the Dask cluster at {cluster.address} does not match this client: ")
-    assert f"distributed 2024.1.0 on worker tcp://127.0.0.1:" in lines[0]
+    assert "distributed 2024.1.0 on worker tcp://127.0.0.1:" in lines[0]
     assert f"(this client: {mine['distributed']}; major.minor must match)" in lines[0]
     assert f"numpy 1.26.4 on the scheduler (this client: {mine['numpy']}; the major version must match)" in lines[0]
     assert not (tmp_path / "out" / "summary.json").exists()
