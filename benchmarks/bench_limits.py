@@ -1,12 +1,14 @@
 """Benchmark: 95 % CL CLs upper limits for 1Lbb patches, the compact engine (stats.limits) vs pyhf's upper_limit.
 
-Usage: python benchmarks/bench_limits.py [--patches A,B,...|all] [--pyhf N] [--no-compact] [--dask W] [--out FILE.json]
+Usage: python benchmarks/bench_limits.py [--patches A,B,...|all] [--pyhf N] [--pyhf-backend numpy|jax] [--no-compact]
+                                        [--dask W] [--out FILE.json]
 Both serially in this process (single-threaded, as the scan's engine processes), patch by patch:
 ``stats.limits.upper_limits`` through one compact ``PatchEngine`` (the first patch pays the compilation), and
-pyhf's numpy ``upper_limit`` (toms748, its default rtol 1e-4, the model's POI bounds, qtilde, code4/code4p) on the
-first N patches. Per patch: wall and CPU seconds, hypotests, the six limits; the limits' largest relative
-difference where both have one. With ``--dask W``, also ``stats.limit_scan.scan_limits`` of the same patches on a
-running W-worker local cluster (its engines compile once per worker), from the tarball to the written results.
+pyhf's ``upper_limit`` (numpy backend by default; toms748, its default rtol 1e-4, the model's POI bounds, qtilde,
+code4/code4p) on the first N patches. Per patch: wall and CPU seconds, hypotests, the six limits; the limits'
+largest relative difference where both have one. With ``--dask W``, also ``stats.limit_scan.scan_limits`` of the
+same patches on a running W-worker local cluster (its engines compile once per worker), from the tarball to the
+written results.
 Writes the table as JSON after every patch (``--out``); edits nothing else.
 """
 
@@ -22,7 +24,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
-import pyhf
+import numpy as np
 from _common import machine
 
 from stats.compact.engine import PatchEngine
@@ -40,6 +42,25 @@ def timed(function, *args, **kwargs):
     wall, cpu = time.perf_counter(), time.process_time()
     result = function(*args, **kwargs)
     return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+def pyhf_upper_limit(data, model, backend: str):
+    """pyhf's upper_limit (toms748). Under jax, its hypotest's CLs are handed on as numpy floats: pyhf 0.7.6's toms748
+    scan keys its cache by POI values derived from them, and jax arrays are unhashable."""
+    from pyhf.infer.intervals import upper_limits
+
+    hypotest = upper_limits.hypotest
+
+    def numpy_hypotest(*args, **kwargs):
+        observed, expected = hypotest(*args, **kwargs)
+        return np.float64(observed), [np.float64(value) for value in expected]
+
+    if backend == "jax":
+        upper_limits.hypotest = numpy_hypotest
+    try:
+        return upper_limits.upper_limit(data, model, test_stat="qtilde", return_results=True)
+    finally:
+        upper_limits.hypotest = hypotest
 
 
 def dask_scan(workers: int, names: list[str]) -> dict:
@@ -72,6 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--patches", default=",".join(PATCHES))
     parser.add_argument("--pyhf", type=int, default=3, help="patches for pyhf's upper_limit (the first N)")
+    parser.add_argument("--pyhf-backend", default="numpy", choices=["numpy", "jax"])
     parser.add_argument("--no-compact", action="store_true", help="pyhf only")
     parser.add_argument("--dask", type=int, default=0, help="also scan_limits on a local cluster of this many workers")
     parser.add_argument("--out", default="bench_limits.json")
@@ -99,17 +121,19 @@ def main() -> None:
             print(f"{name}: compact {wall:.1f} s wall, {cpu:.1f} s CPU, {row['compact']['hypotests']} hypotests, "
                   f"{result.values}", flush=True)
         if index < args.pyhf:
-            switch_backend("numpy")
+            switch_backend(args.pyhf_backend)  # the model is built under the backend that fits it
             model, data = patched_model(loaded.bkg_only, spec, HypotestSettings())
             try:
-                wall, cpu, (obs, exp, (scan, _)) = timed(pyhf.infer.intervals.upper_limits.upper_limit, data, model,
-                                                         test_stat="qtilde", return_results=True)
+                wall, cpu, (obs, exp, (scan, _)) = timed(pyhf_upper_limit, data, model, args.pyhf_backend)
             except ValueError as err:  # e.g. its search going past the POI's bound, where its fit refuses to start
+                switch_backend("numpy")
                 row["pyhf"] = {"error": str(err).splitlines()[0]}
                 print(f"{name}: pyhf failed: {row['pyhf']['error']}", flush=True)
             else:
+                switch_backend("numpy")
                 limits = [float(obs), *(float(v) for v in exp)]
-                row["pyhf"] = {"wall": wall, "cpu": cpu, "hypotests": len(scan), "limits": limits}
+                row["pyhf"] = {"wall": wall, "cpu": cpu, "hypotests": len(scan), "limits": limits,
+                               "backend": args.pyhf_backend}
                 if "compact" in row:
                     both = [(a, b) for a, b in zip(row["compact"]["limits"], limits) if a is not None]
                     row["largest_relative_difference"] = max((abs(a - b) / abs(b) for a, b in both), default=None)
