@@ -111,7 +111,8 @@ def patch_limits(limits: UpperLimits, name: str, values: Sequence[float], second
 
 
 def limit_task(bkg_only: dict, digest: str, spec: dict, settings: tuple, shared: dict, timeout: float | None,
-               options: dict[str, Any], target: str = LIMIT_TARGET) -> dict:
+               options: dict[str, Any], target: str = LIMIT_TARGET, bounds: tuple[float, float] | None = None
+               ) -> dict:
     """Dask task: the limits of one patch as a plain dict (a :class:`PatchLimits`).
 
     Args:
@@ -123,11 +124,12 @@ def limit_task(bkg_only: dict, digest: str, spec: dict, settings: tuple, shared:
         options: :func:`stats.limits.upper_limits`'s keyword arguments (``bounds`` defaults to the POI's, from
             the patched workspace).
         target: ``module:function`` building the engine's compute function (for tests).
+        bounds: the POI's bounds in this patch's model where the caller knows them (``options``' stand first).
     """
     start = time.perf_counter()
     meta = spec["metadata"]
     options = dict(options)
-    bounds = options.pop("bounds", None) or poi_bounds(bkg_only, spec)
+    bounds = options.pop("bounds", None) or bounds or poi_bounds(bkg_only, spec)
 
     def hypotest(mu: float) -> Hypotest:
         return _as_hypotest(run_point(bkg_only, digest, {**spec, "mu": mu}, settings, shared, timeout, target))
@@ -135,6 +137,21 @@ def limit_task(bkg_only: dict, digest: str, spec: dict, settings: tuple, shared:
     limits = upper_limits(hypotest, bounds=bounds, **options)
     return patch_limits(limits, meta["name"], meta["values"], time.perf_counter() - start,
                         patch_digest(spec))._asdict()
+
+
+def measured_poi_bounds(likelihoods: Likelihoods, spec: dict) -> tuple[float, float] | None:
+    """The POI's bounds in every patch that changes only channels, where the measurement sets them (a parameter's
+    bounds in the measurement are the model's, whatever its modifiers); None where they must be read per patch."""
+    workspace_config = likelihoods.bkg_only["measurements"][0]["config"]
+    poi = workspace_config["poi"]
+    if not any(p.get("name") == poi and p.get("bounds") for p in workspace_config.get("parameters", [])):
+        return None
+    return poi_bounds(likelihoods.bkg_only, spec)
+
+
+def _changes_only_channels(spec: dict) -> bool:
+    return all(op.get("path", "").startswith("/channels/") and op.get("from", "/channels/").startswith("/channels/")
+               for op in spec["patch"])
 
 
 def limit_identity(likelihoods: Likelihoods, settings: HypotestSettings, options: dict[str, Any]) -> dict[str, Any]:
@@ -210,10 +227,13 @@ def scan_limits(
     todo = [name for name in specs if name not in results]
     if todo:
         shared = shared_modifiers(likelihoods.bkg_only, list(specs.values()))
+        # One pyhf model for the POI's bounds where the measurement sets them, instead of one per patch.
+        common = None if "bounds" in options else measured_poi_bounds(likelihoods, specs[todo[0]])
         [bkg] = client.scatter([likelihoods.bkg_only], broadcast=True, hash=False)
         futures = {
             client.submit(limit_task, bkg, likelihoods.digest, specs[name], tuple(settings), shared, timeout, options,
-                          target, key=f"limits-{likelihoods.digest[:12]}-{name}-{hash(tuple(settings)) & 0xffffff:x}",
+                          target, common if _changes_only_channels(specs[name]) else None,
+                          key=f"limits-{likelihoods.digest[:12]}-{name}-{hash(tuple(settings)) & 0xffffff:x}",
                           pure=False, retries=1): name
             for name in todo
         }

@@ -83,3 +83,16 @@ def test_a_hung_hypotest_is_a_failed_point_and_the_search_goes_on(toy, client):
     assert row.status == "ok" and row.hypotests == len(search.points) + 1
     model, data = in_process(toy, patch)
     assert row.observed == pytest.approx(pyhf_upper_limits(model, data).observed.value, rel=1e-3)
+
+
+def test_poi_bounds_read_once_where_the_measurement_sets_them(toy):
+    from stats.limit_scan import measured_poi_bounds
+    from tests.stats.test_hepdata import SIGNALS, small_bkg_only, small_patchset
+
+    spec = {"metadata": dict(toy.patchset.patches[0].metadata), "patch": list(toy.patchset.patches[0].patch)}
+    assert measured_poi_bounds(toy, spec) is None  # pyhf's default for the POI's modifier: read per patch
+    bkg = small_bkg_only()
+    bkg["measurements"][0]["config"]["parameters"] = [{"name": "mu", "bounds": [[0.0, 3.0]]}]
+    patch = small_patchset(bkg, SIGNALS)["patches"][0]
+    bounded = toy._replace(bkg_only=bkg)
+    assert measured_poi_bounds(bounded, patch) == (0.0, 3.0)
