@@ -16,12 +16,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from stats.errors import WorkspaceError
 from stats.hepdata import Likelihoods
 from stats.hypotest import FitRecord, Hypotest
 from stats.likelihoods import HypotestSettings
 from stats.limits import LEVEL, HypotestFailed, UpperLimits, limits_to_dict, poi_bounds, upper_limits
-from stats.patchscan import identity_difference, patch_digest, read_results, run_point, scan_identity, write_results
+from stats.patchscan import patch_digest, reusable_rows, run_point, scan_identity, write_results
 
 #: The engine child process's compute function for limits (see :func:`limit_target`).
 LIMIT_TARGET = "stats.limit_scan:limit_target"
@@ -209,16 +208,7 @@ def scan_limits(
     digests = {name: patch_digest(spec) for name, spec in specs.items()}
     results: dict[str, PatchLimits] = {}
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        previous = read_results(out)
-        difference = identity_difference(previous.get("identity"), identity) if previous else None
-        if difference is not None:
-            raise WorkspaceError(f"{out} holds limits of other inputs ({difference}); "
-                                 "choose another output file or remove it")
-        for row in previous.get("results", []):
-            name = row.get("name")
-            if row.get("status") == "ok" and name in digests and row.get("patch_digest") == digests[name]:
-                results[name] = PatchLimits(**row)
+        results = {row["name"]: PatchLimits(**row) for row in reusable_rows(out, identity, digests, "limits")}
 
     def save() -> None:
         write_results(out, list(results.values()), settings, time.perf_counter() - start, likelihoods.source,

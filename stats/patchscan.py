@@ -160,6 +160,24 @@ def scan_identity(likelihoods: Likelihoods, settings: HypotestSettings) -> dict[
     }
 
 
+def reusable_rows(out: str | Path, identity: dict[str, Any], digests: dict[str, str], what: str) -> list[dict]:
+    """The ``ok`` rows of the results file ``out`` whose patch digest is in ``digests``, when the file's identity is
+    ``identity``; ``out``'s folder is created first (a bad path fails before any work).
+
+    Raises:
+        WorkspaceError: ``out`` holds ``what`` (e.g. "a scan") of other inputs; the message names what differs.
+    """
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    previous = read_results(out)
+    difference = identity_difference(previous.get("identity"), identity) if previous else None
+    if difference is not None:
+        raise WorkspaceError(f"{out} holds {what} of other inputs ({difference}); choose another output file or "
+                             "remove it")
+    return [row for row in previous.get("results", [])
+            if row.get("status") == "ok" and row.get("name") in digests
+            and row.get("patch_digest") == digests[row["name"]]]
+
+
 def identity_difference(found: dict[str, Any] | None, wanted: dict[str, Any]) -> str | None:
     """What differs between a stored identity and the wanted one, in words (None: identical)."""
     if not found:
@@ -229,16 +247,7 @@ def scan_patches(
     digests = {p.name: patch_digest({"patch": list(p.patch)}) for p in chosen}
     done: dict[str, PointResult] = {}
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)  # before any work: a bad path fails now, not after
-        previous = read_results(out)
-        difference = identity_difference(previous.get("identity"), identity) if previous else None
-        if difference is not None:
-            raise WorkspaceError(f"{out} holds a scan of other inputs ({difference}); "
-                                 "choose another output file or remove it")
-        for row in previous.get("results", []):
-            name = row.get("name")
-            if row.get("status") == "ok" and name in digests and row.get("patch_digest") == digests[name]:
-                done[name] = PointResult(**row)
+        done = {row["name"]: PointResult(**row) for row in reusable_rows(out, identity, digests, "a scan")}
     todo = [p for p in chosen if p.name not in done]
     specs = [{"metadata": dict(p.metadata), "patch": list(p.patch)} for p in todo]
     from stats.compact.padding import shared_modifiers
