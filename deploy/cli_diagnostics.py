@@ -21,6 +21,7 @@ def _model_and_data(source: pathlib.Path, patch_key: str | None, settings: Any) 
 
     from stats.hepdata import load_likelihoods
     from stats.likelihoods import find_patch, patched_model
+    from stats.patchscan import patch_digest
 
     if source.is_file() and source.suffix == ".json":
         if patch_key:
@@ -39,8 +40,8 @@ def _model_and_data(source: pathlib.Path, patch_key: str | None, settings: Any) 
     loaded = load_likelihoods(source)
     patch = find_patch(loaded.patchset, patch_key)
     model, data = patched_model(loaded.bkg_only, {"metadata": patch.metadata, "patch": patch.patch}, settings)
-    return model, data, {"likelihoods": str(source), "patch": patch.name, "patch_digest":
-                         hashlib.sha256(json.dumps(patch.patch, sort_keys=True).encode()).hexdigest(),
+    return model, data, {"likelihoods": str(source), "patch": patch.name,
+                         "patch_digest": patch_digest({"patch": list(patch.patch)}),
                          "bkg_only_digest": loaded.patchset.digests}
 
 
