@@ -104,6 +104,9 @@ def scan_patchset(ctx: click.Context, likelihoods: pathlib.Path, names: tuple[st
     click.echo(f"{ok}/{len(result.results)} patches ok in {result.wall_time:.1f} s -> {out}")
     for point in result.failed:
         click.echo(f"failed {point.name}: {point.error}")
+    for point in result.results:  # where pyhf's default fit would report another CLs: which minimum is lower
+        if point.lowered_summary():
+            click.echo(point.lowered_summary())
     if not no_plot and len(loaded.patchset.labels) == 2 and ok >= 3:
         for path in plot_exclusion(result.results, loaded.patchset.labels, out.with_suffix("")):
             click.echo(f"wrote {path}")

@@ -39,6 +39,9 @@ LOWER_BY = 1e-4
 SEPARATION = 1e-6
 #: Test statistics this module computes CLs for.
 TEST_STATISTICS = ("qtilde", "q")
+#: A fit whose accepted minimum lies more than this (in -2 ln L) below where pyhf's start led is "lowered": pyhf's
+#: default fit may report the higher one, and the record keeps the parameters of the lower one as evidence.
+LOWERED_BY = 1e-3
 
 
 class FitRecord(NamedTuple):
@@ -50,12 +53,16 @@ class FitRecord(NamedTuple):
         edm: estimated distance to the minimum at that point (in -2 ln L).
         first_twice_nll: -2 ln L where the first fit, started as pyhf starts it, stopped (above ``twice_nll`` when a
             restart found a lower minimum).
+        parameters: where ``twice_nll`` lies more than :data:`LOWERED_BY` below ``first_twice_nll``, the accepted
+            minimum's parameters by pyhf's names (``model.config.par_names``; ``name[i]`` for bin-wise ones), so
+            that anyone can evaluate pyhf's likelihood there; None elsewhere.
     """
 
     twice_nll: float
     mu: float
     edm: float
     first_twice_nll: float
+    parameters: dict[str, float] | None = None
 
 
 class Hypotest(NamedTuple):
@@ -85,7 +92,8 @@ class Candidate(NamedTuple):
 
 
 def lowest_minimum(name: str, run: Callable[[np.ndarray], Candidate], starts: Sequence[np.ndarray], *,
-                   restart: Callable[[Candidate], Candidate], attempts: int = 4) -> tuple[Candidate, Candidate]:
+                   restart: Callable[[Candidate], Candidate], attempts: int = 4,
+                   reflect: Callable[[np.ndarray], np.ndarray | None] | None = None) -> tuple[Candidate, Candidate]:
     """Run a fit from each start, then restart from the lowest point until nothing lower is found.
 
     Args:
@@ -94,6 +102,8 @@ def lowest_minimum(name: str, run: Callable[[np.ndarray], Candidate], starts: Se
         starts: the first is pyhf's start; the others are alternative starts.
         restart: minimises again from a point found.
         attempts: restarts from the lowest point before giving up on a minimum that keeps moving.
+        reflect: the mirror image of the lowest point found from ``starts`` (see :func:`reflection`), one more
+            start where it is not None.
 
     Returns:
         The lowest point, and where the first start's fit stopped.
@@ -106,6 +116,11 @@ def lowest_minimum(name: str, run: Callable[[np.ndarray], Candidate], starts: Se
     if not finite:
         raise FitError(f"{name} fit: no start reached a finite -2lnL")
     best = min(finite, key=lambda c: c.twice_nll)
+    mirrored = reflect(best.x) if reflect is not None else None
+    if mirrored is not None:
+        other = run(mirrored)
+        if other.twice_nll < best.twice_nll:
+            best = other
     for _ in range(attempts):
         again = restart(best)
         if not again.twice_nll < best.twice_nll:
@@ -117,6 +132,63 @@ def lowest_minimum(name: str, run: Callable[[np.ndarray], Candidate], starts: Se
     else:
         raise FitError(f"{name} fit: restarts keep lowering -2lnL (now {best.twice_nll:.6f})")
     return best, candidates[0]
+
+
+def two_sided_parameters(channels: Sequence[dict], config: Any) -> np.ndarray:
+    """Indices of the parameters whose response turns at their nominal value: a normsys or histosys whose up and
+    down variations lie on the same side of the nominal yield in some bin.
+
+    There the yield is a valley (or a ridge) in the parameter, and with the kink of interpolation codes 0 and 1 the
+    likelihood can have a minimum on each side of 0; a fit started at 0 goes to the one its first step points at,
+    which need not be the lower one.
+
+    Args:
+        channels: pyhf specification channels.
+        config: the pyhf model's ``config`` (for the parameters' indices).
+    """
+    found = set()
+    for channel in channels:
+        for sample in channel["samples"]:
+            nominal = np.asarray(sample["data"], dtype=float)
+            for modifier in sample["modifiers"]:
+                data = modifier.get("data") or {}
+                if modifier["type"] == "histosys":
+                    up = np.asarray(data["hi_data"], dtype=float) - nominal
+                    down = np.asarray(data["lo_data"], dtype=float) - nominal
+                elif modifier["type"] == "normsys":
+                    up, down = np.asarray(data["hi"] - 1.0), np.asarray(data["lo"] - 1.0)
+                else:
+                    continue
+                if np.any(up * down > 0):
+                    found.add(config.par_slice(modifier["name"]).start)
+    return np.array(sorted(found), dtype=int)
+
+
+#: Smallest distance from its nominal value at which a two-sided parameter's mirror image is another start.
+REFLECT_FROM = 0.05
+
+
+def reflection(two_sided: np.ndarray, lower: np.ndarray, upper: np.ndarray
+               ) -> Callable[[np.ndarray], np.ndarray | None]:
+    """The mirror image of a point in its two-sided parameters (see :func:`two_sided_parameters`), about their
+    nominal value 0, within the bounds; None where none of them is further than :data:`REFLECT_FROM` from 0.
+
+    All are mirrored at once: one more fit per fit, which finds the other valley of each parameter whose two
+    minima do not depend on the others' side (2**n starts would cover every combination).
+    """
+    two_sided = np.asarray(two_sided, dtype=int)
+
+    def reflect(x: np.ndarray) -> np.ndarray | None:
+        if two_sided.size == 0:
+            return None
+        moved = two_sided[np.abs(x[two_sided]) > REFLECT_FROM]
+        if moved.size == 0:
+            return None
+        mirrored = np.array(x, dtype=float)
+        mirrored[moved] = np.clip(-x[moved], lower[moved], upper[moved])
+        return mirrored
+
+    return reflect
 
 
 def test_statistic_values(fits: dict[str, FitRecord], mu: float) -> tuple[float, float]:
@@ -188,7 +260,9 @@ def alternative_starts(name: str, mu: float, poi: int, found: dict[str, np.ndarr
 def run_five_fits(fit: Callable[[str, np.ndarray, bool], Candidate],
                   edms: Callable[[list[tuple[str, Candidate, bool]]], list[float]],
                   asimov: Callable[[np.ndarray], Any], init: np.ndarray, mu: float, poi: int, *,
-                  restart: Callable[[str, Candidate, bool], Candidate] | None = None) -> dict[str, FitRecord]:
+                  restart: Callable[[str, Candidate, bool], Candidate] | None = None,
+                  reflect: Callable[[np.ndarray], np.ndarray | None] | None = None,
+                  names: Sequence[str] | None = None) -> dict[str, FitRecord]:
     """The hypotest's five fits, each the lowest of several starts and restarts, each checked by its EDM.
 
     Args:
@@ -201,6 +275,10 @@ def run_five_fits(fit: Callable[[str, np.ndarray, bool], Candidate],
         poi: index of the POI.
         restart: ``restart(data_kind, candidate, poi_fixed)`` minimises again from a point found (default:
             ``fit`` from its parameters).
+        reflect: the mirror image of a point in its two-sided parameters (:func:`reflection`), one more start
+            of every fit but the free fit on the Asimov data: that data is the expectation at the background-only
+            fit's parameters (auxiliary data included), which are its global minimum.
+        names: the parameters' names, for :attr:`FitRecord.parameters`.
 
     Raises:
         FitError: a fit without a finite or stable minimum, or with an EDM above :data:`EDM_BOUND`.
@@ -219,7 +297,8 @@ def run_five_fits(fit: Callable[[str, np.ndarray, bool], Candidate],
         fixed = poi_value is not None
         starts = [start, *alternative_starts(name, mu, poi, {n: best.x for n, (best, _) in found.items()})]
         found[name] = lowest_minimum(name, lambda s, k=kind, f=fixed: fit(k, s, f), starts,
-                                     restart=lambda c, k=kind, f=fixed: again(k, c, f))
+                                     restart=lambda c, k=kind, f=fixed: again(k, c, f),
+                                     reflect=None if name == "asimov_free" else reflect)
     distances = edms([(plan[name][0], found[name][0], plan[name][1] is not None) for name in FIT_NAMES])
     records = {}
     for name, distance in zip(FIT_NAMES, distances):
@@ -227,7 +306,9 @@ def run_five_fits(fit: Callable[[str, np.ndarray, bool], Candidate],
         if not distance <= EDM_BOUND:
             raise FitError(f"{name} fit not at a minimum: EDM {distance:.3g} > {EDM_BOUND:g} "
                            f"at -2lnL {best.twice_nll:.6f}")
-        records[name] = FitRecord(float(best.twice_nll), float(best.x[poi]), float(distance), float(first.twice_nll))
+        lowered = names is not None and first.twice_nll - best.twice_nll > LOWERED_BY
+        records[name] = FitRecord(float(best.twice_nll), float(best.x[poi]), float(distance), float(first.twice_nll),
+                                  dict(zip(names, map(float, best.x))) if lowered else None)
     return records
 
 
@@ -278,7 +359,8 @@ def pyhf_hypotest(model: Any, data: Any, *, mu: float, test_stat: str, backend: 
             result = pyhf.infer.mle.fit(datasets[kind], model, init_pars=[float(v) for v in start], par_bounds=bounds,
                                         fixed_params=fixed_for(poi_fixed), return_fitted_val=True,
                                         return_result_obj=True)
-        except (pyhf.exceptions.FailedMinimization, ValueError, RuntimeError) as err:
+        except (pyhf.exceptions.FailedMinimization, ValueError, RuntimeError, AttributeError) as err:
+            # AttributeError: pyhf 0.7 reads the correlation of a covariance Minuit could not compute (None)
             return np.asarray(start, dtype=float), math.inf, err
         finally:
             quiet.setLevel(level)
@@ -324,6 +406,8 @@ def pyhf_hypotest(model: Any, data: Any, *, mu: float, test_stat: str, backend: 
     def make_asimov(background: np.ndarray) -> None:
         datasets["asimov"] = model.expected_data(tensorlib.astensor(background))
 
+    reflect = reflection(two_sided_parameters(model.spec["channels"], config),
+                         np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds]))
     records = run_five_fits(fit, edms, make_asimov, np.asarray(config.suggested_init(), dtype=float), mu, poi,
-                            restart=minuit)
+                            restart=minuit, reflect=reflect, names=list(config.par_names))
     return hypotest_from_fits(records, mu, test_stat, "pyhf", fallback)

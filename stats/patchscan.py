@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 from stats.compact.worker import receive, send
 from stats.errors import WorkspaceError
 from stats.hepdata import Likelihoods
+from stats.hypotest import LOWERED_BY
 from stats.likelihoods import HypotestSettings
 from stats.provenance import project_version
 
@@ -53,10 +54,19 @@ class PointResult(NamedTuple):
     fits: dict[str, dict[str, float]] | None = None
     patch_digest: str | None = None
 
-    def lowered_fits(self, by: float = 1e-3) -> list[str]:
+    def lowered_fits(self, by: float = LOWERED_BY) -> list[str]:
         """The fits whose accepted minimum lies more than ``by`` (in -2lnL) below where the fit started as pyhf
         starts it stopped: where a restart found a lower minimum, and pyhf's default fit may report the higher one."""
         return [name for name, fit in (self.fits or {}).items() if fit["first_twice_nll"] - fit["twice_nll"] > by]
+
+    def lowered_summary(self) -> str | None:
+        """One line naming each :meth:`lowered_fits` fit with both minima (None when there is none)."""
+        fits = self.lowered_fits()
+        if not fits:
+            return None
+        each = ", ".join(f"{name} -2lnL {self.fits[name]['twice_nll']:.4f} < {self.fits[name]['first_twice_nll']:.4f}"
+                         for name in fits)
+        return f"{self.name}: lower minimum than pyhf's default fit ({each})"
 
 
 class ScanResult(NamedTuple):

@@ -35,6 +35,7 @@ class _Family(NamedTuple):
     defaults: compact_model.ParameterDefaults
     programs: minimise.Programs
     template: dict  # the exact Hessian at pyhf's start of the family's first patch (see compact.hypotest)
+    names: tuple[str, ...]  # the parameters' names, pyhf's (model.config.par_names)
 
 
 class PatchEngine:
@@ -76,19 +77,22 @@ class PatchEngine:
         checked against pyhf on first use.
 
         Raises:
-            Unsupported: the structure is not implemented, or its likelihood differs from pyhf's (remembered).
+            Unsupported: the structure is not implemented, or its likelihood differs from pyhf's (both remembered
+                for the structure); or these channels' numbers are not (a patch's own refusal, not remembered).
         """
         if key not in self._families:
             model, data = self._pyhf_model(channels)
             try:
                 structure = compact_model.build_structure(channels, model.config, self.settings.modifier_settings())
                 defaults = compact_model.parameter_defaults(model.config, model.spec.get("parameters", []))
-                family = _Family(structure, defaults,
-                                 minimise.make_programs(structure), {})
-                problem = compact_model.verify(structure, self._numbers(family, channels), model, data)
-                self._families[key] = family if problem is None else f"compact model check failed: {problem}"
             except Unsupported as err:
                 self._families[key] = str(err)
+                raise
+            family = _Family(structure, defaults, minimise.make_programs(structure), {},
+                             tuple(model.config.par_names))
+            # Unsupported numbers (a normsys factor <= 0) are this patch's: the structure is checked with the next.
+            problem = compact_model.verify(structure, self._numbers(family, channels), model, data)
+            self._families[key] = family if problem is None else f"compact model check failed: {problem}"
         family = self._families[key]
         if isinstance(family, str):
             raise Unsupported(family)
@@ -135,7 +139,7 @@ class PatchEngine:
                               "(a hypotest needs both; pyhf refuses it too)")
         return compact_hypotest.hypotest(family.programs, family.structure, numbers,
                                          mu=self.settings.mu, test_stat=self.settings.test_stat,
-                                         template=family.template)
+                                         template=family.template, names=family.names)
 
     def run(self, patch: dict) -> Hypotest:
         """The verified hypotest of one patch (a ``{"metadata": ..., "patch": [...]}`` dict).

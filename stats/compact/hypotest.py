@@ -18,11 +18,12 @@ from stats.compact import Unsupported
 from stats.compact import model as compact_model
 from stats.compact.minimise import Programs, distance_to_minimum, positive_definite
 from stats.errors import FitError
-from stats.hypotest import EDM_BOUND, Candidate, Hypotest, hypotest_from_fits, run_five_fits
+from stats.hypotest import EDM_BOUND, Candidate, Hypotest, hypotest_from_fits, reflection, run_five_fits
 
 
 def hypotest(programs: Programs, structure: compact_model.Structure, numbers: compact_model.Numbers, *,
-             mu: float, test_stat: str, template: dict | None = None) -> Hypotest:
+             mu: float, test_stat: str, template: dict | None = None,
+             names: tuple[str, ...] | None = None) -> Hypotest:
     """CLs at ``mu`` with the expected band, and the five accepted fits.
 
     Args:
@@ -30,6 +31,7 @@ def hypotest(programs: Programs, structure: compact_model.Structure, numbers: co
             for the first). A later patch starts from it with its own exact POI row and column: the POI is the
             only parameter whose curvature the patch's signal changes at first order, and the estimate only
             decides how fast the first fit converges, never where.
+        names: the parameters' names (pyhf's), recorded with a fit that found a lower minimum than pyhf's start.
 
     Raises:
         Unsupported: a fit that cannot be verified, or an undefined CLs (the caller computes the point with pyhf).
@@ -80,7 +82,9 @@ def hypotest(programs: Programs, structure: compact_model.Structure, numbers: co
 
     try:
         records = run_five_fits(fit, lambda points: [edm(*point) for point in points], make_asimov, numbers.init, mu,
-                                poi, restart=restart)
+                                poi, restart=restart,
+                                reflect=reflection(two_sided(structure, numbers), numbers.lower, numbers.upper),
+                                names=names)
         return hypotest_from_fits(records, mu, test_stat, "compact")
     except FitError as err:
         raise Unsupported(str(err)) from None
@@ -102,3 +106,16 @@ def _start_hessian(programs: Programs, tensors: compact_model.Numbers, poi: int,
     hessian[:, poi] = column
     hessian[poi, :] = column
     return hessian
+
+
+def two_sided(structure: compact_model.Structure, numbers: compact_model.Numbers) -> np.ndarray:
+    """:func:`stats.hypotest.two_sided_parameters` of a compact model: the normsys and histosys parameters whose
+    up and down variations lie on the same side of the nominal yield in some cell (padding excluded)."""
+    histosys = np.any(numbers.up * numbers.down < 0, axis=0)  # up = hi - nominal, down = nominal - lo
+
+    def side(log_factor: np.ndarray) -> np.ndarray:  # a factor <= 0 (log NaN or -inf) lies below 1
+        return np.sign(np.nan_to_num(log_factor, nan=-1.0, neginf=-1.0))
+
+    normsys = np.any(side(numbers.norm_log_hi) * side(numbers.norm_log_lo) > 0, axis=0)
+    found = np.concatenate([structure.histosys_par[histosys], structure.normsys_par[normsys]])
+    return np.unique(found[found < structure.npars]).astype(int)
