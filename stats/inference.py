@@ -17,6 +17,7 @@ import pyhf
 import scipy.stats
 
 from stats.errors import FitError, first_line
+from stats.hypotest import reflection, two_sided_parameters
 from stats.minimum import Minimum, inside, verify_minimum
 
 
@@ -169,8 +170,13 @@ def _verify(model: pyhf.pdf.Model, data: Any, found: np.ndarray, value: float, *
     def twice_nll(pars: np.ndarray) -> float:
         return float(-2.0 * model.logpdf(pars, data)[0])
 
-    return verify_minimum(twice_nll, found, value, starts={"other fit": other},
-                          limits=[tuple(bound) for bound in model.config.suggested_bounds()], fixed=fixed, what=what)
+    bounds = np.asarray(model.config.suggested_bounds(), dtype=float)
+    starts = {"other fit": other}
+    mirrored = reflection(two_sided_parameters(model.spec["channels"], model.config), bounds[:, 0], bounds[:, 1])(found)
+    if mirrored is not None:  # a minimum on each side of 0 is possible (see stats.hypotest.two_sided_parameters)
+        starts["mirror image"] = mirrored
+    return verify_minimum(twice_nll, found, value, starts=starts, limits=[tuple(bound) for bound in bounds],
+                          fixed=fixed, what=what)
 
 
 def _with_poi(model: pyhf.pdf.Model, pars: Any, poi: float | None) -> np.ndarray:

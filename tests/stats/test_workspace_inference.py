@@ -2,6 +2,7 @@
 
 import json
 
+import cabinetry
 import numpy as np
 import pyhf
 import pytest
@@ -10,6 +11,7 @@ from _toys import make_toy
 
 from stats.background import fit_background
 from stats.errors import FitError, WorkspaceError
+from stats import inference
 from stats.inference import asimov_significance, discovery_significance, fit_signal_strength, prefit_yields
 from stats.workspace import build_workspace, load_workspace, model_info, save_workspace
 
@@ -114,3 +116,20 @@ def test_a_deficit_gives_a_valid_workspace_and_zero_significance():
     assert min(signal) >= 0 and sum(signal) == pytest.approx(fit.signal_yield_unc, rel=0.05)
     result = discovery_significance(spec)
     assert result.observed == pytest.approx(0.0, abs=1e-3) and result.observed_p0 == pytest.approx(0.5, abs=1e-3)
+
+
+def test_a_minimum_on_the_other_side_of_zero_stands():
+    """A histosys whose variations both lie below the nominal in a bin: the likelihood has a minimum on each side
+    of 0, and cabinetry's fit from pyhf's start stops in the higher one; the fit's mirror image finds the lower one
+    (pyhf's own likelihood there), and cabinetry, started there, reaches it."""
+    from tests.stats.test_compact_public import two_minima
+
+    spec = two_minima()
+    model, data = inference.model_and_data(spec)
+    own = cabinetry.fit.fit(model, data)
+    result = inference.fit_signal_strength(spec)
+    assert result.start == "mirror image"
+    assert result.twice_nll < own.best_twice_nll - 1.0
+    parameters = result.fit_results.bestfit
+    assert np.sign(parameters[0]) == -np.sign(own.bestfit[0])  # shared_jes, on the other side of 0
+    assert -2 * float(model.logpdf(parameters, data)[0]) == pytest.approx(result.twice_nll, abs=1e-6)
