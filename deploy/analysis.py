@@ -287,9 +287,10 @@ def scan_likelihoods(
     Returns:
         The content of ``out`` plus ``plots`` (paths) and ``plot_error`` where no plot could be drawn.
     """
-    from stats.contour import plot_cls_1d, plot_exclusion
+    from stats.contour import plot_cls_1d
     from stats.errors import StatsError
     from stats.hepdata import load_likelihoods
+    from stats.limit_plots import plot_exclusion_contour
     from stats.likelihoods import HypotestSettings, select_patches
     from stats.patchscan import read_results, scan_patches
 
@@ -301,10 +302,70 @@ def scan_likelihoods(
     labels = list(loaded.patchset.labels)
     try:
         if len(labels) == 2:
-            plots = plot_exclusion(result.results, labels, out.with_suffix(""))
+            plots = plot_exclusion_contour(result.results, labels, out.with_suffix(""))
         else:
             plots = plot_cls_1d(result.results, labels[0], out.with_suffix(""))
         record["plots"] = [str(path) for path in plots]
     except StatsError as err:
         record["plots"], record["plot_error"] = [], str(err)
     return record
+
+
+def limit_likelihoods(
+    likelihoods: pathlib.Path,
+    out: pathlib.Path,
+    *,
+    client: Any,
+    patches: list[str] | None = None,
+    settings: Any = None,
+    timeout: float | None = None,
+    progress: Any = None,
+    lumi: float | None = None,
+    plot: bool = True,
+) -> tuple[Any, dict[str, Any]]:
+    """95% CL upper limits on the signal strength of the patches of a likelihood on Dask; write ``out``
+    (resumable) and the plots: for a 1D patchset the limits against its label with the expected bands (Brazil
+    plot; ``m_H [GeV]`` for the analysis's mass patchset), for a 2D one the map of the observed limits.
+
+    Args:
+        likelihoods: tarball, directory or ``BkgOnly.json`` of the likelihood.
+        out: result JSON; a rerun with the same file reuses the patches already settled.
+        client: the Dask client.
+        patches: patch names or values; default all.
+        settings: a ``stats.likelihoods.HypotestSettings`` (its ``mu`` is not used).
+        timeout: per-hypotest time limit in seconds.
+        progress: called with each finished patch.
+        lumi: the luminosity (fb^-1) of the plots' label.
+        plot: draw the plots.
+
+    Returns:
+        The :class:`stats.limit_scan.LimitScan`, and ``{"plots": [...], "plot_error": ...}`` (the error only where no
+        plot could be drawn).
+    """
+    from stats.errors import StatsError
+    from stats.hepdata import load_likelihoods
+    from stats.limit_plots import plot_brazil, plot_limit_map
+    from stats.limit_scan import scan_limits
+    from stats.likelihoods import HypotestSettings, select_patches
+
+    loaded = load_likelihoods(likelihoods)
+    chosen = select_patches(loaded.patchset, patches or None)
+    result = scan_limits(loaded, client, patches=chosen, settings=settings or HypotestSettings(), timeout=timeout,
+                         out=out, progress=progress)
+    labels = list(loaded.patchset.labels)
+    plotted: dict[str, Any] = {"plots": []}
+    if not plot:
+        return result, plotted
+    try:
+        if len(labels) == 1:
+            xlabel = r"$m_H$ [GeV]" if labels[0] == "mass" else labels[0]
+            paths = plot_brazil([p.values[0] for p in result.results], result.results, out.with_suffix(""),
+                                xlabel=xlabel, lumi=lumi)
+        elif len(labels) == 2:
+            paths = plot_limit_map(result.results, labels, out.with_name(out.stem + "_map"), lumi=lumi)
+        else:
+            raise StatsError(f"no limit plot for a patchset of {len(labels)} labels")
+        plotted["plots"] = [str(path) for path in paths]
+    except StatsError as err:
+        plotted["plot_error"] = str(err)
+    return result, plotted

@@ -42,6 +42,7 @@ COMMANDS = {
     "fetch-likelihoods": Entry("deploy.cli_likelihoods:fetch",
                                "Download HEPData likelihoods, check sha256, extract"),
     "scan-patchset": Entry("deploy.cli_likelihoods:scan_patchset", "CLs of each patch of a patchset; exclusion contour"),
+    "limits": Entry("deploy.cli_likelihoods:limits", "95% CL upper limits on mu per patch; Brazil plot, map"),
     "run": Entry("deploy.cli_pipeline:run", "The whole pipeline on generated data, with a report"),
 }
 

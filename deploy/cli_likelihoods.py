@@ -9,7 +9,7 @@ import click
 
 from deploy.cli_options import (LikelihoodsType, config_option, dask_or_local, scheduler_option, settings_from_flags,
                                 workers_option)
-from stats.contour import plot_exclusion
+from stats.limit_plots import plot_exclusion_contour
 from stats.fetch import DEFAULT_TIMEOUT, HEPDATA_URL, fetch_likelihoods
 from stats.hepdata import load_likelihoods
 from stats.likelihoods import default_backend, describe, find_patch, select_patches
@@ -108,8 +108,71 @@ def scan_patchset(ctx: click.Context, likelihoods: pathlib.Path, names: tuple[st
         if point.lowered_summary():
             click.echo(point.lowered_summary())
     if not no_plot and len(loaded.patchset.labels) == 2 and ok >= 3:
-        for path in plot_exclusion(result.results, loaded.patchset.labels, out.with_suffix("")):
+        for path in plot_exclusion_contour(result.results, loaded.patchset.labels, out.with_suffix("")):
             click.echo(f"wrote {path}")
+    if result.failed:
+        ctx.exit(1)
+
+
+@click.command("limits")
+@click.argument("likelihoods", type=LikelihoodsType())
+@click.option("--patch", "names", multiple=True, help="Patch name (repeatable); default all.")
+@click.option("--values", "values", multiple=True, help="Patch values like 900,250 (repeatable).")
+@config_option
+@workers_option(in_process=False)
+@scheduler_option
+@click.option("--backend", type=click.Choice(["numpy", "jax"]),
+              help="jax: the compiled engine; numpy: plain pyhf per hypotest [config: patchset.backend].")
+@click.option("--test-stat", type=click.Choice(["qtilde", "q"]),
+              help="Test statistic of the hypotests [config: patchset.test_stat].")
+@click.option("--normsys", type=click.Choice(["code1", "code4"]),
+              help="normsys interpolation [config: patchset.normsys].")
+@click.option("--histosys", type=click.Choice(["code0", "code2", "code4p"]),
+              help="histosys interpolation [config: patchset.histosys].")
+@click.option("--timeout", type=float, help="Per-hypotest time limit in seconds [config: patchset.timeout].")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=pathlib.Path), required=True,
+              help="Result JSON (rerun with the same file to resume).")
+@click.option("--no-plot", is_flag=True, help="Skip the plots.")
+@click.pass_context
+def limits(ctx: click.Context, likelihoods: pathlib.Path, names: tuple[str, ...], values: tuple[str, ...],
+           workers: int | None, scheduler: str | None, backend: str | None, out: pathlib.Path, no_plot: bool,
+           **_: object) -> None:
+    """95% CL CLs upper limits on the signal strength of patches of LIKELIHOODS, each patch a Dask task.
+
+    Writes --out JSON (observed limit, expected median and +-1/2 sigma per patch) and, for a 1D grid, the
+    limits against its label with the expected bands (Brazil plot); for a 2D grid, the map of the observed limits
+    with the observed and expected mu_up = 1 contours.
+    """
+    from deploy.analysis import limit_likelihoods
+    from stats.limits import CURVES
+
+    configuration = settings_from_flags(ctx, {key: value for key, value in PATCHSET_FLAGS.items() if key != "mu"})
+    if backend == "jax" and default_backend() != "jax":
+        raise click.BadParameter("jax is not installed (pip install 'opendata-stats[jax]')", param_hint="--backend")
+    settings = configuration.settings.patchset.hypotest_settings()
+    if settings.test_stat not in ("qtilde", "q"):
+        raise click.BadParameter(f"upper limits need qtilde or q, not {settings.test_stat}", param_hint="--test-stat")
+    patches = [*names, *values]
+    count = len(select_patches(load_likelihoods(likelihoods).patchset, patches or None))
+    from tqdm import tqdm
+
+    with dask_or_local(configuration, workers, scheduler) as client, tqdm(total=count, unit="patch") as bar:
+        result, plotted = limit_likelihoods(likelihoods, out, client=client, patches=patches, settings=settings,
+                                            timeout=configuration.settings.patchset.timeout,
+                                            progress=lambda point: bar.update(1), plot=not no_plot)
+    ok = len(result.results) - len(result.failed)
+    click.echo(f"{ok}/{len(result.results)} patches with limits in {result.wall_time:.1f} s -> {out}")
+    for point in result.results:
+        if point.status == "ok":
+            shown = [f"{name} {value:.4g}" if value is not None else f"{name} none"
+                     for name, value in zip(CURVES, [point.observed, *point.expected])]
+            click.echo(f"{point.name}: mu_up " + ", ".join(shown))
+        else:
+            click.echo(f"failed {point.name}: {point.error}")
+    for path in plotted["plots"]:
+        click.echo(f"wrote {path}")
+    if "plot_error" in plotted:
+        click.echo(f"no plot: {plotted['plot_error']}")
     if result.failed:
         ctx.exit(1)
 

@@ -246,7 +246,8 @@ class MassScanGrid(NamedTuple):
 
 class PatchsetSettings(NamedTuple):
     """Hypothesis tests over a patchset: signal strength, test statistic, time limit per point (s),
-    interpolation codes, and backend (``auto``: jax when installed)."""
+    interpolation codes, backend (``auto``: jax when installed), and whether ``run`` also finds each patch's
+    95% CL upper limits on the signal strength."""
 
     mu: float
     test_stat: str
@@ -254,6 +255,7 @@ class PatchsetSettings(NamedTuple):
     normsys: str
     histosys: str
     backend: str
+    limits: bool
 
     def hypotest_settings(self) -> HypotestSettings:
         """The settings as :class:`stats.likelihoods.HypotestSettings` (``auto`` resolved to an installed backend)."""

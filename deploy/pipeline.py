@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from deploy.analysis import fit_spectrum, identity, look_elsewhere, scan_likelihoods, scan_spectrum, to_plain, write_json
+from deploy.analysis import (fit_spectrum, identity, limit_likelihoods, look_elsewhere, scan_likelihoods, scan_spectrum,
+                             to_plain, write_json)
 from deploy.config import Configuration, configure, selection_cuts
 from deploy.simulation import SIMULATION_SUBDIR, process_samples, samples_to_process
 from processors.datasets import resolve_files
@@ -291,7 +292,14 @@ def run_pipeline(
     if likelihoods is None:
         patch_masses = grid if patch_masses is None else np.asarray(patch_masses, float)
         resolution = fit["background_fit"]["sigma"]
-        signal_yield = max(fit["background_fit"]["signal_yield"], 1.0)
+        if model is not None and "error" not in model:  # mu relative to the SM: the simulated yield at 125 GeV
+            signal_yield = float(model["expected_signal"])
+            normalisation = "the simulated Standard Model yield at 125 GeV, at every mass"
+        else:
+            signal_yield = max(fit["background_fit"]["signal_yield"], 1.0)
+            normalisation = "the signal yield fitted at the peak (no simulation)"
+        results["patchset_signal"] = {"yield": signal_yield, "normalisation": normalisation,
+                                      "resolution_gev": resolution}
         built = build_mass_patchset(spectrum.counts, spectrum.edges, fit["background"], fit["background_unc"],
                                     masses=patch_masses, resolution=resolution, signal_yield=signal_yield)
         likelihoods = patchset_dir / "likelihoods"
@@ -313,6 +321,22 @@ def run_pipeline(
                            "plots": record.get("plots", []), "plot_error": record.get("plot_error"),
                            "identity": stamp}
     echo(f"  {len(record['results'])} patches, {len(failed)} failed, {record.get('wall_time', 0):.1f} s")
+    if settings.patchset.limits and hypotest.test_stat in ("qtilde", "q"):
+        limits_dir = patchset_dir / "limits"
+        limits_dir.mkdir(exist_ok=True)
+        limits_path = limits_dir / "limits.json"
+        limit_stamp = identity(_likelihood_identity(likelihoods), {**hypotest._replace(mu=1.0)._asdict(),
+                                                                   "timeout": settings.patchset.timeout})
+        _reuse_or_clear(limits_dir, limit_stamp, [limits_path, *limits_dir.glob("limits*.p*")], echo)
+        limited, plotted = limit_likelihoods(likelihoods, limits_path, client=client, settings=hypotest,
+                                             timeout=settings.patchset.timeout, lumi=truth["lumi_fb"])
+        failures += [f"limits of patch {r.name}: {r.error}" for r in limited.failed]
+        results["limits"] = {"path": str(limits_path), "patches": len(limited.results), "failed": len(limited.failed),
+                             "wall_time": limited.wall_time, **plotted, "identity": limit_stamp,
+                             "points": [{"name": r.name, "values": r.values, "observed": r.observed,
+                                         "expected": r.expected, "status": r.status} for r in limited.results]}
+        echo(f"  upper limits of {len(limited.results)} patches, {len(limited.failed)} failed, "
+             f"{limited.wall_time:.1f} s")
 
     results["failures"] = failures
     results["wall_time"] = time.perf_counter() - started
@@ -467,6 +491,38 @@ def _shown(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _limits_section(results: dict[str, Any], link: Callable[[str], str]) -> list[str]:
+    """The upper limits of the patch scan: how, the plot, and the table (the first 30 patches)."""
+    limits = results.get("limits")
+    if not limits:
+        return []
+    signal = results.get("patchset_signal")
+    how = ("95% CL CLs upper limits on the signal strength mu (qtilde, asymptotic formulae; each patch a Dask task"
+           + (f"; mu = 1 is {signal['normalisation']}, {signal['yield']:.1f} events" if signal else "") + ").")
+    lines = ["## Upper limits", "", how, "",
+             f"{limits['patches']} patches, {limits['failed']} failed, {limits['wall_time']:.1f} s.", "",
+             *(link(p) for p in limits["plots"] if p.endswith(".png"))]
+    if limits.get("plot_error"):
+        lines += [f"No limit plot: {limits['plot_error']}"]
+
+    def shown(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3g}"
+
+    lines += ["", "| patch | observed | expected | expected -1 sigma | expected +1 sigma | excluded at mu = 1 |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for point in limits["points"][:30]:
+        if point["status"] != "ok":
+            lines.append(f"| {point['name']} | failed | | | | |")
+            continue
+        expected = point["expected"] or [None] * 5
+        excluded = "-" if point["observed"] is None else _yes_no(point["observed"] < 1.0)
+        lines.append(f"| {point['name']} | {shown(point['observed'])} | {shown(expected[2])} | {shown(expected[1])} "
+                     f"| {shown(expected[3])} | {excluded} |")
+    if len(limits["points"]) > 30:
+        lines.append(f"| ... {len(limits['points']) - 30} more in `{limits['path']}` | | | | | |")
+    return [*lines, ""]
+
+
 def render_report(results: dict[str, Any], out_dir: pathlib.Path) -> str:
     """A short Markdown report of ``results`` with links to every plot (PNG) and where each setting came from."""
     def link(path: str) -> str:
@@ -521,6 +577,7 @@ def render_report(results: dict[str, Any], out_dir: pathlib.Path) -> str:
               f"{patchset['wall_time']:.1f} s.", "", *(link(p) for p in patchset["plots"] if p.endswith(".png")), ""]
     if patchset["plot_error"]:
         lines += [f"No CLs plot: {patchset['plot_error']}", ""]
+    lines += _limits_section(results, link)
     if results["failures"]:
         lines += ["## Failures", "", *(f"- {line}" for line in results["failures"]), ""]
     return "\n".join(lines)

@@ -57,7 +57,29 @@ def test_pipeline_agrees_with_the_injected_truth(tmp_path, strong_signal, client
     cls = {r["values"][0]: r["CLs_obs"] for r in json.loads((tmp_path / "out/patchset/cls.json").read_text())["results"]}
     assert cls[125.0] > cls[120.0] and cls[125.0] > cls[130.0]  # the signal is seen where it was injected
 
+    # Upper limits on mu (relative to the simulated SM yield) per mass, as pyhf's upper_limit finds them.
+    limits = results["limits"]
+    assert limits["patches"] == 3 and limits["failed"] == 0
+    assert results["patchset_signal"]["normalisation"].startswith("the simulated Standard Model yield")
+    by_mass = {p["values"][0]: p for p in limits["points"]}
+    assert by_mass[125.0]["observed"] > by_mass[125.0]["expected"][4]  # 4x the SM signal: above the +2 sigma band
+    import pyhf
+
+    from stats.hepdata import load_likelihoods
+    from stats.likelihoods import HypotestSettings, patched_model
+
+    loaded = load_likelihoods(tmp_path / "out/patchset/likelihoods")
+    patch = next(p for p in loaded.patchset.patches if list(p.values) == [120.0])
+    pyhf.set_backend("numpy")
+    model, data = patched_model(loaded.bkg_only, {"metadata": patch.metadata, "patch": patch.patch},
+                                HypotestSettings())
+    observed, expected = pyhf.infer.intervals.upper_limits.upper_limit(data, model, test_stat="qtilde", rtol=1e-6)
+    assert by_mass[120.0]["observed"] == pytest.approx(float(observed), rel=1e-3)
+    assert by_mass[120.0]["expected"][2] == pytest.approx(float(expected[2]), rel=1e-3)
+
     report = result.report_path.read_text()
+    assert "## Upper limits" in report and "](patchset/limits/limits.png)" in report
+    assert (tmp_path / "out/patchset/limits/limits.png").is_file()
     for plot in ("fit/fit.png", "mass_scan/mass_scan.png", "patchset/cls.png", "fit/degree_scan.png",
                  "fit/simulation_fit.png", "fit/spurious_signal.png"):
         assert (tmp_path / "out" / plot).is_file()

@@ -96,3 +96,29 @@ def test_poi_bounds_read_once_where_the_measurement_sets_them(toy):
     patch = small_patchset(bkg, SIGNALS)["patches"][0]
     bounded = toy._replace(bkg_only=bkg)
     assert measured_poi_bounds(bounded, patch) == (0.0, 3.0)
+
+
+def test_cli_limits_writes_each_patchs_limits_and_the_map(toy, tmp_path, capsys):
+    """`opendata-stats limits`: the limits pyhf's upper_limit gives, one line per patch, the limit map of the 2D
+    grid, exit 0; the weak signal's limits beyond the POI's bound are named, not invented."""
+    pytest.importorskip("jax")
+    from deploy.cli import main
+
+    out = tmp_path / "limits.json"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["limits", toy.source, "--workers", "1", "--backend", "jax", "--out", str(out)])
+        raise SystemExit(0)
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "3/3 patches with limits" in printed
+    rows = {row["name"]: row for row in json.loads(out.read_text())["results"]}
+    patch = toy.patchset["sig_300_100"]
+    model, data = in_process(toy, patch)
+    obs, exp = pyhf.infer.intervals.upper_limits.upper_limit(data, model, test_stat="qtilde", rtol=1e-6)
+    row = rows["sig_300_100"]
+    for value, want in zip([row["observed"], *row["expected"]], [obs, *exp]):
+        assert abs(value - float(want)) <= 1e-3 * float(want)
+    assert f"sig_300_100: mu_up observed {row['observed']:.4g}" in printed
+    assert "sig_500_100: mu_up observed none" in printed  # above the POI's upper bound (see the test above)
+    # Two observed limits: too few for a map, which the command says instead of failing.
+    assert "no plot: a limit map needs a 2D scan with at least 3 observed limits, got 2" in printed
