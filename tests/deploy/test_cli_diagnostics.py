@@ -19,6 +19,7 @@ def run(argv: list[str]) -> int:
     return 0
 
 
+@pytest.mark.slow
 def test_workspace_file_gives_the_verified_fit_and_top_impacts(tmp_path):
     pyhf.set_backend("numpy")
     source = tmp_path / "workspace.json"

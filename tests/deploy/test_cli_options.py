@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from deploy.cli import COMMANDS, cli
 
-DASK_COMMANDS = ["process", "scan-mass", "scan-patchset", "run"]
+DASK_COMMANDS = ["process", "scan-mass", "scan-patchset", "limits", "run"]
 
 
 def help_of(command: str) -> dict[str, str]:
@@ -34,6 +34,7 @@ def test_every_command_rejects_a_bad_config_file_in_one_line(command: str, tmp_p
     args = {"generate": ["--out", str(tmp_path / "g")], "process": [str(tmp_path / "x.root"), "--out", str(tmp_path)],
             "fit": [str(tmp_path)], "scan-mass": [str(tmp_path)], "patchset": [str(tmp_path)],
             "scan-patchset": [str(tmp_path), "--out", str(tmp_path / "o.json")], "serve": [str(tmp_path)],
+            "limits": [str(tmp_path), "--out", str(tmp_path / "l.json")],
             "fetch-likelihoods": ["1408476", "--out", str(tmp_path / "likelihoods")],
             "run": ["--out", str(tmp_path / "r")], "diagnostics": [str(tmp_path), "--out", str(tmp_path / "d")]}[command]
     done = subprocess.run([sys.executable, "-m", "deploy.cli", command, *args, "--config", str(config)],
@@ -48,9 +49,10 @@ def test_workers_means_local_dask_worker_processes_in_every_command(command: str
     assert text.startswith("Local Dask worker"), text
 
 
-@pytest.mark.parametrize("command", ["run", "scan-patchset"])
+@pytest.mark.parametrize("command", ["run", "scan-patchset", "limits"])
 def test_workers_zero_is_refused_where_the_work_needs_dask(command: str, tmp_path: Path) -> None:
-    args = {"run": ["--out", str(tmp_path)], "scan-patchset": [str(tmp_path), "--out", str(tmp_path / "o.json")]}
+    args = {"run": ["--out", str(tmp_path)], "scan-patchset": [str(tmp_path), "--out", str(tmp_path / "o.json")],
+            "limits": [str(tmp_path), "--out", str(tmp_path / "l.json")]}
     done = CliRunner().invoke(cli, [command, *args[command], "--workers", "0"])
     assert done.exit_code == 2 and "--workers" in done.output
 

@@ -162,6 +162,7 @@ def test_a_partial_run_writes_its_result_where_there_was_none_or_a_partial_one(i
 SIGTERMED = "import sys; from deploy.cli import main; main(sys.argv[1:])"
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_run_leaves_the_earlier_outputs_byte_for_byte(inputs, tmp_path, capsys):
     """A run of other settings into the folder is stopped by SIGTERM once it has checkpointed a chunk."""
     out, big = tmp_path / "out", [write_photon_file(tmp_path / f"big{i}.root", 200_000, seed=7 + i, parts=200) for i in range(2)]

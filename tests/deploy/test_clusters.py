@@ -22,6 +22,7 @@ def square(x: int) -> int:
     return x * x
 
 
+@pytest.mark.slow
 def test_factory_connects_to_a_running_scheduler_with_two_workers(dask_scheduler_address: str) -> None:
     with dask_client(scheduler=dask_scheduler_address, announce=False) as client:
         workers = client.scheduler_info()["workers"]
@@ -53,6 +54,7 @@ def _diagnostics(dask_worker) -> tuple[bool, float, str | None, str | None]:
             os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("MALLOC_MMAP_THRESHOLD_"))
 
 
+@pytest.mark.slow
 def test_local_cluster_runs_without_profiler_and_slow_ticks_unless_configured(monkeypatch) -> None:
     for name in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"):
         monkeypatch.delenv(name, raising=False)  # the shell's value would win over the config's
@@ -73,6 +75,7 @@ def _gc_state() -> tuple[int, int, bool]:
     return gc.get_threshold()[0], gc.get_freeze_count(), "uproot" in sys.modules
 
 
+@pytest.mark.slow
 def test_local_workers_freeze_the_processing_code_and_collect_young_garbage_less_often() -> None:
     with dask_client(workers=2, announce=False) as client:
         states = list(client.run(_gc_state).values())
@@ -236,6 +239,7 @@ def _answers(url: str) -> bool:
 
 @pytest.mark.timeout(180)
 # dask_gateway's internal Gateway object complains from __del__ once its event loop has stopped.
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_gateway_cluster_scales_to_one_worker_and_computes(gateway_address: tuple[str, str]) -> None:
     address, proxy = gateway_address

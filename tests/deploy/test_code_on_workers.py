@@ -87,6 +87,7 @@ def shipped_code(client: Client) -> list[tuple[str, str | None]]:
     return [(locations[address], digests[address]["code"]) for address in sorted(locations)]
 
 
+@pytest.mark.slow
 def test_process_and_scan_mass_on_workers_without_the_project_match_a_local_run(cluster, dataset, tmp_path, capsys):
     remote, local = tmp_path / "remote", tmp_path / "local"
     succeed(["process", *dataset, "--scheduler", cluster.address, "--no-progress", "--out", str(remote)], capsys)
@@ -112,7 +113,8 @@ def test_process_and_scan_mass_on_workers_without_the_project_match_a_local_run(
             assert f"/{deploy.shipping.ARCHIVE_PREFIX}{digest[:16]}.zip/stats/" in location
 
 
-@pytest.mark.parametrize("backend", ["numpy", pytest.param("jax", marks=pytest.mark.slow)])  # jax: 75 s on 2 cores
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["numpy", "jax"])  # jax: 75 s on 2 cores
 def test_patch_scan_engine_child_runs_the_shipped_code_and_matches_a_local_run(cluster, toy_dir, tmp_path, capsys,
                                                                                backend):
     remote, local = tmp_path / "remote.json", tmp_path / "local.json"

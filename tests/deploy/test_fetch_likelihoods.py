@@ -108,6 +108,7 @@ def nothing_left(parent: Path, out: Path) -> bool:
     return not out.exists() and not list(parent.glob(".fetch-*"))
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 @pytest.mark.skipif(not TARBALL.exists(), reason="shared 1Lbb likelihoods absent")
 def test_the_tutorial_url_downloads_checks_and_extracts_the_1lbb_likelihoods(site, tmp_path: Path, capsys) -> None:

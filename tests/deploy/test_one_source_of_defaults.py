@@ -98,6 +98,7 @@ def spectrum_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_flags_override_the_config_file_in_fit_and_scan_mass(spectrum_dir: Path, tmp_path: Path) -> None:
     config = tmp_path / "analysis.yaml"
     config.write_text("fit: {degree: 3, mass: 124}\nmass_scan: {low: 120, high: 130, points: 3}\n")

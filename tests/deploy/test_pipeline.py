@@ -30,6 +30,7 @@ def strong_signal(tmp_path_factory):
     return directory
 
 
+@pytest.mark.slow
 def test_pipeline_agrees_with_the_injected_truth(tmp_path, strong_signal, client):
     lines = []
     configuration = configure(overrides={"dataset.lumi_fb": 36.1, "dataset.scale": 0.06, "dataset.seed": 11})
@@ -159,6 +160,7 @@ def _pyhf_cls(likelihoods, name):
         pyhf.set_backend("numpy")
 
 
+@pytest.mark.slow
 def test_a_rerun_on_other_data_recomputes_instead_of_reusing(tmp_path, strong_signal, client):
     """`run`, then `run --scale 0.03 --seed 99` into the same folder: the patch scan gives the new data's CLs."""
     out, lines = tmp_path / "out", []

@@ -56,6 +56,7 @@ def test_paths_have_no_samples_unless_asked_for(generated, tmp_path, capsys):
     assert exit_.value.code == 2 and err.count("\n") == 1 and "--metadata or --release" in err
 
 
+@pytest.mark.slow
 def test_fit_builds_the_simulation_model(generated, tmp_path, capsys):
     out = tmp_path / "processed"
     succeed(["process", "--metadata", str(generated.metadata_path), "--workers", "0", "--no-progress", "--out",

@@ -88,6 +88,7 @@ def test_streamed_run_equals_local_run(server, clean, dataset):
     assert equal(result.histograms, clean.histograms)
 
 
+@pytest.mark.slow
 def test_server_restart_mid_run_on_dask_loses_no_event(server, clean, dataset, dask_scheduler_address, tmp_path):
     from distributed import Client
 
@@ -155,6 +156,7 @@ print(json.dumps(dict(failed=len(result.failed_chunks), events=result.events_pro
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["root", "https"])
 def test_server_restart_bridged_by_the_engines_own_client_settings(clean, dataset, tmp_path, protocol):
     script = tmp_path / "restart.py"
@@ -180,6 +182,7 @@ def run_cli(argv, capsys):
     return status, capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["root", "https"])
 def test_server_gone_for_good_lists_exactly_the_unprocessed_ranges_then_resume_completes(
     server, clean, dataset, local_chunks, tmp_path, capsys, monkeypatch, protocol

@@ -59,6 +59,7 @@ def one_error_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     return err.strip()
 
 
+@pytest.mark.slow
 def test_the_configured_certificates_run_process_on_workers_without_the_project(tls_cluster, certificates, dataset,
                                                                                tmp_path, capsys):
     path = config(tmp_path / "casa.yaml", tls_cluster.address, ca_file=certificates.ca.cert_file,

@@ -13,6 +13,7 @@ def code_blocks(text: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
 
 
+@pytest.mark.slow
 def test_tutorial_runs(tmp_path, monkeypatch):
     if not (SHARED / "1Lbb-likelihoods.tar.gz").is_file():
         pytest.skip(f"the 1Lbb likelihoods are not in {SHARED}")

@@ -168,6 +168,7 @@ def _settings() -> tuple[str, bool, dict[str, str]]:
             {name: os.environ.get(name) for name in XROOTD_CLIENT_ENV})
 
 
+@pytest.mark.slow
 def test_dask_workers_read_with_the_settings_from_their_start():
     # The worker plugin configures each worker before its first task (nothing else has run there).
     with dask_client(workers=2, announce=False) as client:

@@ -99,6 +99,7 @@ def runner_output(files: list[str], executor: processor.executor.ExecutorBase) -
     return runner({"data": files}, processor_instance=DiphotonProcessor(), treename="analysis")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("executor", ["iterative", "futures"])
 def test_runner_gives_the_histograms_of_process(files, reference, executor):
     executors = {"iterative": processor.IterativeExecutor, "futures": lambda: processor.FuturesExecutor(workers=2)}

@@ -61,6 +61,7 @@ def test_a_task_reads_its_chunks_one_at_a_time_and_loses_no_event(files, clean, 
     assert same_histograms(result, clean)
 
 
+@pytest.mark.slow
 def test_grouped_tasks_on_dask_equal_single_process(files, clean, client):
     result = process_files(files, processor=DiphotonProcessor(), client=client, chunksize=1, task_entries=10**9,
                            progress=False)
@@ -152,6 +153,7 @@ def _open_files() -> list[str]:
     return sorted({key[0] for key in chunks.trees._trees})
 
 
+@pytest.mark.slow
 def test_large_files_are_read_by_every_free_worker(tmp_path):
     import dask
 
@@ -191,6 +193,7 @@ def _import_engine() -> None:
     import processors.engine  # noqa: F401
 
 
+@pytest.mark.slow
 def test_one_file_starts_on_every_worker_at_once(tmp_path, spread_small_files):
     from distributed import get_task_stream
 
@@ -206,6 +209,7 @@ def test_one_file_starts_on_every_worker_at_once(tmp_path, spread_small_files):
     assert same_histograms(result, process_files([large], processor=DiphotonProcessor(), progress=False))
 
 
+@pytest.mark.slow
 def test_a_file_read_in_parts_gives_each_part_worker_its_share_of_the_chunks(tmp_path, spread_small_files):
     from distributed import get_task_stream
 
@@ -475,6 +479,7 @@ def test_a_worker_killed_in_the_middle_of_a_task_counts_each_chunk_once(files, c
     assert same_histograms(result, clean)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_loses_no_chunk(files, clean, tmp_path, client):
     result = process_files(
         files, processor=DiesOnce(marker=str(tmp_path / "died")), client=client, chunksize=1, progress=False
@@ -525,6 +530,7 @@ class DiesInAPart(KillsItsWorker):
         return super().process(events)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("first", [True, False], ids=["first-part-dies", "later-part-dies"])
 def test_a_part_killed_with_its_worker_is_never_lost(tmp_path, first, spread_small_files, first_answer):
     import dask
@@ -557,6 +563,7 @@ class DiesInSecondPart(KillsItsWorker):
         return super().process(events)
 
 
+@pytest.mark.slow
 def test_the_chunks_of_a_part_killed_with_its_worker_still_run(tmp_path, spread_small_files, first_answer):
     import dask
 
@@ -582,6 +589,7 @@ class DiesOnFile(KillsItsWorker):
         return super().process(events)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("allowed_failures", [3, 0], ids=["retried", "not-retried"])
 def test_a_worker_killed_in_a_shared_task_loses_no_file(small_files, one_by_one, tmp_path, allowed_failures, monkeypatch):
     import dask

@@ -65,6 +65,7 @@ def test_a_task_that_raises_is_a_failed_result_and_an_interrupt_ends_the_run():
     assert list(executor.as_completed()) == []  # the context dropped what was left
 
 
+@pytest.mark.slow
 def test_dask_follows_the_same_protocol(client):
     executor = executor_for(client)
     assert isinstance(executor, DaskExecutor) and isinstance(executor_for(None), InProcessExecutor)

@@ -75,6 +75,7 @@ def run_chunks(chunk_list):
     return accumulate([chunks.run_chunk(chunk, **options).output for chunk in chunk_list], DiphotonProcessor().empty_output())
 
 
+@pytest.mark.slow
 def test_sigkilled_dask_worker_loses_no_chunk(dataset, clean, dask_scheduler_address, tmp_path):
     """One of the two real ``dask worker`` processes is SIGKILLed mid-run; its nanny starts a new one."""
     from distributed import Client
@@ -185,6 +186,7 @@ print("finished")
 """
 
 
+@pytest.mark.slow
 def test_sigkilled_client_resumes_from_its_checkpoints(dataset, clean, tmp_path, monkeypatch):
     """The process running the engine is SIGKILLed; a new one reprocesses only the chunks it had not saved."""
     script, checkpoint = tmp_path / "client.py", tmp_path / "checkpoint"

@@ -25,6 +25,7 @@ def _run(argv):
     return exit_info.value.code
 
 
+@pytest.mark.slow
 def test_fit_writes_results_workspace_and_plots(run_dir, capsys):
     assert _run(["fit", str(run_dir), "--mass", "125", "--degree", "auto"]) == 0
     out = capsys.readouterr().out

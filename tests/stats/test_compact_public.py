@@ -281,6 +281,7 @@ def test_measurement_settings_stand_for_staterror_and_shapesys():
     assert numbers.fixed[theory] and numbers.init[theory] == 0.5
 
 
+@pytest.mark.slow
 def test_shared_shapefactor_hypotest_and_a_patch_that_replaces():
     """The shared shapefactor takes the compact path with pyhf's CLs; so does a patch of replace operations (pyhf's
     example patchset changes a normsys's hi and lo), which the engine applies to a copy of the channels."""
@@ -299,6 +300,7 @@ def test_written_specs_hypotest(name, test_stat):
     assert assert_hypotest_agrees(SPECS[name](), [AS_PUBLISHED], settings) == ["equal"]
 
 
+@pytest.mark.slow
 def test_two_minima_code0():
     """The free fit from pyhf's start stops in the higher valley (alpha < 0); its mirror image finds the lower one
     that pyhf's fit finds. pyhf's default Asimov conditional fit stops early (-2lnL 36.06, Minuit 31.67), so its CLs

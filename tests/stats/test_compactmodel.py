@@ -66,6 +66,7 @@ def model_and_compact(spec: dict, settings: dict):
     return model, workspace.data(model), structure, numbers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("codes", list(CODES))
 def test_every_modifier_type_matches_pyhf(codes):
     pyhf.set_backend("numpy")
@@ -121,6 +122,7 @@ def test_minimizer_stops_at_an_active_bound():
     assert float(fx) == pytest.approx(1.0, abs=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("test_stat", ["qtilde", "q"])
 @pytest.mark.parametrize("observed", [[66.0, 21.0], [52.0, 16.0]])  # an excess, and a deficit (mu_hat at 0)
 def test_hypotest_matches_pyhf(test_stat, observed):

@@ -41,6 +41,7 @@ def eager():
     return fit_diagnostics(model, data)
 
 
+@pytest.mark.slow
 def test_fit_and_ranking_agree_with_cabinetry(eager):
     pyhf.set_backend("numpy")
     model, data = small_model()
@@ -63,6 +64,7 @@ def test_fit_and_ranking_agree_with_cabinetry(eager):
     assert got.pulls["xsec"] == pytest.approx(got.fit.bestfit[index], abs=1e-12)
 
 
+@pytest.mark.slow
 def test_figures_are_written(eager, tmp_path):
     from stats.diagnostics import draw
 
@@ -71,6 +73,7 @@ def test_figures_are_written(eager, tmp_path):
     assert all(p.stat().st_size > 1000 for p in paths)
 
 
+@pytest.mark.slow
 def test_ranking_as_dask_tasks_equals_in_process(eager, dask_scheduler_address):
     from distributed import Client
 
@@ -84,6 +87,7 @@ def test_ranking_as_dask_tasks_equals_in_process(eager, dask_scheduler_address):
     assert distributed.fits == eager.fits
 
 
+@pytest.mark.slow
 def test_top_ranks_the_largest_linearised_impacts(eager):
     pyhf.set_backend("numpy")
     model, data = small_model()

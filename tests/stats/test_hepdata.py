@@ -199,6 +199,7 @@ def test_patch_values_need_one_per_label(toy_dir: Path):
         find_patch(load_likelihoods(toy_dir).patchset, "400,100,5")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not TARBALL.exists(), reason="shared 1Lbb likelihoods absent")
 def test_the_notebooks_650_0_is_a_name_fragment_not_6500(capsys):
     from deploy.cli import main

@@ -55,6 +55,7 @@ def test_pyhf_default_fit_stops_early_on_the_3l_likelihood():
     assert float(default) > reference["example"]["tight_fit"]["twice_nll_free"] + 40
 
 
+@pytest.mark.slow
 @needs_3l
 @pytest.mark.parametrize("name", ["ERJR_100p0_20p0", "ERJR_125p0_35p0"])
 def test_compact_engine_reaches_the_true_minimum_on_3l(name):

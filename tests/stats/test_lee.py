@@ -77,6 +77,7 @@ def test_q0_at_a_fixed_mass_follows_the_asymptotic_distribution(data):
     assert scipy.stats.kstest(2 * p0, "uniform").pvalue > 1e-3
 
 
+@pytest.mark.slow
 def test_toys_agree_with_gross_vitells():
     observed = make_toy(seed=109, signal_yield=250.0)  # a local excess of 3.06 sigma at 124.5 GeV
     result = lee.global_significance(observed.counts, observed.edges, degree=4, toys=2000, batch_size=100, seed=8)

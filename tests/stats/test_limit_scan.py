@@ -36,7 +36,8 @@ def in_process(toy, patch):
     return model, data
 
 
-@pytest.mark.parametrize("backend", [pytest.param("numpy", marks=pytest.mark.slow), "jax"])
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
 def test_toy_limits_as_tasks_match_in_process_and_pyhf(toy, client, tmp_path, backend):
     if backend == "jax":
         pytest.importorskip("jax")
@@ -98,6 +99,7 @@ def test_poi_bounds_read_once_where_the_measurement_sets_them(toy):
     assert measured_poi_bounds(bounded, patch) == (0.0, 3.0)
 
 
+@pytest.mark.slow
 def test_cli_limits_writes_each_patchs_limits_and_the_map(toy, tmp_path, capsys):
     """`opendata-stats limits`: the limits pyhf's upper_limit gives, one line per patch, the limit map of the 2D
     grid, exit 0; the weak signal's limits beyond the POI's bound are named, not invented."""

@@ -165,6 +165,7 @@ def test_bad_arguments():
         upper_limits(lambda mu: None, bounds=(0, 0))
 
 
+@pytest.mark.slow
 def test_compact_engine_limits_match_pyhf_on_a_toy_patchset():
     """The compact PatchEngine of a toy patchset, one patch's limits against pyhf's upper_limit and cabinetry's on the
     same patched model."""

@@ -79,6 +79,7 @@ def test_background_only_toys_show_nothing_above_three_sigma(seed):
     assert len({round(point["p0"], 6) for point in scan.points}) > 5
 
 
+@pytest.mark.slow
 def test_tutorial_method_fails_where_the_robust_one_does_not():
     toy = make_toy(seed=1, signal_yield=1800.0)
     masses = [115.0, 125.0]

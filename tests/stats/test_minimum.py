@@ -58,6 +58,7 @@ def test_robust_fit_equals_scipy_on_the_same_chi2():
     assert fit.start == "found" and fit.edm < 2e-4
 
 
+@pytest.mark.slow
 def test_a_pyhf_fit_that_stops_early_does_not_make_the_significance(monkeypatch):
     toy = make_toy(seed=1, signal_yield=1800.0)
     spec = build_workspace(toy.counts, fit_background(toy.counts, toy.edges, mass=125.0))

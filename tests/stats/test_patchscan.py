@@ -91,6 +91,7 @@ def test_compilation_cache_location(monkeypatch, tmp_path):
     assert compilation_cache_dir() == tmp_path / "opendata-stats" / "jax"
 
 
+@pytest.mark.slow
 def test_hanging_point_is_stopped_and_resume_skips_done(toy, client, tmp_path):
     out = tmp_path / "scan.json"
     start = time.perf_counter()
@@ -148,6 +149,7 @@ def assert_lowered_minima_are_pyhf_values(likelihoods, point: PointResult) -> No
         assert value < record["first_twice_nll"] - 1e-3
 
 
+@pytest.mark.slow
 @needs_1lbb
 def test_1lbb_subset_matches_reference_and_tutorial(client, tmp_path):
     pytest.importorskip("jax")
@@ -190,6 +192,7 @@ def test_1lbb_subset_matches_reference_and_tutorial(client, tmp_path):
             assert all(agrees(a, b) for a, b in zip(tutorial[name].CLs_exp, seed["CLs_exp"]))
 
 
+@pytest.mark.slow
 @needs_1lbb
 def test_1lbb_all_patches_match_reference(client, tmp_path):
     """All 125 points take the compact path and agree with pyhf's reference, except where a restart found a lower
@@ -294,6 +297,7 @@ def test_engine_falls_back_when_padding_would_change_the_model(toy, monkeypatch)
     pyhf.set_backend("numpy")
 
 
+@pytest.mark.slow
 def test_engine_pads_missing_samples_to_one_compiled_structure():
     """A patch that adds no sample to a channel shares the template of one that does (zero-yield padding)."""
     pytest.importorskip("jax")
@@ -327,6 +331,7 @@ def test_engine_pads_missing_samples_to_one_compiled_structure():
     pyhf.set_backend("numpy")
 
 
+@pytest.mark.slow
 def test_cli_scan_patchset_writes_results_with_the_chosen_interpolation(toy, tmp_path, capsys):
     from deploy.cli import main
 

@@ -64,6 +64,7 @@ def slow_target(bkg_only, settings, shared):
     return slow
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_scan_loses_no_point(dask_scheduler_address):
     from distributed import Client
 

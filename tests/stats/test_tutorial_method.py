@@ -43,6 +43,7 @@ def _point(scan, mass):
     return point
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mass", CONFIRMED)
 def test_parameters_and_significance_are_the_notebooks(spectrum, scan, mass):
     with warnings.catch_warnings():
@@ -101,6 +102,7 @@ def test_where_lmfit_stops_early_the_lower_minimum_stands(spectrum, scan, mass):
     assert point["signal_yield"] == pytest.approx(fit.signal_yield, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_where_the_notebook_has_no_uncertainties_the_point_fails_or_a_lower_minimum_stands(spectrum):
     # The notebook's eval_uncertainty is all zero (or raises) where lmfit estimates no covariance; the project
     # never builds a workspace from that: its verified fit either has uncertainties at a lower chi2, or fails

@@ -67,6 +67,7 @@ def test_invalid_workspaces_are_rejected(toy, fit, tmp_path):
         load_workspace(tmp_path / "missing.json")
 
 
+@pytest.mark.slow
 def test_significance_equals_pyhf_directly_and_the_asimov_expectation(toy, fit, spec):
     result = discovery_significance(spec)
     # Independent path: pyhf's own hypotest on the same spec (not through cabinetry).
@@ -107,6 +108,7 @@ def test_a_workspace_with_every_parameter_fixed_fails_with_a_reason(spec):
         discovery_significance(fixed)
 
 
+@pytest.mark.slow
 def test_a_deficit_gives_a_valid_workspace_and_zero_significance():
     toy = make_toy(seed=5, signal_yield=-1500.0)
     fit = fit_background(toy.counts, toy.edges, mass=125.0)
