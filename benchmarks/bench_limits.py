@@ -1,7 +1,7 @@
 """Benchmark: 95 % CL CLs upper limits for 1Lbb patches, the compact engine (stats.limits) vs pyhf's upper_limit.
 
 Usage: python benchmarks/bench_limits.py [--patches A,B,...|all] [--pyhf N] [--pyhf-backend numpy|jax] [--no-compact]
-                                        [--dask W] [--out FILE.json]
+                                        [--dask W] [--json FILE]
 Both serially in this process (single-threaded, as the scan's engine processes), patch by patch:
 ``stats.limits.upper_limits`` through one compact ``PatchEngine`` (the first patch pays the compilation), and
 pyhf's ``upper_limit`` (numpy backend by default; toms748, its default rtol 1e-4, the model's POI bounds, qtilde,
@@ -9,14 +9,18 @@ code4/code4p) on the first N patches. Per patch: wall and CPU seconds, hypotests
 largest relative difference where both have one. With ``--dask W``, also ``stats.limit_scan.scan_limits`` of the
 same patches on a running W-worker local cluster (its engines compile once per worker), from the tarball to the
 written results.
-Writes the table as JSON after every patch (``--out``); edits nothing else.
+Writes a JSON document (``_lib.output``) with, besides the common fields, ``settings`` {patches, pyhf,
+pyhf_backend, no_compact, dask}, ``rows`` (per patch: ``compact`` and ``pyhf`` {wall, cpu, hypotests, limits},
+``largest_relative_difference``), ``curves``, ``dask`` {workers, patches, wall, failed, hypotests, limits} and
+``target_s`` (all 125 patches on 2 workers); ``benchmarks/render.py`` makes the "## Upper limits of published
+likelihoods" section of it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -25,7 +29,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
 import numpy as np
-from _common import machine
+from _lib import output
 
 from stats.compact.engine import PatchEngine
 from stats.compact.padding import shared_modifiers
@@ -34,6 +38,8 @@ from stats.likelihoods import HypotestSettings, patched_model, switch_backend
 from stats.limits import CURVES, engine_hypotest, poi_bounds, upper_limits
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: Target of issue 20: the limits of all 125 1Lbb patches on 2 workers.
+TARGET_S = 300.0
 #: Spread over the grid: strongly excluded, near the contour, not excluded (1000_0: +2 sigma above the POI bound).
 PATCHES = ("650_0", "1000_0", "150_0", "300_150", "400_200", "500_250", "550_0", "700_200", "800_300", "900_150")
 
@@ -96,18 +102,18 @@ def main() -> None:
     parser.add_argument("--pyhf-backend", default="numpy", choices=["numpy", "jax"])
     parser.add_argument("--no-compact", action="store_true", help="pyhf only")
     parser.add_argument("--dask", type=int, default=0, help="also scan_limits on a local cluster of this many workers")
-    parser.add_argument("--out", default="bench_limits.json")
+    output.add_arguments(parser)
     args = parser.parse_args()
+    names_of_settings = ("patches", "pyhf", "pyhf_backend", "no_compact", "dask")
+    document = output.start("patch_limits", output.command("bench_limits.py", args, *names_of_settings),
+                            {name: getattr(args, name) for name in names_of_settings})
     loaded = load_likelihoods(DATA / "1Lbb-likelihoods.tar.gz")
     names = ([p.name for p in loaded.patchset.patches] if args.patches == "all"
              else [f"C1N2_Wh_hbb_{key}" for key in args.patches.split(",")])
     specs = {p.name: {"metadata": dict(p.metadata), "patch": list(p.patch)} for p in loaded.patchset.patches}
-    table = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "patches": []}
+    rows: list[dict] = []
     engine = PatchEngine(loaded.bkg_only, HypotestSettings(backend="jax"),
                          shared_modifiers(loaded.bkg_only, list(specs.values())))
-
-    def write() -> None:
-        Path(args.out).write_text(json.dumps(table, indent=1))
 
     for index, name in enumerate(names):
         spec = specs[name]
@@ -119,7 +125,7 @@ def main() -> None:
                               "limits": list(result.values), "status": [x.status for x in result.limits],
                               "methods": sorted({p.method for p in result.points})}
             print(f"{name}: compact {wall:.1f} s wall, {cpu:.1f} s CPU, {row['compact']['hypotests']} hypotests, "
-                  f"{result.values}", flush=True)
+                  f"{result.values}", file=sys.stderr, flush=True)
         if index < args.pyhf:
             switch_backend(args.pyhf_backend)  # the model is built under the backend that fits it
             model, data = patched_model(loaded.bkg_only, spec, HypotestSettings())
@@ -128,7 +134,7 @@ def main() -> None:
             except ValueError as err:  # e.g. its search going past the POI's bound, where its fit refuses to start
                 switch_backend("numpy")
                 row["pyhf"] = {"error": str(err).splitlines()[0]}
-                print(f"{name}: pyhf failed: {row['pyhf']['error']}", flush=True)
+                print(f"{name}: pyhf failed: {row['pyhf']['error']}", file=sys.stderr, flush=True)
             else:
                 switch_backend("numpy")
                 limits = [float(obs), *(float(v) for v in exp)]
@@ -137,15 +143,11 @@ def main() -> None:
                 if "compact" in row:
                     both = [(a, b) for a, b in zip(row["compact"]["limits"], limits) if a is not None]
                     row["largest_relative_difference"] = max((abs(a - b) / abs(b) for a, b in both), default=None)
-                print(f"{name}: pyhf {wall:.1f} s wall, {cpu:.1f} s CPU, {len(scan)} hypotests, {limits}", flush=True)
-        table["patches"].append(row)
-        write()
-    if args.dask:
-        table["dask"] = dask_scan(args.dask, names)
-        write()
-    table["curves"] = list(CURVES)
-    table["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    write()
+                print(f"{name}: pyhf {wall:.1f} s wall, {cpu:.1f} s CPU, {len(scan)} hypotests, {limits}", file=sys.stderr, flush=True)
+        rows.append(row)
+    document.update({"rows": rows, "curves": list(CURVES), "target_s": TARGET_S,
+                     "dask": dask_scan(args.dask, names) if args.dask else None})
+    output.finish(document, args.json)
 
 
 if __name__ == "__main__":

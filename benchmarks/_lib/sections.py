@@ -524,6 +524,56 @@ def lee(doc: Document) -> list[str]:
     ]
 
 
+def mass_limits(doc: Document) -> list[str]:
+    settings, base, target = doc["settings"], doc["baseline"], doc["target_s"]
+    lines = [
+        f"`{doc['command']}` on {machine_line(doc['machine'])}; started {doc['started']}. Input: {doc['input']}; "
+        f"{doc['patches']} masses from 110 to 160 GeV, one patch each; LocalCluster of {settings['workers']} workers, "
+        "started before timing.",
+        "",
+        "| what | masses | wall s | hypotests | failed | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for index, scan in enumerate(doc["scans"]):
+        verdict = f"<= {target:g} s: {'met' if doc['target_met'] else 'NOT met'}" if index == 0 else ""
+        lines.append(f"| `stats.limit_scan.scan_limits`, {scan['label']} | {doc['patches']} | {scan['wall_s']:.1f} | "
+                     f"{scan['hypotests']} | {scan['failed']} | {verdict} |")
+    if base:
+        lines += [f"| baseline: {base['method']}, {len(base['masses'])} masses timed, extrapolated to "
+                  f"{settings['workers']} workers | {doc['patches']} | {base['extrapolated_s']:.1f} | | | |", "",
+                  f"pyhf's upper_limit takes {base['per_mass_s']:.1f} s per mass (at "
+                  f"{', '.join(f'{m:g}' for m in base['masses'])} GeV); there the six limits differ from the scan's by "
+                  f"at most {base['max_relative_difference']:.2g} (relative)."]
+    return lines
+
+
+def patch_limits(doc: Document) -> list[str]:
+    settings, rows, dask = doc["settings"], doc["rows"], doc.get("dask")
+    lines = [f"`{doc['command']}` on {machine_line(doc['machine'])}; started {doc['started']}. Both serially in one "
+             "process, patch by patch: `stats.limits.upper_limits` through one compact `PatchEngine` (the first patch "
+             f"pays the compilation) and pyhf's `upper_limit` ({settings['pyhf_backend']} backend) on the first "
+             f"{settings['pyhf']}.", "",
+             "| patch | compact wall s | CPU s | hypotests | pyhf wall s | hypotests | largest relative difference |",
+             "|---|---|---|---|---|---|---|"]
+
+    def cell(row: dict, side: str, key: str, spec: str) -> str:
+        value = row.get(side, {}).get(key)
+        return "" if value is None else format(value, spec)
+
+    for row in rows:
+        difference = row.get("largest_relative_difference")
+        lines.append(f"| {row['name']} | {cell(row, 'compact', 'wall', '.1f')} | {cell(row, 'compact', 'cpu', '.1f')} | "
+                     f"{cell(row, 'compact', 'hypotests', 'd')} | {cell(row, 'pyhf', 'wall', '.1f')} | "
+                     f"{cell(row, 'pyhf', 'hypotests', 'd')} | {'' if difference is None else f'{difference:.2g}'} |")
+    if dask:
+        verdict = "met" if dask["wall"] <= doc["target_s"] else "NOT met"
+        lines += ["", f"`stats.limit_scan.scan_limits` of {dask['patches']} patches on {dask['workers']} workers (empty "
+                  f"compilation cache, from the tarball to the written results): {dask['wall']:.1f} s, "
+                  f"{dask['hypotests']} hypotests, {len(dask['failed'])} failed; target <= {doc['target_s']:g} s for "
+                  f"all 125: {verdict if dask['patches'] >= 125 else 'not measured on all 125'}."]
+    return lines
+
+
 # --- the engine and coffea's Runner --------------------------------------------------------------------
 
 RUNNER_READERS = {
@@ -573,6 +623,8 @@ RENDERERS: dict[str, tuple[str, Callable[[Document], list[str]]]] = {
     "worker_gc": ("## Worker garbage collection", worker_gc),
     "generate": ("## Generation", generation),
     "lee": ("## Look-elsewhere toys", lee),
+    "mass_limits": ("## Upper limits against the signal mass", mass_limits),
+    "patch_limits": ("## Upper limits of published likelihoods", patch_limits),
     "coffea_runner": ("## The engine and coffea's Runner", coffea_runner),
 }
 

@@ -140,3 +140,39 @@ def test_command_spells_out_the_options():
     args = argparse.Namespace(events=2_000_000, layouts=["release", "single"], quick=True, input=None, json="x.json")
     assert (command("bench_processing.py", args, "events", "layouts", "quick", "input")
             == "python benchmarks/bench_processing.py --events 2000000 --layouts release,single --quick")
+
+
+def test_mass_limits_table():
+    doc = {"benchmark": "mass_limits", "command": "python benchmarks/bench_mass_limits.py --masses 61 --workers 2",
+           "started": "2026-12-05 06:00 UTC", "machine": MACHINE, "settings": {"masses": 61, "workers": 2, "baseline": 3},
+           "input": "a toy", "patches": 61,
+           "scans": [{"label": "fresh engines", "wall_s": 31.5, "failed": 0, "hypotests": 700},
+                     {"label": "engines of the first scan", "wall_s": 20.25, "failed": 1, "hypotests": 690}],
+           "baseline": {"method": "pyhf upper_limit", "masses": [110.0, 135.0, 160.0], "per_mass_s": 12.0,
+                        "extrapolated_s": 366.0, "max_relative_difference": 2.5e-4},
+           "target_s": 30.0, "target_met": False}
+    heading, lines = sections.render(doc)
+    assert heading == "## Upper limits against the signal mass"
+    assert lines[4:] == [
+        "| `stats.limit_scan.scan_limits`, fresh engines | 61 | 31.5 | 700 | 0 | <= 30 s: NOT met |",
+        "| `stats.limit_scan.scan_limits`, engines of the first scan | 61 | 20.2 | 690 | 1 |  |",
+        "| baseline: pyhf upper_limit, 3 masses timed, extrapolated to 2 workers | 61 | 366.0 | | | |",
+        "",
+        "pyhf's upper_limit takes 12.0 s per mass (at 110, 135, 160 GeV); there the six limits differ from the "
+        "scan's by at most 0.00025 (relative).",
+    ]
+
+
+def test_patch_limits_table():
+    rows = [{"name": "A", "compact": {"wall": 2.5, "cpu": 2.25, "hypotests": 12},
+             "pyhf": {"wall": 30.0, "cpu": 29.0, "hypotests": 40}, "largest_relative_difference": 4.8e-5},
+            {"name": "B", "compact": {"wall": 1.5, "cpu": 1.5, "hypotests": 10}}]
+    doc = {"benchmark": "patch_limits", "command": "python benchmarks/bench_limits.py", "started": "x",
+           "machine": MACHINE, "settings": {"patches": "all", "pyhf": 1, "pyhf_backend": "jax", "no_compact": False,
+                                            "dask": 2},
+           "rows": rows, "curves": [], "target_s": 300.0,
+           "dask": {"workers": 2, "patches": 125, "wall": 250.0, "failed": [], "hypotests": 1500, "limits": {}}}
+    heading, lines = sections.render(doc)
+    assert heading == "## Upper limits of published likelihoods"
+    assert lines[4:6] == ["| A | 2.5 | 2.2 | 12 | 30.0 | 40 | 4.8e-05 |", "| B | 1.5 | 1.5 | 10 |  |  |  |"]
+    assert lines[-1].endswith("250.0 s, 1500 hypotests, 0 failed; target <= 300 s for all 125: met.")
