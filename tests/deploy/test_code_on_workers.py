@@ -127,8 +127,9 @@ def test_patch_scan_engine_child_runs_the_shipped_code_and_matches_a_local_run(c
     assert [row["status"] for row in scans[0]["results"]] == ["ok"] * len(SIGNALS)
     assert {row["method"] for row in scans[0]["results"]} == {"compact" if backend == "jax" else "pyhf"}
     # The jax engine starts a structure's later patches from its first patch's Hessian, and which patch a worker
-    # takes first differs between 2 workers and 1: the fits' last digits may differ, nothing else.
-    assert differences(without_timing(scans[0]), without_timing(scans[1])) == []
+    # takes first differs between 2 workers and 1: the fits' last digits may differ (a POI at its bound 0 ends at 0
+    # or 4e-8), nothing else.
+    assert differences(without_timing(scans[0]), without_timing(scans[1]), tolerance=1e-6) == []
     if backend == "numpy":
         assert without_timing(scans[0]) == without_timing(scans[1])
 

@@ -268,7 +268,8 @@ def test_1lbb_compact_limits_match_pyhf_upper_limit(monkeypatch):
 
 @needs_1lbb
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # cabinetry's Minuit fits: about 30 min of CPU
+@pytest.mark.reference  # cabinetry's Minuit fits: about 30 min of CPU (cabinetry is compared on toys in CI)
+@pytest.mark.timeout(3600)
 def test_1lbb_compact_limits_match_cabinetry_limit():
     pytest.importorskip("jax")
     got, model, data = compact_limits(TARBALL, "C1N2_Wh_hbb_650_0", LBB_BACKEND)
