@@ -194,6 +194,7 @@ def test_1lbb_subset_matches_reference_and_tutorial(client, tmp_path):
 
 @pytest.mark.slow
 @needs_1lbb
+@pytest.mark.slow  # 31 s on 2 cores; CI runs it
 def test_1lbb_all_patches_match_reference(client, tmp_path):
     """All 125 points take the compact path and agree with pyhf's reference, except where a restart found a lower
     minimum than pyhf's fit: there the output shows it, and pyhf's model with the verified fits (its own scipy and
