@@ -34,7 +34,6 @@ class _Family(NamedTuple):
     structure: compact_model.Structure
     defaults: compact_model.ParameterDefaults
     programs: minimise.Programs
-    template: dict  # the exact Hessian at pyhf's start of the family's first patch (see compact.hypotest)
     names: tuple[str, ...]  # the parameters' names, pyhf's (model.config.par_names)
 
 
@@ -88,8 +87,7 @@ class PatchEngine:
             except Unsupported as err:
                 self._families[key] = str(err)
                 raise
-            family = _Family(structure, defaults, minimise.make_programs(structure), {},
-                             tuple(model.config.par_names))
+            family = _Family(structure, defaults, minimise.make_programs(structure), tuple(model.config.par_names))
             # Unsupported numbers (a normsys factor <= 0) are this patch's: the structure is checked with the next.
             problem = compact_model.verify(structure, self._numbers(family, channels), model, data)
             self._families[key] = family if problem is None else f"compact model check failed: {problem}"
@@ -139,7 +137,7 @@ class PatchEngine:
                               "(a hypotest needs both; pyhf refuses it too)")
         return compact_hypotest.hypotest(family.programs, family.structure, numbers,
                                          mu=self.settings.mu, test_stat=self.settings.test_stat,
-                                         template=family.template, names=family.names)
+                                         names=family.names)
 
     def run(self, patch: dict) -> Hypotest:
         """The verified hypotest of one patch (a ``{"metadata": ..., "patch": [...]}`` dict).
