@@ -312,7 +312,7 @@ def scan_likelihoods(
 
 
 def limit_likelihoods(
-    likelihoods: pathlib.Path,
+    loaded: Any,
     out: pathlib.Path,
     *,
     client: Any,
@@ -328,7 +328,7 @@ def limit_likelihoods(
     plot; ``m_H [GeV]`` for the analysis's mass patchset), for a 2D one the map of the observed limits.
 
     Args:
-        likelihoods: tarball, directory or ``BkgOnly.json`` of the likelihood.
+        loaded: the loaded likelihoods (:func:`stats.hepdata.load_likelihoods`).
         out: result JSON; a rerun with the same file reuses the patches already settled.
         client: the Dask client.
         patches: patch names or values; default all.
@@ -343,12 +343,10 @@ def limit_likelihoods(
         plot could be drawn).
     """
     from stats.errors import StatsError
-    from stats.hepdata import load_likelihoods
     from stats.limit_plots import plot_brazil, plot_limit_map
     from stats.limit_scan import scan_limits
     from stats.likelihoods import HypotestSettings, select_patches
 
-    loaded = load_likelihoods(likelihoods)
     chosen = select_patches(loaded.patchset, patches or None)
     result = scan_limits(loaded, client, patches=chosen, settings=settings or HypotestSettings(), timeout=timeout,
                          out=out, progress=progress)

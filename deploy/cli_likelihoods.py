@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+from collections.abc import Callable
 
 import click
 
@@ -53,28 +54,42 @@ def patchset(ctx: click.Context, likelihoods: pathlib.Path, patch_key: str | Non
             click.echo(f"{key}: {value}")
 
 
+def patches_on_dask(command: Callable) -> Callable:
+    """LIKELIHOODS, the patches chosen (``--patch``, ``--values``), ``--config`` and the Dask cluster's options."""
+    for decorate in reversed((
+            click.argument("likelihoods", type=LikelihoodsType()),
+            click.option("--patch", "names", multiple=True, help="Patch name (repeatable); default all."),
+            click.option("--values", "values", multiple=True, help="Patch values like 900,250 (repeatable)."),
+            config_option, workers_option(in_process=False), scheduler_option)):
+        command = decorate(command)
+    return command
+
+
+def interpolation_options(command: Callable) -> Callable:
+    """``--normsys`` and ``--histosys``: the interpolation codes of the hypotests."""
+    for decorate in reversed((
+            click.option("--normsys", type=click.Choice(["code1", "code4"]),
+                         help="normsys interpolation [config: patchset.normsys]."),
+            click.option("--histosys", type=click.Choice(["code0", "code2", "code4p"]),
+                         help="histosys interpolation [config: patchset.histosys]."))):
+        command = decorate(command)
+    return command
+
+
 #: ``scan-patchset``'s flags that set a config key: parameter name -> key.
 PATCHSET_FLAGS = {"backend": "patchset.backend", "mu": "patchset.mu", "test_stat": "patchset.test_stat",
                   "normsys": "patchset.normsys", "histosys": "patchset.histosys", "timeout": "patchset.timeout"}
 
 
 @click.command("scan-patchset")
-@click.argument("likelihoods", type=LikelihoodsType())
-@click.option("--patch", "names", multiple=True, help="Patch name (repeatable); default all.")
-@click.option("--values", "values", multiple=True, help="Patch values like 900,250 (repeatable).")
-@config_option
-@workers_option(in_process=False)
-@scheduler_option
+@patches_on_dask
 @click.option("--backend", type=click.Choice(["numpy", "jax"]),
               help="jax: the compiled engine (one compiled likelihood for all patches, ~100x faster); "
                    "numpy: plain pyhf per patch [config: patchset.backend; auto: jax if installed].")
 @click.option("--mu", type=float, help="Signal strength tested [config: patchset.mu].")
 @click.option("--test-stat", type=click.Choice(["qtilde", "q", "q0"]),
               help="Test statistic of the hypotest [config: patchset.test_stat].")
-@click.option("--normsys", type=click.Choice(["code1", "code4"]),
-              help="normsys interpolation [config: patchset.normsys].")
-@click.option("--histosys", type=click.Choice(["code0", "code2", "code4p"]),
-              help="histosys interpolation [config: patchset.histosys].")
+@interpolation_options
 @click.option("--timeout", type=float, help="Per-point time limit in seconds [config: patchset.timeout].")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=pathlib.Path), required=True,
               help="Result JSON (rerun with the same file to resume).")
@@ -115,20 +130,12 @@ def scan_patchset(ctx: click.Context, likelihoods: pathlib.Path, names: tuple[st
 
 
 @click.command("limits")
-@click.argument("likelihoods", type=LikelihoodsType())
-@click.option("--patch", "names", multiple=True, help="Patch name (repeatable); default all.")
-@click.option("--values", "values", multiple=True, help="Patch values like 900,250 (repeatable).")
-@config_option
-@workers_option(in_process=False)
-@scheduler_option
+@patches_on_dask
 @click.option("--backend", type=click.Choice(["numpy", "jax"]),
               help="jax: the compiled engine; numpy: plain pyhf per hypotest [config: patchset.backend].")
 @click.option("--test-stat", type=click.Choice(["qtilde", "q"]),
               help="Test statistic of the hypotests [config: patchset.test_stat].")
-@click.option("--normsys", type=click.Choice(["code1", "code4"]),
-              help="normsys interpolation [config: patchset.normsys].")
-@click.option("--histosys", type=click.Choice(["code0", "code2", "code4p"]),
-              help="histosys interpolation [config: patchset.histosys].")
+@interpolation_options
 @click.option("--timeout", type=float, help="Per-hypotest time limit in seconds [config: patchset.timeout].")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=pathlib.Path), required=True,
               help="Result JSON (rerun with the same file to resume).")
@@ -153,11 +160,12 @@ def limits(ctx: click.Context, likelihoods: pathlib.Path, names: tuple[str, ...]
     if settings.test_stat not in ("qtilde", "q"):
         raise click.BadParameter(f"upper limits need qtilde or q, not {settings.test_stat}", param_hint="--test-stat")
     patches = [*names, *values]
-    count = len(select_patches(load_likelihoods(likelihoods).patchset, patches or None))
+    loaded = load_likelihoods(likelihoods)
+    count = len(select_patches(loaded.patchset, patches or None))
     from tqdm import tqdm
 
     with dask_or_local(configuration, workers, scheduler) as client, tqdm(total=count, unit="patch") as bar:
-        result, plotted = limit_likelihoods(likelihoods, out, client=client, patches=patches, settings=settings,
+        result, plotted = limit_likelihoods(loaded, out, client=client, patches=patches, settings=settings,
                                             timeout=configuration.settings.patchset.timeout,
                                             progress=lambda point: bar.update(1), plot=not no_plot)
     ok = len(result.results) - len(result.failed)

@@ -26,6 +26,7 @@ from processors.generate import DEFAULT_SEED, generate_dataset
 from processors.histograms import save_outputs
 from processors.processor import DiphotonProcessor
 from processors.schema import TREE_NAME
+from stats.hepdata import load_likelihoods
 from stats.hyy_model import compare_with_truth
 from stats.inference import asimov_significance
 from stats.mass_patchset import build_mass_patchset
@@ -328,7 +329,7 @@ def run_pipeline(
         limit_stamp = identity(_likelihood_identity(likelihoods), {**hypotest._replace(mu=1.0)._asdict(),
                                                                    "timeout": settings.patchset.timeout})
         _reuse_or_clear(limits_dir, limit_stamp, [limits_path, *limits_dir.glob("limits*.p*")], echo)
-        limited, plotted = limit_likelihoods(likelihoods, limits_path, client=client, settings=hypotest,
+        limited, plotted = limit_likelihoods(load_likelihoods(likelihoods), limits_path, client=client, settings=hypotest,
                                              timeout=settings.patchset.timeout, lumi=truth["lumi_fb"])
         failures += [f"limits of patch {r.name}: {r.error}" for r in limited.failed]
         results["limits"] = {"path": str(limits_path), "patches": len(limited.results), "failed": len(limited.failed),

@@ -22,15 +22,10 @@ from stats.hypotest import EDM_BOUND, Candidate, Hypotest, hypotest_from_fits, r
 
 
 def hypotest(programs: Programs, structure: compact_model.Structure, numbers: compact_model.Numbers, *,
-             mu: float, test_stat: str, template: dict | None = None,
-             names: tuple[str, ...] | None = None) -> Hypotest:
+             mu: float, test_stat: str, names: tuple[str, ...] | None = None) -> Hypotest:
     """CLs at ``mu`` with the expected band, and the five accepted fits.
 
     Args:
-        template: where the exact Hessian at pyhf's start is kept between patches of one structure (an empty dict
-            for the first). A later patch starts from it with its own exact POI row and column: the POI is the
-            only parameter whose curvature the patch's signal changes at first order, and the estimate only
-            decides how fast the first fit converges, never where.
         names: the parameters' names (pyhf's), recorded with a fit that found a lower minimum than pyhf's start.
 
     Raises:
@@ -41,7 +36,9 @@ def hypotest(programs: Programs, structure: compact_model.Structure, numbers: co
     poi = structure.poi_index
     tensors = compact_model.Numbers(*(jnp.asarray(field) for field in numbers))
     datasets: dict[str, Any] = {"observed": tensors.data}
-    first_estimate = jnp.asarray(positive_definite(_start_hessian(programs, tensors, poi, template)))
+    # The exact Hessian at pyhf's start, this patch's own: the first estimate decides which valley BFGS enters.
+    first_estimate = jnp.asarray(positive_definite(np.asarray(programs.hessian(tensors, tensors.data, tensors.init),
+                                                              dtype=float)))
     latest: list[Any] = []  # the quasi-Newton estimate where the latest fit stopped
     started: set[tuple[str, bool]] = set()
 
@@ -88,24 +85,6 @@ def hypotest(programs: Programs, structure: compact_model.Structure, numbers: co
         return hypotest_from_fits(records, mu, test_stat, "compact")
     except FitError as err:
         raise Unsupported(str(err)) from None
-
-
-def _start_hessian(programs: Programs, tensors: compact_model.Numbers, poi: int, template: dict | None) -> np.ndarray:
-    """The Hessian at pyhf's start: exact, or the template's with this patch's exact POI row and column."""
-    import jax.numpy as jnp
-
-    if template is None or "hessian" not in template:
-        hessian = np.asarray(programs.hessian(tensors, tensors.data, tensors.init), dtype=float)
-        if template is not None:
-            template["hessian"] = hessian
-        return hessian
-    unit = np.zeros(len(tensors.init))
-    unit[poi] = 1.0
-    column = np.asarray(programs.column(tensors, tensors.data, tensors.init, jnp.asarray(unit)), dtype=float)
-    hessian = template["hessian"].copy()
-    hessian[:, poi] = column
-    hessian[poi, :] = column
-    return hessian
 
 
 def two_sided(structure: compact_model.Structure, numbers: compact_model.Numbers) -> np.ndarray:

@@ -97,7 +97,6 @@ class Programs(NamedTuple):
     """The compiled pieces of one structure's fits (each compiled once, on first use)."""
 
     hessian: Any  # (numbers, data, x) -> exact Hessian of the objective
-    column: Any  # (numbers, data, x, v) -> the exact Hessian times v (one column when v is a unit vector)
     fit: Any  # (numbers, data, start, B0, fixed) -> (x, objective, B, gradient, converged, iterations)
     derivatives: Any  # (numbers, data, x) -> (objective, gradient, exact Hessian)
     expected: Any  # (numbers, x) -> expected main data and auxdata
@@ -113,9 +112,6 @@ def make_programs(structure: compact_model.Structure) -> Programs:
     def hessian(numbers, data, x):
         return jax.hessian(objective(numbers, data))(x)
 
-    def column(numbers, data, x, v):
-        return jax.jvp(jax.grad(objective(numbers, data)), (x,), (v,))[1]
-
     def fit(numbers, data, start, B0, fixed):
         return minimise(objective(numbers, data), start, B0, fixed, numbers.lower, numbers.upper)
 
@@ -127,7 +123,7 @@ def make_programs(structure: compact_model.Structure) -> Programs:
     def expected(numbers, x):
         return compact_model.expected_data(structure, numbers, x)
 
-    return Programs(jax.jit(hessian), jax.jit(column), jax.jit(fit), jax.jit(derivatives), jax.jit(expected))
+    return Programs(jax.jit(hessian), jax.jit(fit), jax.jit(derivatives), jax.jit(expected))
 
 
 def distance_to_minimum(x: np.ndarray, gradient: np.ndarray, hessian: np.ndarray, fixed: np.ndarray,
