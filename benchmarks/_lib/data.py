@@ -90,17 +90,18 @@ def branch_bytes(files: Iterable[str | os.PathLike[str]], branches: Iterable[str
     return compressed, uncompressed
 
 
-def toy_spectrum(seed: int = 2026) -> Any:
-    """A seeded toy of the tutorial's size: 1e5 continuum and 1800 signal events at 125.09 GeV, 60 bins 100-160 GeV."""
+def toy_spectrum(seed: int = 2026, high: float = 160.0) -> Any:
+    """A seeded toy of the tutorial's size: 1e5 continuum events in 100-160 GeV and 1800 signal events at 125.09
+    GeV, in 1 GeV bins from 100 GeV to ``high`` (the continuum's falling shape goes on past 160 GeV)."""
     import numpy as np
     import scipy.special
 
     from stats.spectrum import Spectrum
 
-    edges = np.linspace(100.0, 160.0, 61)
+    edges = np.linspace(100.0, high, round(high - 100.0) + 1)
     centres = 0.5 * (edges[1:] + edges[:-1])
     shape = np.exp(-(centres - 100.0) / 30.0)
-    expected = 1e5 * shape / shape.sum() + 1800.0 * np.diff(scipy.special.ndtr((edges - 125.09) / 1.7))
+    expected = 1e5 * shape / shape[centres < 160.0].sum() + 1800.0 * np.diff(scipy.special.ndtr((edges - 125.09) / 1.7))
     return Spectrum(np.random.default_rng(seed).poisson(expected).astype(float), edges, 36.1)
 
 

@@ -394,18 +394,34 @@ def patchset(doc: Document) -> list[str]:
     ]
     for scan in doc["scans"]:
         wall = scan["wall_s"]
-        lines.append(f"| scan-patchset, compact jax engine, {workers} workers, {scan['label']} | {n} | {wall:.1f} | "
+        code = scan.get("code", "today")
+        what = "scan-patchset" if code == "today" else f"scan-patchset at {code} (baseline)"
+        lines.append(f"| {what}, compact jax engine, {workers} workers, {scan['label']} | {n} | {wall:.1f} | "
                      f"{wall / n:.2f} | {per_patch_serial * n / wall:.1f}x |")
-    ok = min(n - scan["failed"] for scan in doc["scans"])
-    cold, target, worst = doc["scans"][0]["wall_s"], doc["target_s"], doc["worst_deviation"]
+    today = [scan for scan in doc["scans"] if scan.get("code", "today") == "today"]
+    ok = min(n - scan["failed"] for scan in today)
+    cold, target, worst = today[0]["wall_s"], doc["target_s"], doc["worst_deviation"]
     lines += [
         "",
-        f"{ok}/{n} ok in each run; worst deviation from the reference "
+        f"{ok}/{n} ok in each run of today's code; worst deviation from the reference "
         f"{'none' if worst is None else f'{worst:.2e}'} of the tolerance max(1e-4, 1e-3 rel)"
         f" where the verified fits agree with pyhf's default fit; a lower minimum than pyhf's at"
         f" {', '.join(doc['lower_minimum']) or 'none'} (there the reference, pyhf's default fit, is not the minimum)."
         f" Target (issue 4): {n} patches <= {target:g} s on 2 workers (aim 30 s): {cold:.1f} s with an empty compile"
         f" cache ({'met' if cold <= target else 'NOT met'}).",
+    ]
+    baseline = doc["settings"].get("baseline")
+    if baseline:
+        ratios = []
+        for label in dict.fromkeys(scan["label"] for scan in doc["scans"]):
+            walls = {scan.get("code", "today"): scan["wall_s"] for scan in doc["scans"] if scan["label"] == label}
+            ratios.append(f"{walls['today'] / walls[baseline]:.2f}x with an {label}" if label.startswith("empty")
+                          else f"{walls['today'] / walls[baseline]:.2f}x with a {label}")
+        worst_ratio = max(today_s["wall_s"] / base["wall_s"] for today_s, base in zip(
+            today, [scan for scan in doc["scans"] if scan.get("code") == baseline]))
+        lines += ["", f"Today's code against {baseline}, in the same run: " + ", ".join(ratios)
+                  + f". Target (issue 17): within 1.3x ({'met' if worst_ratio <= 1.3 else 'NOT met'})."]
+    lines += [
         "",
         *PATCHSET_NOTES,
     ]
@@ -541,7 +557,7 @@ def mass_limits(doc: Document) -> list[str]:
     if base:
         lines += [f"| baseline: {base['method']}, {len(base['masses'])} masses timed, extrapolated to "
                   f"{settings['workers']} workers | {doc['patches']} | {base['extrapolated_s']:.1f} | | | |", "",
-                  f"pyhf's upper_limit takes {base['per_mass_s']:.1f} s per mass (at "
+                  f"The baseline takes {base['per_mass_s']:.1f} s per mass (at "
                   f"{', '.join(f'{m:g}' for m in base['masses'])} GeV); there the six limits differ from the scan's by "
                   f"at most {base['max_relative_difference']:.2g} (relative)."]
     return lines

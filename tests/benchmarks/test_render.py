@@ -158,7 +158,7 @@ def test_mass_limits_table():
         "| `stats.limit_scan.scan_limits`, engines of the first scan | 61 | 20.2 | 690 | 1 |  |",
         "| baseline: pyhf upper_limit, 3 masses timed, extrapolated to 2 workers | 61 | 366.0 | | | |",
         "",
-        "pyhf's upper_limit takes 12.0 s per mass (at 110, 135, 160 GeV); there the six limits differ from the "
+        "The baseline takes 12.0 s per mass (at 110, 135, 160 GeV); there the six limits differ from the "
         "scan's by at most 0.00025 (relative).",
     ]
 
@@ -176,3 +176,23 @@ def test_patch_limits_table():
     assert heading == "## Upper limits of published likelihoods"
     assert lines[4:6] == ["| A | 2.5 | 2.2 | 12 | 30.0 | 40 | 4.8e-05 |", "| B | 1.5 | 1.5 | 10 |  |  |  |"]
     assert lines[-1].endswith("250.0 s, 1500 hypotests, 0 failed; target <= 300 s for all 125: met.")
+
+
+def test_patchset_table_with_a_baseline_revision():
+    scans = [{"label": "empty compile cache", "code": "today", "wall_s": 26.0, "failed": 0},
+             {"label": "empty compile cache", "code": "cce77cf", "wall_s": 20.0, "failed": 0},
+             {"label": "warm compile cache", "code": "today", "wall_s": 19.5, "failed": 0},
+             {"label": "warm compile cache", "code": "cce77cf", "wall_s": 16.0, "failed": 0}]
+    doc = {"benchmark": "patchset", "command": "python benchmarks/bench_patchset.py --baseline cce77cf",
+           "started": "x", "machine": MACHINE, "settings": {"patches": 125, "serial": 1, "workers": 2,
+                                                            "baseline": "cce77cf"},
+           "patches": 125, "serial_s": [10.0], "scans": scans, "worst_deviation": 0.1, "lower_minimum": ["P"],
+           "target_s": 60.0}
+    heading, lines = sections.render(doc)
+    assert heading == "## Published likelihoods"
+    assert "| scan-patchset at cce77cf (baseline), compact jax engine, 2 workers, warm compile cache | 125 | 16.0 |" \
+        " 0.13 | 78.1x |" in lines
+    assert ("Today's code against cce77cf, in the same run: 1.30x with an empty compile cache, 1.22x with a warm "
+            "compile cache. Target (issue 17): within 1.3x (met).") in lines
+    assert any(line.startswith("125/125 ok in each run of today's code") and "26.0 s with an empty" in line
+               for line in lines)
