@@ -119,18 +119,28 @@ def classify(error: BaseException, url: str) -> tuple[FailureKind, BaseException
             return FailureKind.MISSING, InputFileError(f"{url}: {reason}")
         if (code is not None and code[1] in XROOTD_CORRUPT) or str(error).startswith("expected Chunk of length"):
             return FailureKind.CORRUPT, InputFileError(f"{url}: not a readable ROOT file ({reason})")
+    if isinstance(error, TimeoutError) and not str(error).strip():
+        return FailureKind.TRANSIENT, _timed_out(url, type(error).__name__)  # fsspec's bare FSTimeoutError
     if isinstance(error, (TimeoutError, ConnectionError)) or (isinstance(error, OSError) and is_remote(url)):
         return FailureKind.TRANSIENT, error
     if isinstance(error, ValueError) and is_remote(url) and "closed file" in str(error):
         return FailureKind.TRANSIENT, error  # a handle closed by a lost connection ("I/O operation on closed file")
     if isinstance(error, TypeError) and is_remote(url) and _raised_in(error, "uproot/source/coalesce.py"):
         # uproot's coalesced reads slice what a failed range returned, so a lost https connection surfaces
-        # as "TypeError: 'ClientConnectorError' object is not subscriptable".
+        # as "TypeError: 'ClientConnectorError' object is not subscriptable", a stalled one as 'TimeoutError'.
+        lost = re.match(r"'(\w+)' object is not subscriptable", str(error))
+        if lost is not None and "Timeout" in lost[1]:
+            return FailureKind.TRANSIENT, _timed_out(url, lost[1])
         return FailureKind.TRANSIENT, error
     if isinstance(error, (OSError, ValueError, *INFLATE_ERRORS, uproot.deserialization.DeserializationError)):
         reason = " ".join(str(error).split())[:200] or type(error).__name__
         return FailureKind.CORRUPT, InputFileError(f"{url}: not a readable ROOT file ({reason})")
     raise error
+
+
+def _timed_out(url: str, name: str) -> TimeoutError:
+    """The one-line error of a read of ``url`` that the time-out ended (``name``: what the reader raised)."""
+    return TimeoutError(f"{url}: no answer within the time-out ({name})")
 
 
 def _certificate_failure(error: BaseException) -> str | None:
