@@ -12,11 +12,13 @@ first scan left (a new output file). The cluster is started before timing. The b
 run: pyhf's ``toms748_scan``, the root finder of ``upper_limit`` (numpy, rtol 1e-4, qtilde; its bracket from
 1e-3 of the POI's upper bound, as ``upper_limit``'s from 0 meets a NaN CLs at mu = 0), in this process on
 ``--baseline`` masses spread over the grid, extrapolated to every mass on the workers; the same masses give the
-largest relative difference of the six limits.
+largest relative difference of the six limits, and the largest deviation from 0.05 of the CLs that pyhf's model
+with verified fits (``stats.hypotest.pyhf_hypotest``) gives at the scan's observed limits (``verified_cls_deviation``:
+which of two differing limits is right).
 
 Writes a JSON document (``_lib.output``) with, besides the common fields, ``settings`` {masses, workers,
 baseline}, ``input``, ``patches``, ``scans`` [{label, wall_s, failed, hypotests}], ``baseline`` {method, masses,
-per_mass_s, extrapolated_s, max_relative_difference}, ``target_s`` and ``target_met`` (the fresh scan);
+per_mass_s, extrapolated_s, max_relative_difference, verified_cls_deviation}, ``target_s`` and ``target_met`` (the fresh scan);
 ``benchmarks/render.py`` makes the "## Upper limits" section of it.
 """
 
@@ -64,7 +66,9 @@ def baseline(loaded, chosen: list, scanned: dict[str, list], workers: int, total
     """pyhf's upper_limit on ``chosen`` patches serially, extrapolated to ``total`` patches on ``workers``."""
     import pyhf
 
-    walls, differences = [], []
+    from stats.hypotest import pyhf_hypotest
+
+    walls, differences, verified = [], [], []
     for patch in chosen:
         switch_backend("numpy")
         model, data = patched_model(loaded.bkg_only, {"metadata": patch.metadata, "patch": patch.patch},
@@ -79,12 +83,15 @@ def baseline(loaded, chosen: list, scanned: dict[str, list], workers: int, total
         theirs = [float(observed), *(float(v) for v in expected)]
         mine = scanned[patch.name]
         differences += [abs(a - b) / abs(b) for a, b in zip(mine, theirs) if a is not None]
+        if mine[0] is not None:  # which limit is right: CLs at the scan's, pyhf's model with verified fits
+            verified.append(abs(pyhf_hypotest(model, data, mu=mine[0], test_stat="qtilde").CLs_obs - 0.05))
     per_mass = float(np.median(walls))
     return {"method": "pyhf.infer.intervals.upper_limits.toms748_scan (numpy, rtol 1e-4, bracket from 1e-3 of the "
                       "POI's upper bound), serial",
             "masses": [float(p.values[0]) for p in chosen], "per_mass_s": per_mass,
             "extrapolated_s": per_mass * total / workers,
-            "max_relative_difference": max(differences) if differences else None}
+            "max_relative_difference": max(differences) if differences else None,
+            "verified_cls_deviation": max(verified) if verified else None}
 
 
 def main() -> None:

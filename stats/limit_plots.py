@@ -1,5 +1,5 @@
-"""Figures of upper limits and exclusions in the ATLAS style: the Brazil plot, the exclusion contour of a patch
-scan, and the map of a patchset's upper limits.
+"""Figures of upper limits and exclusions in the ATLAS style: the Brazil plot, CLs against the label of a 1D patch
+scan, the exclusion contour of a 2D one, and the map of a patchset's upper limits.
 
 Each function writes PNG and PDF (:func:`stats.plotting.save_figure`) and returns the two paths. The ATLAS label
 carries the centre-of-mass energy and, when given, the luminosity. Curves are interpolated in log CLs (or log of the
@@ -109,6 +109,64 @@ def plot_brazil(x: Sequence[float], limits: Sequence[Any], path: str | pathlib.P
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.legend(loc="upper right", fontsize="small", frameon=False)
+        _atlas_label(ax, lumi=lumi, com=com)
+        return save_figure(fig, path)
+
+
+#: The lowest CLs a CLs curve shows: far below any level of interest, so the axis spends its decades near it.
+CLS_FLOOR = 1e-6
+
+
+def plot_cls_curve(results: Sequence[Any], path: str | pathlib.Path, *, xlabel: str, level: float = 0.05,
+                   lumi: float | None = None, com: float = 13) -> list[pathlib.Path]:
+    """CLs against the one label of a 1D patch scan (e.g. a signal-mass patchset): observed, expected median and
+    its +-1 and +-2 sigma bands, and the level.
+
+    The axis runs from :data:`CLS_FLOOR` (or below the smallest value, where that is higher) to above 1: curves
+    that go below it leave the plot (the legend says so) instead of stretching the axis over decades no one reads.
+    Failed points are marked on the level line and counted in the legend.
+
+    Args:
+        results: the scan's points (:class:`~stats.patchscan.PointResult` or their JSON rows).
+        xlabel: the axis title, with its unit.
+        lumi, com: the luminosity (fb^-1) and centre-of-mass energy (TeV) of the label.
+
+    Raises:
+        StatsError: no ok point of one label.
+    """
+    def get(row: Any, key: str) -> Any:
+        return row[key] if isinstance(row, dict) else getattr(row, key)
+
+    one_d = [r for r in results if len(get(r, "values")) == 1]
+    ok = sorted((r for r in one_d if get(r, "status") == "ok"), key=lambda r: get(r, "values")[0])
+    failed = [float(get(r, "values")[0]) for r in one_d if get(r, "status") != "ok"]
+    if not ok:
+        raise StatsError("a CLs curve needs a 1D scan with at least one ok point")
+    x = np.array([get(r, "values")[0] for r in ok], dtype=float)
+    observed = np.array([get(r, "CLs_obs") for r in ok], dtype=float)
+    expected = np.array([get(r, "CLs_exp") for r in ok], dtype=float)
+    values = np.concatenate([observed, expected.ravel()])
+    smallest = float(values[values > 0].min()) if np.any(values > 0) else CLS_FLOOR
+    bottom = max(smallest / 3, CLS_FLOOR)
+    below = int(np.sum(observed < bottom))
+    median_below = int(np.sum(expected[:, 2] < bottom))
+    with plt.style.context(mplhep.style.ATLAS):
+        fig, ax = plt.subplots()
+        ax.fill_between(x, expected[:, 0], expected[:, 4], color=YELLOW, lw=0, label=r"Expected $\pm 2\sigma$")
+        ax.fill_between(x, expected[:, 1], expected[:, 3], color=GREEN, lw=0, label=r"Expected $\pm 1\sigma$")
+        ax.plot(x, expected[:, 2], "k--", label="Expected" + (f" ({median_below} below {bottom:.0e})" if median_below
+                                                              else ""))
+        ax.plot(x, observed, "k-", marker="o", markersize=3,
+                label="Observed" + (f" ({below} below {bottom:.0e})" if below else ""))
+        ax.axhline(level, color="r", linestyle=":", linewidth=1.2, label=f"CLs = {level:g}")
+        if failed:
+            ax.plot(failed, [level] * len(failed), "rx", markersize=8, label=f"failed ({len(failed)})")
+        ax.set_yscale("log")
+        ax.set_ylim(bottom, 30)  # CLs <= 1; above it, room for the legend
+        ax.set_xlim(x[0], x[-1]) if len(x) > 1 else None
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("CLs")
+        ax.legend(loc="upper right", fontsize="small", frameon=False, ncol=2)
         _atlas_label(ax, lumi=lumi, com=com)
         return save_figure(fig, path)
 

@@ -358,6 +358,34 @@ def test_brazil_plot_written_as_png_and_pdf(tmp_path):
         plot_brazil([1.0], [(None,) * 6], tmp_path / "none", xlabel="x")
 
 
+def test_cls_curve_shows_the_decades_near_the_level_and_counts_what_it_leaves_out(tmp_path, figures):
+    """A mass scan whose CLs reach 1e-30: the axis stops at 1e-6, the observed points below are counted, a failed
+    point is marked on the level line, and the label names the luminosity."""
+    from stats.limit_plots import CLS_FLOOR, plot_cls_curve
+    from stats.patchscan import PointResult
+
+    masses = [110.0, 115.0, 120.0, 125.0, 130.0]
+    observed = [1e-12, 1e-3, 0.02, 0.6, 1e-30]
+    rows = [PointResult(f"mass_{m:g}", [m], o, [o / 100, o / 10, o, min(1.0, o * 10), min(1.0, o * 100)], "ok", None,
+                        1.0) for m, o in zip(masses, observed)]
+    rows.append(PointResult("mass_135", [135.0], None, None, "failed", "timeout after 5s", 5.0))
+    plot_cls_curve(rows, tmp_path / "cls", xlabel=r"$m_H$ [GeV]", lumi=36.1)
+    [fig] = figures
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and ax.get_ylim()[0] == pytest.approx(CLS_FLOOR)
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "Observed (2 below 1e-06)" in legend and "Expected (2 below 1e-06)" in legend and "failed (1)" in legend and "CLs = 0.05" in legend
+    failed = [line for line in ax.get_lines() if line.get_label() == "failed (1)"]
+    assert list(failed[0].get_xdata()) == [135.0] and list(failed[0].get_ydata()) == [0.05]
+    assert ax.get_xlabel() == r"$m_H$ [GeV]"
+    texts = " ".join(text.get_text() for text in ax.texts)
+    assert "36.1" in texts and "13 TeV" in texts
+    shallow = [PointResult("a", [1.0], 0.2, [0.05, 0.1, 0.2, 0.4, 0.8], "ok", None, 1.0),
+               PointResult("b", [2.0], 0.1, [0.02, 0.05, 0.1, 0.2, 0.4], "ok", None, 1.0)]
+    plot_cls_curve(shallow, tmp_path / "shallow", xlabel="x")
+    assert figures[1].axes[0].get_ylim()[0] == pytest.approx(0.02 / 3)  # no empty decades below the data
+
+
 def test_exclusion_contour_lies_where_cls_crosses_the_level(tmp_path, figures):
     """CLs falling by a decade every 100 GeV of m1 (log-linear, as interpolated) crosses 0.05 at a known m1."""
     from stats.limit_plots import plot_exclusion_contour
