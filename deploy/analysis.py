@@ -137,7 +137,8 @@ def fit_spectrum(directory: pathlib.Path, out_dir: pathlib.Path, fit: FitSetting
         record["degree_scan"] = [row._asdict() for row in choice.scan.rows]
         plot_degree_scan(choice.scan, out_dir / "degree_scan")
     degree = choice.degree
-    background = fit_background(spectrum.counts, spectrum.edges, degree=degree, **options)
+    background = fit_background(spectrum.counts, spectrum.edges, degree=degree, mass=fit.mass, method=fit.method,
+                                likelihood=fit.likelihood, resolution=fit.resolution)
     spec = build_workspace(spectrum.counts, background)
     save_workspace(spec, out_dir / "workspace.json")
     strength = fit_signal_strength(spec)

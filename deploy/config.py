@@ -14,13 +14,16 @@ import json
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jsonschema
 import yaml
 
 from deploy.errors import DeployError
 from stats.likelihoods import HypotestSettings, default_backend
+
+if TYPE_CHECKING:  # the schema's enums; the fitting code itself is not imported with the configuration
+    from stats.background import Likelihood, Method
 
 #: The packaged files: every default, and the schema every configuration is validated against.
 DEFAULT_FILE = "facilities/default.yaml"
@@ -199,8 +202,8 @@ class FitSettings(NamedTuple):
 
     mass: float
     degree: int | str
-    method: str
-    likelihood: str
+    method: Method
+    likelihood: Likelihood
     resolution: float
 
 
@@ -530,6 +533,7 @@ def selection_cuts(settings: Settings) -> Any:
     from processors.selection import Cuts
 
     cuts, histogram = settings.selection, settings.histogram
+    low, high = cuts.crack_eta
     return Cuts(lead_pt=cuts.lead_photon_pt, sublead_pt=cuts.sublead_photon_pt,
-                isolation=cuts.isolation_ptcone20_over_pt, crack=tuple(cuts.crack_eta), pt_over_m=cuts.pt_over_mass,
+                isolation=cuts.isolation_ptcone20_over_pt, crack=(low, high), pt_over_m=cuts.pt_over_mass,
                 mass_window=(histogram.low, histogram.high))

@@ -180,11 +180,11 @@ class Run:
         self.unopened = 0
         self.workers = 1
         self.bar = tqdm(total=0, unit="task", disable=not progress, desc="processing")
-        self.chunk_options = dict(
+        self.chunk_options: dict[str, Any] = dict(
             processor_type=type(processor), processor_config=processor.config(), dataset=settings.dataset,
             timeout=settings.timeout, max_retries=settings.retries, backoff=settings.backoff,
         )
-        self.start_options = dict(
+        self.start_options: dict[str, Any] = dict(
             tree=settings.tree, columns=tuple(processor.columns), timeout=settings.timeout,
             max_retries=settings.retries, backoff=settings.backoff, chunksize=settings.chunksize,
             fraction=settings.fraction, task_entries=settings.task_entries,
@@ -295,18 +295,19 @@ class Run:
                 if split is not None:
                     split.dropped = True
             else:
-                self.planned(start, done, split)
+                self.planned(start.info, start, done, split)
         if self.unopened == 0:
             self.release_held(None)
 
-    def planned(self, start: reading.FileStart, done: Done, split: SplitFile | None) -> None:
-        """The first answer of a file that opened: plan it, take what the start task ran, submit the rest.
+    def planned(self, info: FileInfo, start: reading.FileStart, done: Done, split: SplitFile | None) -> None:
+        """The first answer of a file that opened (``info``: its ``start.info``): plan it, take what the start task
+        ran, submit the rest.
 
         The further tasks of the part that answered go to the worker that read it: all of them if the file is
         read in parts (each part's worker gets an equal share), else only the next one, and any later ones to
         whichever worker is free (which opens the file too, once).
         """
-        info, settings = start.info, self.settings
+        settings = self.settings
         self.infos[info.file] = info
         self.opened.append(info)
         self.release_held(info)
@@ -380,9 +381,11 @@ class Run:
         elif outcome.failure is not None:
             self.failed.append(outcome.failure)
         else:
+            output = outcome.output
+            assert output is not None, "a chunk's outcome has its output or its failure"
             if self.checkpointer is not None:
-                self.checkpointer.save(outcome.output, chunk, self.infos[chunk.file])
-            self.merge(outcome.output)
+                self.checkpointer.save(output, chunk, self.infos[chunk.file])
+            self.merge(output)
 
     def merge(self, output: dict[str, Any]) -> None:
         """Add a chunk's output to the merged output (in place; ``output`` itself is left as it is)."""
@@ -490,8 +493,8 @@ def process_files(
         CertificateError: an https server's certificate is not trusted (whatever ``strict``).
     """
     started = time.perf_counter()
-    files = [os.fspath(f) for f in files]
-    if not files:
+    paths = [os.fspath(f) for f in files]
+    if not paths:
         raise ProcessingError("no input files")
     if not 0.0 < fraction <= 1.0:
         raise ProcessingError(f"fraction must be in (0, 1], got {fraction}")
@@ -509,7 +512,7 @@ def process_files(
         raise ProcessingError("resume needs a checkpoint directory")
     settings = Settings(tree=tree, chunksize=chunksize, task_entries=task_entries, fraction=fraction, retries=retries,
                         backoff=backoff, timeout=timeout, resume=resume, strict=strict, dataset=dataset)
-    run = Run(files, processor, executor_for(client), settings, checkpointer=checkpointer, progress=progress)
+    run = Run(paths, processor, executor_for(client), settings, checkpointer=checkpointer, progress=progress)
     with configure_uproot():
         try:
             run.run()

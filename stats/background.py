@@ -21,7 +21,7 @@ infinite).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Literal, NamedTuple
 
 import lmfit
@@ -129,8 +129,8 @@ class DegreeScan(NamedTuple):
 
 
 def fit_background(
-    counts: Iterable[float] | np.ndarray,
-    edges: Iterable[float] | np.ndarray,
+    counts: Sequence[float] | np.ndarray,
+    edges: Sequence[float] | np.ndarray,
     *,
     mass: float = 125.0,
     degree: int = 4,
@@ -167,8 +167,8 @@ def fit_background(
 
 
 def scan_degrees(
-    counts: Iterable[float] | np.ndarray,
-    edges: Iterable[float] | np.ndarray,
+    counts: Sequence[float] | np.ndarray,
+    edges: Sequence[float] | np.ndarray,
     *,
     degrees: Iterable[int] = DEFAULT_DEGREES,
     alpha: float = 0.05,

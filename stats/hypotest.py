@@ -42,6 +42,8 @@ TEST_STATISTICS = ("qtilde", "q")
 #: A fit whose accepted minimum lies more than this (in -2 ln L) below where pyhf's start led is "lowered": pyhf's
 #: default fit may report the higher one, and the record keeps the parameters of the lower one as evidence.
 LOWERED_BY = 1e-3
+#: Expected CLs at -2, -1, 0, +1 and +2 sigma.
+Band = tuple[float, float, float, float, float]
 
 
 class FitRecord(NamedTuple):
@@ -77,7 +79,7 @@ class Hypotest(NamedTuple):
     """
 
     CLs_obs: float
-    CLs_exp: tuple[float, float, float, float, float]
+    CLs_exp: Band
     fits: dict[str, FitRecord]
     method: str
     fallback: str | None = None
@@ -203,7 +205,7 @@ def test_statistic_values(fits: dict[str, FitRecord], mu: float) -> tuple[float,
     return q(fits["free"], fits["conditional"]), q(fits["asimov_free"], fits["asimov_conditional"])
 
 
-def cls_values(q_obs: float, q_asimov: float, test_stat: str) -> tuple[float, tuple[float, ...]]:
+def cls_values(q_obs: float, q_asimov: float, test_stat: str) -> tuple[float, Band]:
     """Observed CLs and the expected band from ``q_mu`` and ``q_mu,A``, with pyhf's asymptotic distributions.
 
     Raises:
@@ -229,7 +231,8 @@ def cls_values(q_obs: float, q_asimov: float, test_stat: str) -> tuple[float, tu
         return float(signal.pvalue(value)) / float(background.pvalue(value))
 
     observed = cls(teststat)
-    expected = tuple(cls(float(background.expected_value(n))) for n in (2, 1, 0, -1, -2))
+    minus_2, minus_1, median, plus_1, plus_2 = (cls(float(background.expected_value(n))) for n in (2, 1, 0, -1, -2))
+    expected = (minus_2, minus_1, median, plus_1, plus_2)
     if not all(math.isfinite(v) for v in (observed, *expected)):
         raise FitError(f"non-finite CLs: {observed}, {list(expected)}")
     return observed, expected
@@ -296,8 +299,14 @@ def run_five_fits(fit: Callable[[str, np.ndarray, bool], Candidate],
             start[poi] = poi_value
         fixed = poi_value is not None
         starts = [start, *alternative_starts(name, mu, poi, {n: best.x for n, (best, _) in found.items()})]
-        found[name] = lowest_minimum(name, lambda s, k=kind, f=fixed: fit(k, s, f), starts,
-                                     restart=lambda c, k=kind, f=fixed: again(k, c, f),
+
+        def run(point: np.ndarray, kind: str = kind, fixed: bool = fixed) -> Candidate:
+            return fit(kind, point, fixed)
+
+        def run_again(candidate: Candidate, kind: str = kind, fixed: bool = fixed) -> Candidate:
+            return again(kind, candidate, fixed)
+
+        found[name] = lowest_minimum(name, run, starts, restart=run_again,
                                      reflect=None if name == "asimov_free" else reflect)
     distances = edms([(plan[name][0], found[name][0], plan[name][1] is not None) for name in FIT_NAMES])
     records = {}
@@ -306,9 +315,11 @@ def run_five_fits(fit: Callable[[str, np.ndarray, bool], Candidate],
         if not distance <= EDM_BOUND:
             raise FitError(f"{name} fit not at a minimum: EDM {distance:.3g} > {EDM_BOUND:g} "
                            f"at -2lnL {best.twice_nll:.6f}")
-        lowered = names is not None and first.twice_nll - best.twice_nll > LOWERED_BY
+        lowered = None
+        if names is not None and first.twice_nll - best.twice_nll > LOWERED_BY:
+            lowered = dict(zip(names, map(float, best.x)))
         records[name] = FitRecord(float(best.twice_nll), float(best.x[poi]), float(distance), float(first.twice_nll),
-                                  dict(zip(names, map(float, best.x))) if lowered else None)
+                                  lowered)
     return records
 
 
@@ -385,8 +396,7 @@ def pyhf_hypotest(model: Any, data: Any, *, mu: float, test_stat: str, backend: 
         start = found.x
         x, value, obj = minimise(kind, start, poi_fixed, pyhf.optimize.minuit_optimizer(tolerance=0.1))
         result = getattr(obj, "minuit", None)
-        valid = result is not None and result.fmin.is_valid
-        distance = float(result.fmin.edm) if valid else math.inf
+        distance = float(result.fmin.edm) if result is not None and result.fmin.is_valid else math.inf
         minuit_edm[(kind, poi_fixed, x.tobytes())] = distance
         here = float(pyhf.infer.mle.twice_nll(tensorlib.astensor(start), datasets[kind], model)[0])
         if not value < here:

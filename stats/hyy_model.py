@@ -139,7 +139,7 @@ def load_templates(path: str | pathlib.Path, *, name: str = "mc_mass") -> Templa
     axes = [axis.name for axis in histogram.axes]
     if axes != ["dataset", "syst", "mass"]:
         raise HistogramError(f"{name!r} in {path} has axes {axes}, not dataset x syst x mass")
-    view = histogram.view()
+    view: Any = histogram.view()  # the weighted storage's view (value and variance); hist annotates an ndarray
     samples, systs = list(histogram.axes["dataset"]), list(histogram.axes["syst"])
     values = {s: {v: np.asarray(view.value[i, j], float) for j, v in enumerate(systs)} for i, s in enumerate(samples)}
     variances = {s: {v: np.asarray(view.variance[i, j], float) for j, v in enumerate(systs)}
@@ -388,8 +388,8 @@ def _bounds(value: float) -> list[float]:
 
 
 def build_hyy_workspace(
-    counts: Iterable[float] | np.ndarray,
-    edges: Iterable[float] | np.ndarray,
+    counts: Sequence[float] | np.ndarray,
+    edges: Sequence[float] | np.ndarray,
     signal: SignalTemplates,
     *,
     degree: int,
@@ -547,7 +547,7 @@ def plot_spurious_signal(tests: Sequence[SpuriousSignal], chosen: int, path: str
         for test in tests:
             masses = [point.mass for point in test.points]
             signal = [point.signal for point in test.points]
-            style = {"linewidth": 2.5} if test.degree == chosen else {"linewidth": 1.0, "alpha": 0.7}
+            style: dict[str, Any] = {"linewidth": 2.5} if test.degree == chosen else {"linewidth": 1.0, "alpha": 0.7}
             axis.plot(masses, signal, marker="o", markersize=3, label=f"degree {test.degree}", **style)
             if test.degree == chosen:
                 band = np.array([point.signal_unc for point in test.points])

@@ -8,7 +8,7 @@ minimum stands. Each result records its fits' ``-2 ln L``, ``mu`` and EDM.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import cabinetry
@@ -199,7 +199,7 @@ def _minuit_backend() -> Iterator[None]:
         pyhf.set_backend(tensorlib, optimizer)
 
 
-def asimov_significance(signal: Iterable[float] | np.ndarray, background: Iterable[float] | np.ndarray) -> float:
+def asimov_significance(signal: Sequence[float] | np.ndarray, background: Sequence[float] | np.ndarray) -> float:
     """Median discovery significance for known signal and background per bin (no systematic uncertainty).
 
     ``Z_A = sqrt(sum_i 2 ((s_i + b_i) ln(1 + s_i / b_i) - s_i))`` (Cowan, Cranmer, Gross, Vitells, 2011).

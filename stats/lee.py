@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -193,7 +194,7 @@ class GlobalSignificance(NamedTuple):
         return _plain(self)
 
 
-def default_masses(edges: Iterable[float] | np.ndarray) -> np.ndarray:
+def default_masses(edges: Sequence[float] | np.ndarray) -> np.ndarray:
     """The masses of :data:`DEFAULT_LEE_GRID` strictly inside the histogram's range.
 
     Raises:
@@ -218,8 +219,8 @@ def lee_identity(counts: np.ndarray, edges: np.ndarray, masses: np.ndarray, *, d
 
 
 def global_significance(
-    counts: Iterable[float] | np.ndarray,
-    edges: Iterable[float] | np.ndarray,
+    counts: Sequence[float] | np.ndarray,
+    edges: Sequence[float] | np.ndarray,
     masses: Iterable[float] | np.ndarray | None = None,
     *,
     degree: int = 4,
@@ -272,7 +273,8 @@ def global_significance(
     path = None if out is None else Path(out)
     stored = read_checkpoint(path) if path is not None else None
     if seed is None:
-        seed = int(stored["identity"]["settings"]["seed"]) if stored else int(np.random.SeedSequence().entropy)
+        # A fresh seed as numpy's SeedSequence() draws its entropy: 128 random bits from the OS.
+        seed = int(stored["identity"]["settings"]["seed"]) if stored else secrets.randbits(128)
     identity = lee_identity(spectrum.counts, spectrum.edges, grid, degree=degree, resolution=resolution, seed=seed,
                             batch_size=batch_size, levels=levels)
     if stored is not None and stored["identity"] != identity:
@@ -388,8 +390,8 @@ def draw_toys(expected: Sequence[float] | np.ndarray, seed: int, index: int, siz
 
 def local_significance(
     counts: np.ndarray,
-    edges: Iterable[float] | np.ndarray,
-    masses: Iterable[float] | np.ndarray,
+    edges: Sequence[float] | np.ndarray,
+    masses: Sequence[float] | np.ndarray,
     *,
     degree: int,
     resolution: float = DEFAULT_RESOLUTION_GEV,

@@ -103,7 +103,7 @@ def _as_hypotest(row: dict) -> Hypotest:
 def patch_limits(limits: UpperLimits, name: str, values: Sequence[float], seconds: float,
                  digest: str | None = None) -> PatchLimits:
     """A patch's :class:`PatchLimits` from its search."""
-    unsettled = [limit.reason for limit in limits.limits if limit.status not in ("ok", "not_bracketed")]
+    unsettled = [limit.reason or limit.status for limit in limits.limits if limit.status not in ("ok", "not_bracketed")]
     return PatchLimits(name, list(values), limits.observed.value, [limit.value for limit in limits.expected],
                        "failed" if unsettled else "ok", "; ".join(unsettled) or None, seconds,
                        len(limits.points) + len(limits.failed), limits_to_dict(limits), digest)
@@ -204,13 +204,13 @@ def scan_limits(
     start = time.perf_counter()
     chosen = list(patches) if patches is not None else list(likelihoods.patchset.patches)
     identity = limit_identity(likelihoods, settings, options)
-    specs = {p.name: {"metadata": dict(p.metadata), "patch": list(p.patch)} for p in chosen}
+    specs: dict[str, dict[str, Any]] = {p.name: {"metadata": dict(p.metadata), "patch": list(p.patch)} for p in chosen}
     digests = {name: patch_digest(spec) for name, spec in specs.items()}
     results: dict[str, PatchLimits] = {}
     if out is not None:
         results = {row["name"]: PatchLimits(**row) for row in reusable_rows(out, identity, digests, "limits")}
 
-    def save() -> None:
+    def save(out: str | Path) -> None:
         write_results(out, list(results.values()), settings, time.perf_counter() - start, likelihoods.source,
                       identity)
 
@@ -240,9 +240,9 @@ def scan_limits(
             if progress is not None:
                 progress(point)
             if out is not None and time.perf_counter() - last_write > 2:
-                save()
+                save(out)
                 last_write = time.perf_counter()
     ordered = [results[name] for name in specs]
     if out is not None:
-        save()
+        save(out)
     return LimitScan(ordered, time.perf_counter() - start, settings, dict(options))

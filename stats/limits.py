@@ -123,6 +123,16 @@ class UpperLimits(NamedTuple):
         return (self.observed, *self.expected)
 
 
+def _band(limits: Sequence[Limit]) -> tuple[Limit, Limit, Limit, Limit, Limit]:
+    """The five expected limits (-2..+2 sigma) as :attr:`UpperLimits.expected` holds them.
+
+    Raises:
+        ValueError: there are not five.
+    """
+    minus_2, minus_1, median, plus_1, plus_2 = limits
+    return minus_2, minus_1, median, plus_1, plus_2
+
+
 class HypotestFailed(StatsError):
     """Raised by a hypotest callable for a point that failed elsewhere (an engine process); the message is its
     reason, recorded as it is."""
@@ -230,8 +240,8 @@ class _Search:
             found.append((0.0, curve.g(1.0)))
         return sorted((mu, g) for mu, g in found if math.isfinite(g))
 
-    def bracket(self, curve: _Curve) -> tuple[float | None, float | None, float | None, float | None]:
-        """``(lo, g_lo, hi, g_hi)``: the lowest tested mu below the level and the highest one under it at or above
+    def bracket(self, curve: _Curve) -> tuple[float | None, float | None]:
+        """``(lo, hi)``: the highest tested mu at or above the level under ``hi``, and the lowest tested mu below
         the level (None where there is none)."""
         below = [mu for mu, cls in self.ok.items() if curve.g(cls[curve.index]) < 0]
         hi = min(below) if below else None
@@ -239,13 +249,11 @@ class _Search:
         if self.origin:
             above.append(0.0)
         lo = max(above) if above else None
+        return lo, hi
 
-        def g_at(mu: float | None) -> float | None:
-            if mu is None:
-                return None
-            return curve.g(1.0) if mu == 0.0 and mu not in self.ok else curve.g(self.ok[mu][curve.index])
-
-        return lo, g_at(lo), hi, g_at(hi)
+    def g_at(self, curve: _Curve, mu: float) -> float:
+        """The curve's G at a tested mu, or at mu = 0 (CLs = 1 without a fit)."""
+        return curve.g(1.0) if mu == 0.0 and mu not in self.ok else curve.g(self.ok[mu][curve.index])
 
     def predict(self, curve: _Curve, lo: float | None, hi: float | None) -> float:
         """Where this curve's G is zero: inverse interpolation (cubic, else quadratic, else the secant) through the
@@ -266,10 +274,11 @@ class _Search:
     def step(self, curve: _Curve) -> None:
         """One hypotest for this curve, or its result when its bracket is narrow enough or cannot be found."""
         lower, upper = self.bounds
-        lo, g_lo, hi, g_hi = self.bracket(curve)
+        lo, hi = self.bracket(curve)
         name = CURVES[curve.index]
         if len(curve.failures) >= MAX_FAILURES or len(curve.failures) + curve.detours >= 2 * MAX_FAILURES:
-            curve.result = Limit(None, "failed", f"{name}: {self.failures_near(lo if hi is None else (lo + hi) / 2)}",
+            middle = lo if hi is None else hi if lo is None else (lo + hi) / 2
+            curve.result = Limit(None, "failed", f"{name}: {self.failures_near(middle)}",
                                  None if lo is None or hi is None else (lo, hi))
             return
         if lo is None:  # CLs is below the level at the lowest mu tested: the positive lower bound, or it failed
@@ -277,7 +286,7 @@ class _Search:
                 curve.result = Limit(None, "failed", f"{name}: the hypotest at the POI's lower bound {lower:g} failed: "
                                      + "; ".join(f"{p.error}" for p in self.failed if p.mu == lower))
                 return
-            curve.result = Limit(None, "not_bracketed", f"{name} CLs {self.ok[hi][curve.index]:.3g} is below "
+            curve.result = Limit(None, "not_bracketed", f"{name} CLs {self.ok[lower][curve.index]:.3g} is below "
                                  f"{self.level:g} already at the POI's lower bound {lower:g}")
             return
         if hi is None:
@@ -292,6 +301,7 @@ class _Search:
             return
         width = hi - lo
         if width <= 2 * self.tol(hi):
+            g_lo, g_hi = self.g_at(curve, lo), self.g_at(curve, hi)
             value = lo + g_lo * width / (g_lo - g_hi) if math.isfinite(g_hi) and g_lo != g_hi else lo + width / 2
             curve.result = Limit(min(max(value, lo), hi), "ok", None, (lo, hi))
             return
@@ -359,7 +369,7 @@ class _Search:
                 if self.evaluations >= self.max_evaluations:
                     for curve in self.curves:
                         if curve.result is None:
-                            lo, _, hi, _ = self.bracket(curve)
+                            lo, hi = self.bracket(curve)
                             curve.result = Limit(None, "failed", f"{CURVES[curve.index]}: no bracket narrower than "
                                                  f"the tolerance after {self.max_evaluations} hypotests",
                                                  None if lo is None or hi is None else (lo, hi))
@@ -367,9 +377,9 @@ class _Search:
                 for curve in self.curves:
                     if curve.result is None:
                         self.step(curve)
-            limits = [curve.result for curve in self.curves]
+            limits = [curve.result for curve in self.curves if curve.result is not None]  # each has one now
         points = tuple(sorted(self.points, key=lambda point: point.mu))
-        return UpperLimits(limits[0], tuple(limits[1:]), points, tuple(self.failed), self.level,
+        return UpperLimits(limits[0], _band(limits[1:]), points, tuple(self.failed), self.level,
                            (float(lower), float(upper)))
 
 
@@ -466,7 +476,7 @@ def limits_from_dict(data: dict[str, Any]) -> UpperLimits:
         return LimitPoint(**{**item, "CLs_exp": tuple(item["CLs_exp"]) if item["CLs_exp"] is not None else None,
                              "fits": fits})
 
-    return UpperLimits(limit(data["observed"]), tuple(limit(item) for item in data["expected"]),
+    return UpperLimits(limit(data["observed"]), _band([limit(item) for item in data["expected"]]),
                        tuple(point(item) for item in data["points"]), tuple(point(item) for item in data["failed"]),
                        data["level"], tuple(data["bounds"]))
 

@@ -97,8 +97,8 @@ def scan_identity(counts: np.ndarray, edges: np.ndarray, masses: np.ndarray, **s
 
 
 def scan_masses(
-    counts: Iterable[float] | np.ndarray,
-    edges: Iterable[float] | np.ndarray,
+    counts: Sequence[float] | np.ndarray,
+    edges: Sequence[float] | np.ndarray,
     masses: Iterable[float] | np.ndarray | None = None,
     *,
     client: Any = None,
@@ -181,7 +181,7 @@ def robust_points(masses: Sequence[float], options: dict[str, Any]) -> list[dict
             points.append(_failed(mass, f"{type(err).__name__}: {err}"))
             continue
         points.append(_point(mass, test.significance, test.p0, test.signal_yield, options["reference_yield"],
-                             test.fits))
+                             test.fits or {}))
     return points
 
 
@@ -202,7 +202,7 @@ def tutorial_points(masses: Sequence[float], options: dict[str, Any]) -> list[di
             points.append(_failed(mass, f"{type(err).__name__}: {err}"))
             continue
         fits = {"background_fit": {"chi2": fit.chi2, "poi": fit.signal_yield, "edm": fit.edm, "start": fit.start},
-                **result.fits}
+                **(result.fits or {})}
         points.append(_point(mass, result.observed, result.observed_p0, fit.signal_yield, options["reference_yield"],
                              fits))
     return points

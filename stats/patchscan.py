@@ -19,7 +19,7 @@ import time
 import zipimport
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple, Protocol
 
 from stats.compact.worker import receive, send
 from stats.errors import WorkspaceError
@@ -61,11 +61,11 @@ class PointResult(NamedTuple):
 
     def lowered_summary(self) -> str | None:
         """One line naming each :meth:`lowered_fits` fit with both minima (None when there is none)."""
-        fits = self.lowered_fits()
-        if not fits:
+        lowered, fits = self.lowered_fits(), self.fits or {}
+        if not lowered:
             return None
-        each = ", ".join(f"{name} -2lnL {self.fits[name]['twice_nll']:.4f} < {self.fits[name]['first_twice_nll']:.4f}"
-                         for name in fits)
+        each = ", ".join(f"{name} -2lnL {fits[name]['twice_nll']:.4f} < {fits[name]['first_twice_nll']:.4f}"
+                         for name in lowered)
         return f"{self.name}: lower minimum than pyhf's default fit ({each})"
 
 
@@ -95,6 +95,17 @@ def _shipped_code() -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
 
 
+def _pipes(proc: subprocess.Popen) -> tuple[IO[bytes], IO[bytes]]:
+    """An engine's stdin and stdout (it is started with both piped).
+
+    Raises:
+        RuntimeError: it has no pipe.
+    """
+    if proc.stdin is None or proc.stdout is None:
+        raise RuntimeError("patch engine has no pipes")
+    return proc.stdin, proc.stdout
+
+
 def _engine(key: tuple, init: tuple) -> subprocess.Popen:
     proc = _ENGINES.get(key)
     if proc is not None and proc.poll() is None:
@@ -104,9 +115,10 @@ def _engine(key: tuple, init: tuple) -> subprocess.Popen:
         [sys.executable, "-m", "stats.compact.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
         cwd=os.getcwd(),
     )
-    send(proc.stdin, init)
+    stdin, stdout = _pipes(proc)
+    send(stdin, init)
     # Start-up (imports) is not part of any point's time limit.
-    if receive(proc.stdout)[0] != "ready":
+    if receive(stdout)[0] != "ready":
         raise RuntimeError("patch engine failed to start")
     _ENGINES[key] = proc
     return proc
@@ -129,14 +141,15 @@ def run_point(bkg_only: dict, digest: str, patch: dict, settings: tuple, shared:
     try:
         proc = _engine(key, (bkg_only, settings, shared, target))
         start = time.perf_counter()
-        send(proc.stdin, patch)
-        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        stdin, stdout = _pipes(proc)
+        send(stdin, patch)
+        ready, _, _ = select.select([stdout], [], [], timeout)
         if not ready:
             proc.kill()
             proc.wait()
             _ENGINES.pop(key, None)
             return failed(f"timeout after {timeout:g}s")
-        status, payload = receive(proc.stdout)
+        status, payload = receive(stdout)
     except (EOFError, OSError, RuntimeError) as err:
         _ENGINES.pop(key, None)
         return failed(f"engine died: {err}")
@@ -207,9 +220,19 @@ def read_results(path: str | Path) -> dict[str, Any]:
         raise WorkspaceError(f"cannot resume from {path}: invalid JSON ({err})") from None
 
 
-def write_results(path: str | Path, results: list[PointResult], settings: HypotestSettings, wall_time: float,
+class _Row(Protocol):
+    """A row of a results file: a :class:`PointResult`, or a :class:`stats.limit_scan.PatchLimits`."""
+
+    @property
+    def name(self) -> str: ...
+
+    def _asdict(self) -> dict[str, Any]: ...
+
+
+def write_results(path: str | Path, results: Sequence[_Row], settings: HypotestSettings, wall_time: float,
                   source: str, identity: dict[str, Any] | None = None) -> None:
-    """Write results atomically (a killed scan never leaves a truncated file)."""
+    """Write results (:class:`PointResult` or :class:`stats.limit_scan.PatchLimits` rows) atomically: a killed
+    scan never leaves a truncated file."""
     path = Path(path)
     doc = {"source": source, "identity": identity, "settings": settings._asdict(), "wall_time": wall_time,
            "results": [r._asdict() for r in sorted(results, key=lambda r: r.name)]}
@@ -259,7 +282,7 @@ def scan_patches(
     if out is not None:
         done = {row["name"]: PointResult(**row) for row in reusable_rows(out, identity, digests, "a scan")}
     todo = [p for p in chosen if p.name not in done]
-    specs = [{"metadata": dict(p.metadata), "patch": list(p.patch)} for p in todo]
+    specs: list[dict[str, Any]] = [{"metadata": dict(p.metadata), "patch": list(p.patch)} for p in todo]
     from stats.compact.padding import shared_modifiers
 
     shared = shared_modifiers(likelihoods.bkg_only, [{"patch": list(p.patch)} for p in chosen])

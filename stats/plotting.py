@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
@@ -29,8 +29,8 @@ FORMATS = (".png", ".pdf")
 
 
 def plot_fit(
-    counts: Iterable[float] | np.ndarray,
-    edges: Iterable[float] | np.ndarray,
+    counts: Sequence[float] | np.ndarray,
+    edges: Sequence[float] | np.ndarray,
     fit: BackgroundFit,
     path: str | pathlib.Path,
 ) -> list[pathlib.Path]:
@@ -105,14 +105,18 @@ def plot_data_mc(
     path: str | pathlib.Path,
     *,
     fit_results: Any = None,
-    edges: Iterable[float] | np.ndarray | None = None,
+    edges: Sequence[float] | np.ndarray | None = None,
 ) -> list[pathlib.Path]:
     """cabinetry's data/MC figure of a workspace, pre-fit or (with ``fit_results``) post-fit.
 
     A workspace does not record its binning; pass ``edges`` to label the axis in GeV instead of bin numbers.
+
+    Raises:
+        WorkspaceError: the workspace has no channel to draw.
     """
     import cabinetry
 
+    from stats.errors import WorkspaceError
     from stats.inference import model_and_data
 
     model, data = model_and_data(spec)
@@ -124,6 +128,8 @@ def plot_data_mc(
                               for name in model.config.channels]}
     with plt.style.context(mplhep.style.ATLAS):
         figures = cabinetry.visualize.data_mc(prediction, data, config=config, save_figure=False, close_figure=False)
+        if not figures:  # cabinetry draws none where no channel is left
+            raise WorkspaceError("the workspace has no channel to draw")
         return save_figure(figures[0]["figure"], path)
 
 

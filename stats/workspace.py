@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ POI = "mu"
 
 
 def build_workspace(
-    counts: Iterable[float] | np.ndarray,
+    counts: Sequence[float] | np.ndarray,
     fit: BackgroundFit,
     *,
     channel: str = CHANNEL,

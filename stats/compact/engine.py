@@ -91,10 +91,10 @@ class PatchEngine:
             # Unsupported numbers (a normsys factor <= 0) are this patch's: the structure is checked with the next.
             problem = compact_model.verify(structure, self._numbers(family, channels), model, data)
             self._families[key] = family if problem is None else f"compact model check failed: {problem}"
-        family = self._families[key]
-        if isinstance(family, str):
-            raise Unsupported(family)
-        return family
+        known = self._families[key]
+        if isinstance(known, str):
+            raise Unsupported(known)
+        return known
 
     def _patched_channels(self, patch: dict) -> list:
         """The channels with any JSON-patch operations on them applied (replace, remove, ...: a full copy).

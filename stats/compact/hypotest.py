@@ -34,7 +34,7 @@ def hypotest(programs: Programs, structure: compact_model.Structure, numbers: co
     import jax.numpy as jnp
 
     poi = structure.poi_index
-    tensors = compact_model.Numbers(*(jnp.asarray(field) for field in numbers))
+    tensors = compact_model.Numbers._make(jnp.asarray(field) for field in numbers)  # jax arrays in the same fields
     datasets: dict[str, Any] = {"observed": tensors.data}
     # The exact Hessian at pyhf's start, this patch's own: the first estimate decides which valley BFGS enters.
     first_estimate = jnp.asarray(positive_definite(np.asarray(programs.hessian(tensors, tensors.data, tensors.init),

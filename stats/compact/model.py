@@ -219,7 +219,8 @@ def build_structure(channels: list[dict], config: Any, modifier_settings: dict) 
         embedding[c, first_bin[channel] + k] = 1.0
         factors.append([index[m["name"]] for m in sample["modifiers"] if m["type"] in SCALAR_FACTORS])
         binwise.append([layout[m["name"]][channel] + k for m in sample["modifiers"] if m["type"] in BINWISE])
-    gauss, poisson = [], []
+    gauss: list[int] = []
+    poisson: list[int] = []
     for name in config.auxdata_order:
         target = gauss if config.param_set(name).pdf_type == "normal" else poisson
         target.extend(range(config.par_slice(name).start, config.par_slice(name).stop))
@@ -304,7 +305,8 @@ class CellCache:
 
     def __init__(self, channels: list[dict]):
         self._background = {id(sample): sample for channel in channels for sample in channel["samples"]}
-        self._entries: dict[tuple[int, int], tuple] = {}
+        # (id(structure), id(sample)) -> arrays; (None, id(sample)) -> the sample's signature.
+        self._entries: dict[tuple[int | None, int], tuple] = {}
 
     def signature(self, sample: dict) -> tuple:
         """The sample's modifiers (names and types, sorted) for :func:`structure_key`."""
@@ -583,7 +585,7 @@ def verify(structure: Structure, numbers: Numbers, model: Any, data: Any, *, rto
     if not (np.allclose(numbers.init, config.suggested_init()) and np.allclose(numbers.lower, bounds[:, 0])
             and np.allclose(numbers.upper, bounds[:, 1])):
         return "initial values or bounds differ from pyhf's"
-    tensors = Numbers(*(jnp.asarray(field) for field in numbers))
+    tensors = Numbers._make(jnp.asarray(field) for field in numbers)  # jax arrays in the same fields
     observed = np.asarray(data, dtype=float)
     poisson = np.r_[np.arange(structure.nbins), structure.nbins + structure.gauss_par.size
                     + np.arange(structure.poisson_par.size)]

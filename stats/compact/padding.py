@@ -64,12 +64,12 @@ def canonical_patch(patch: dict, shared: dict[str, dict], bkg_only: dict | None 
     spec = {**patch, "patch": [
         {**op, "value": {**op["value"], "modifiers": list(op["value"]["modifiers"])}} if _added_sample(op) else dict(op)
         for op in patch["patch"]]}
-    known = {m["name"] for op in spec["patch"] if _added_sample(op) for m in op["value"]["modifiers"]}
+    # The parameters the patched model has: None (any) without ``bkg_only``.
+    known: set[str] | None = None
     if bkg_only is not None:
+        known = {m["name"] for op in spec["patch"] if _added_sample(op) for m in op["value"]["modifiers"]}
         known |= {m["name"] for channel in bkg_only["channels"] for sample in channel["samples"]
                   for m in sample["modifiers"]}
-    else:
-        known = None
     present = set()
     for op in spec["patch"]:
         entry = shared.get(op.get("path"))
@@ -82,7 +82,7 @@ def canonical_patch(patch: dict, shared: dict[str, dict], bkg_only: dict | None 
             if (name, kind) in have or kind not in _NEUTRAL_TYPES or (known is not None and name not in known):
                 continue
             sample["modifiers"].append({"name": name, "type": kind, "data": _neutral_data(kind, sample["data"])})
-    if bkg_only is None or not all(op.get("op") == "add" and _channel_index(op) >= 0 for op in spec["patch"]):
+    if known is None or not all(op.get("op") == "add" and _channel_index(op) >= 0 for op in spec["patch"]):
         return spec
     touched = {_channel_index(op) for op in spec["patch"]}
     names = [op["value"].get("name") for op in spec["patch"] if _added_sample(op)]
@@ -118,7 +118,8 @@ def shallow_apply(channels: list, patch: dict) -> list | None:
 
 
 def _neutral(modifier: dict, nominal: list) -> bool:
-    kind, data = modifier["type"], modifier.get("data")
+    kind = modifier["type"]
+    data: Any = modifier.get("data")  # its shape depends on the kind (absent for lumi and normfactor)
     if kind == "normsys":
         return data == {"hi": 1.0, "lo": 1.0}
     if kind == "histosys":
