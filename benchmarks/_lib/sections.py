@@ -457,6 +457,46 @@ def streaming(doc: Document) -> list[str]:
     ]
 
 
+# --- streaming over slow links ------------------------------------------------------------------------
+
+#: Latency each way (ms) -> the least events/s per worker, as a share of the same protocol at 0 ms, aimed at.
+SLOW_LINK_GOALS = {10: 0.8, 50: 0.6}
+
+
+def slow_link(doc: Document) -> list[str]:
+    settings, inputs = doc["settings"], doc["inputs"]
+    workers = doc["workers"]
+    best = {(source["threads"], source["protocol"], source["latency_ms"]): min(source["runs"], key=lambda run: run["seconds"])
+            for source in inputs}
+
+    def rate(run: dict[str, Any]) -> float:
+        return run["events"] / run["seconds"] / workers
+
+    rows = []
+    for (threads, protocol, latency), run in best.items():
+        share = rate(run) / rate(best[threads, protocol, 0])
+        goal = SLOW_LINK_GOALS.get(latency)
+        aim = "" if goal is None else f">= {goal:.1f}: {'met' if share >= goal else 'not met'}"
+        rows.append(f"| {threads} | {protocol}:// | {latency} | {run['events']:,} | {run['seconds']:.2f} | {rate(run) / 1e3:.0f} "
+                    f"| {share:.2f} | {aim} | {run['bytes_down'] / 1e6:.1f} |")
+    every = "; ".join(f"{source['threads']} thread(s) {source['protocol']} {source['latency_ms']} ms "
+                      + _listed([r["seconds"] for r in source["runs"]]) for source in inputs)
+    return [
+        f"`{doc['command']}` on {machine_line(doc['machine'], doc['load_average_after'])}; {doc['files']} generated "
+        f"files read through a delay proxy on 127.0.0.1 (each byte held the given time in each direction, throughput "
+        f"not limited) from a local xrootd, by a Dask cluster of {workers} worker process (each number of threads in "
+        f"turn: a thread per task, so more reads in flight), chunks of {chunk_label(settings['chunksize'])} entries; best of {settings['rounds']} rounds, the "
+        f"latencies taking turns in each (all runs, s: {every}); measured {doc['finished']}, 1-minute load average "
+        f"{doc['machine']['load_average'][0]:.1f} before, {doc['load_average_after'][0]:.1f} after. The ratio to "
+        "the same threads and protocol at 0 ms is what counts: the machine is shared, so absolute rates vary between runs.",
+        "",
+        "| worker threads | protocol | latency each way (ms) | events | seconds | k events/s per worker | / 0 ms | goal "
+        "| MB through the proxy |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
 # --- worker garbage collection -------------------------------------------------------------------------
 
 
@@ -639,6 +679,7 @@ RENDERERS: dict[str, tuple[str, Callable[[Document], list[str]]]] = {
     "mass_scan": ("## Mass scan", mass_scan),
     "patchset": ("## Published likelihoods", patchset),
     "streaming": ("## Streaming", streaming),
+    "slow_link": ("## Streaming over slow links", slow_link),
     "scaling": ("## Scaling", scaling),
     "worker_gc": ("## Worker garbage collection", worker_gc),
     "generate": ("## Generation", generation),

@@ -197,3 +197,34 @@ def test_patchset_table_with_a_baseline_revision():
             "compile cache. Target (issue 17): within 1.3x (met).") in lines
     assert any(line.startswith("125/125 ok in each run of today's code") and "26.0 s with an empty" in line
                for line in lines)
+
+
+def slow_link_document() -> dict:
+    def runs(*seconds):
+        return [{"seconds": s, "events": 1_000_000, "bytes_down": 60_000_000} for s in seconds]
+
+    inputs = [{"threads": 1, "protocol": "root", "latency_ms": 0, "runs": runs(4.0, 5.0)},
+              {"threads": 1, "protocol": "root", "latency_ms": 10, "runs": runs(6.0, 4.8)},
+              {"threads": 1, "protocol": "root", "latency_ms": 50, "runs": runs(10.0)},
+              {"threads": 1, "protocol": "https", "latency_ms": 0, "runs": runs(2.0)},
+              {"threads": 1, "protocol": "https", "latency_ms": 50, "runs": runs(2.5)},
+              {"threads": 8, "protocol": "root", "latency_ms": 0, "runs": runs(1.0)},
+              {"threads": 8, "protocol": "root", "latency_ms": 50, "runs": runs(1.25)}]
+    return {"benchmark": "slow_link", "command": "python benchmarks/bench_slow_link.py", "machine": MACHINE,
+            "load_average_after": [1.5, 1.0, 1.0], "finished": "2026-12-05 07:30 UTC", "files": 16, "workers": 1,
+            "settings": {"chunksize": 100_000, "rounds": 2}, "inputs": inputs}
+
+
+def test_slow_link_table_rates_each_latency_against_its_protocol_at_zero():
+    heading, lines = sections.render(slow_link_document())
+    assert heading == "## Streaming over slow links"
+    rows = {tuple(cell.strip() for cell in line.strip("|").split("|")[:3]): line for line in lines if line.startswith("| ")}
+    assert len(rows) == 8  # the header and 7 measurements
+    # Best runs, 1 thread: root 4.0 s at 0 ms, 4.8 s at 10 ms (0.83 >= 0.8), 10 s at 50 ms (0.40 < 0.6); https 2.0 and
+    # 2.5 s. 8 threads: against their own 1.0 s at 0 ms.
+    assert "| 4.80 | 208 | 0.83 | >= 0.8: met | 60.0 |" in rows["1", "root://", "10"]
+    assert "| 10.00 | 100 | 0.40 | >= 0.6: not met |" in rows["1", "root://", "50"]
+    assert "| 2.50 | 400 | 0.80 | >= 0.6: met |" in rows["1", "https://", "50"]
+    assert "| 1.00 |  |" in rows["1", "https://", "0"]
+    assert "| 1.25 | 800 | 0.80 | >= 0.6: met |" in rows["8", "root://", "50"]
+    assert "1 thread(s) root 0 ms 4.00, 5.00" in lines[0] and "1 worker process" in lines[0]
