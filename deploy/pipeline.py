@@ -23,11 +23,12 @@ from deploy.simulation import SIMULATION_SUBDIR, process_samples, samples_to_pro
 from processors.datasets import resolve_files
 from processors.engine import process_files
 from processors.generate import DEFAULT_SEED, generate_dataset
+from processors.generate.simulation import MC_SIGNAL_MASS
 from processors.histograms import save_outputs
 from processors.processor import DiphotonProcessor
 from processors.schema import TREE_NAME
 from stats.hepdata import load_likelihoods
-from stats.hyy_model import compare_with_truth
+from stats.hyy_model import compare_with_truth, load_templates
 from stats.inference import asimov_significance
 from stats.mass_patchset import build_mass_patchset
 from stats.profile import gaussian_template
@@ -119,6 +120,38 @@ def _truth_comparison(truth: dict[str, Any], fit: dict[str, Any], best: dict[str
                                      **compare_with_truth(model["mu"], model["mu_unc"],
                                                           simulation.get("signal_strength"))}
     return compared
+
+
+def patchset_signal(fit: dict[str, Any], simulation_dir: pathlib.Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The signal of the analysis's mass patchset: how it is described, and :func:`build_mass_patchset`'s options.
+
+    Where the simulation model was built (``fit["simulation_model"]`` without an error), the signal is the sum of
+    its signal samples' nominal histograms in ``simulation_dir`` (ggH + VBF at the data's luminosity, simulated at
+    125 GeV only), moved to each mass: ``mu = 1`` is the simulated Standard Model yield and shape at every mass.
+    Without it, a Gaussian of the width fitted to the data with the yield fitted at the peak.
+
+    Returns:
+        The record for ``results["patchset_signal"]`` (``model``: ``"simulation"`` or ``"gaussian"``, ``shape``,
+        ``yield``, ``normalisation``, and ``resolution_gev`` or ``samples`` and ``template_mass``) and the options.
+
+    Raises:
+        HistogramError: the simulated histograms cannot be read.
+    """
+    model = fit.get("simulation_model")
+    if model is not None and "error" not in model:  # mu relative to the SM: the simulated yield at 125 GeV
+        template = load_templates(simulation_dir).total(model["signal_samples"])
+        record = {"model": "simulation", "samples": list(model["signal_samples"]), "template_mass": MC_SIGNAL_MASS,
+                  "yield": float(template.sum()),
+                  "normalisation": f"the simulated Standard Model yield at {MC_SIGNAL_MASS:g} GeV, at every mass",
+                  "shape": f"the simulated {' + '.join(model['signal_samples'])} template at {MC_SIGNAL_MASS:g} GeV "
+                           "moved to each mass (only that mass is simulated)"}
+        return record, {"signal_template": template, "template_mass": MC_SIGNAL_MASS}
+    resolution = fit["background_fit"]["sigma"]
+    signal_yield = max(fit["background_fit"]["signal_yield"], 1.0)
+    record = {"model": "gaussian", "yield": signal_yield, "resolution_gev": resolution,
+              "normalisation": "the signal yield fitted at the peak (no simulation)",
+              "shape": f"a Gaussian of the fitted width {resolution:.3g} GeV (no simulation)"}
+    return record, {"resolution": resolution, "signal_yield": signal_yield}
 
 
 def _likelihood_identity(likelihoods: pathlib.Path) -> list[dict[str, Any]]:
@@ -292,17 +325,9 @@ def run_pipeline(
     patchset_dir.mkdir(parents=True, exist_ok=True)
     if likelihoods is None:
         patch_masses = grid if patch_masses is None else np.asarray(patch_masses, float)
-        resolution = fit["background_fit"]["sigma"]
-        if model is not None and "error" not in model:  # mu relative to the SM: the simulated yield at 125 GeV
-            signal_yield = float(model["expected_signal"])
-            normalisation = "the simulated Standard Model yield at 125 GeV, at every mass"
-        else:
-            signal_yield = max(fit["background_fit"]["signal_yield"], 1.0)
-            normalisation = "the signal yield fitted at the peak (no simulation)"
-        results["patchset_signal"] = {"yield": signal_yield, "normalisation": normalisation,
-                                      "resolution_gev": resolution}
+        results["patchset_signal"], signal_options = patchset_signal(fit, simulation_dir)
         built = build_mass_patchset(spectrum.counts, spectrum.edges, fit["background"], fit["background_unc"],
-                                    masses=patch_masses, resolution=resolution, signal_yield=signal_yield)
+                                    masses=patch_masses, **signal_options)
         likelihoods = patchset_dir / "likelihoods"
         likelihoods.mkdir(exist_ok=True)
         write_json(likelihoods / "BkgOnly.json", built.background_only)
@@ -575,7 +600,12 @@ def render_report(results: dict[str, Any], out_dir: pathlib.Path) -> str:
     lines += [*(link(p) for p in scan["plots"] if p.endswith(".png")), "", "## PatchSet scan", ""]
     patchset = results["patchset"]
     lines += [f"{patchset['points']} patches of `{patchset['likelihoods']}`, {patchset['failed']} failed, "
-              f"{patchset['wall_time']:.1f} s.", "", *(link(p) for p in patchset["plots"] if p.endswith(".png")), ""]
+              f"{patchset['wall_time']:.1f} s.", ""]
+    signal = results.get("patchset_signal")
+    if signal:
+        lines += [f"Signal of each patch: {signal['shape']}; mu = 1 is {signal['normalisation']} "
+                  f"({signal['yield']:.1f} events).", ""]
+    lines += [*(link(p) for p in patchset["plots"] if p.endswith(".png")), ""]
     if patchset["plot_error"]:
         lines += [f"No CLs plot: {patchset['plot_error']}", ""]
     lines += _limits_section(results, link)

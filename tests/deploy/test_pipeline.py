@@ -10,7 +10,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 from deploy.config import configure
-from deploy.pipeline import run_pipeline
+from deploy.pipeline import patchset_signal, run_pipeline
 from processors.generate import generate_dataset
 
 
@@ -62,6 +62,21 @@ def test_pipeline_agrees_with_the_injected_truth(tmp_path, strong_signal, client
     limits = results["limits"]
     assert limits["patches"] == 3 and limits["failed"] == 0
     assert results["patchset_signal"]["normalisation"].startswith("the simulated Standard Model yield")
+    # The patches' signal is the simulated ggH + VBF template (1 GeV bins): itself at 125 GeV, 5 bins lower at
+    # 120 GeV and 5 bins higher at 130 GeV, with its yield less the tail's 5 GeV moved out of the range.
+    signal = results["patchset_signal"]
+    assert signal["model"] == "simulation" and signal["template_mass"] == 125.0
+    simulated = json.loads((tmp_path / "out/processing/simulation/histograms.json").read_text())["mc_mass"]
+    datasets, systs = (simulated["axes"][i]["categories"] for i in (0, 1))
+    values = np.asarray(simulated["storage"]["values"])[:, systs.index("nominal"), 1:-1]  # flow bins left out
+    template = sum(values[datasets.index(name)] for name in ("ggH125", "VBFH125"))
+    patches = {p["metadata"]["values"][0]: p["patch"][0]["value"]["data"] for p in
+               json.loads((tmp_path / "out/patchset/likelihoods/patchset.json").read_text())["patches"]}
+    assert np.allclose(patches[125.0], template, rtol=1e-12, atol=0)
+    assert np.allclose(patches[120.0][:-5], template[5:], rtol=1e-9) and np.allclose(patches[130.0][5:], template[:-5])
+    assert signal["yield"] == pytest.approx(template.sum(), rel=1e-12)
+    assert sum(patches[120.0]) == pytest.approx(template[5:].sum(), rel=1e-9)
+    assert sum(patches[120.0]) > 0.999 * template.sum()
     by_mass = {p["values"][0]: p for p in limits["points"]}
     assert by_mass[125.0]["observed"] > by_mass[125.0]["expected"][4]  # 4x the SM signal: above the +2 sigma band
     import pyhf
@@ -118,9 +133,20 @@ def test_pipeline_agrees_with_the_injected_truth(tmp_path, strong_signal, client
         f"Against the injected signal strength {injected:.3f}",
         f"pull {compared['simulation_mu']['pull']:+.2f} sigma, within 2 sigma: yes",
         "| `spurious_signal` | histosys |", "| `lumi` | lumi |", "| `photon_energy_scale` | histosys |",
+        "Signal of each patch: the simulated ggH125 + VBFH125 template at 125 GeV moved to each mass (only that "
+        "mass is simulated); mu = 1 is the simulated Standard Model yield at 125 GeV, at every mass",
         f"| {fit['degree']} (chosen) |",
     ):
         assert line in report, line
+
+
+@pytest.mark.parametrize("model", [None, {"error": "no continuum"}])
+def test_without_the_simulation_model_the_patches_signal_is_the_fitted_gaussian(tmp_path, model):
+    fit = {"background_fit": {"sigma": 1.74, "signal_yield": 1520.0}, "simulation_model": model}
+    record, options = patchset_signal(fit, tmp_path / "no simulation")
+    assert options == {"resolution": 1.74, "signal_yield": 1520.0}
+    assert record["model"] == "gaussian" and record["yield"] == 1520.0
+    assert "Gaussian of the fitted width 1.74 GeV" in record["shape"]
 
 
 def test_run_rejects_a_bad_config_value_in_one_line(tmp_path):

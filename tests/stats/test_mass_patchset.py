@@ -66,3 +66,64 @@ def test_mismatched_sizes(spectrum):
     counts, background, unc = spectrum
     with pytest.raises(HistogramError, match="sizes do not match"):
         build_mass_patchset(counts[:-1], EDGES, background, unc, masses=[125.0], resolution=1.7, signal_yield=1.0)
+
+
+def _signal_of(result, mass):
+    """The signal sample of the patch at ``mass``, applied by pyhf."""
+    patched = pyhf.PatchSet(result.patchset).apply(pyhf.Workspace(result.background_only), [mass])
+    sample = next(s for s in patched["channels"][0]["samples"] if s["name"] == "signal")
+    assert sample["modifiers"] == [{"name": "mu", "type": "normfactor", "data": None}]
+    return np.asarray(sample["data"])
+
+
+def _moved_by_overlap(template, edges, shift):
+    """Independent reference: a histogram of uniform density within each bin, moved by ``shift`` and rebinned by
+    the overlap of each moved bin with each bin."""
+    moved = np.zeros_like(template)
+    for i, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
+        for j, (source_low, source_high) in enumerate(zip(edges[:-1] + shift, edges[1:] + shift)):
+            overlap = max(0.0, min(high, source_high) - max(low, source_low))
+            moved[i] += template[j] * overlap / (source_high - source_low)
+    return moved
+
+
+# An asymmetric peak (a low-mass tail, as the simulated H->yy signal has) around 125 GeV in 3 GeV bins.
+TEMPLATE = np.zeros(EDGES.size - 1)
+TEMPLATE[5:11] = [3.0, 9.0, 40.0, 210.0, 95.0, 12.0]
+
+
+def test_a_simulated_template_is_the_signal_at_its_mass_and_moved_to_the_others(spectrum):
+    counts, background, unc = spectrum
+    result = build_mass_patchset(counts, EDGES, background, unc, masses=[119.0, 125.0, 130.4],
+                                 signal_template=TEMPLATE, template_mass=125.0)
+    at_125 = _signal_of(result, 125.0)
+    assert np.array_equal(at_125, TEMPLATE)  # the simulated template itself: sum and shape
+    # 6 GeV lower is two bins down, exactly.
+    assert np.array_equal(_signal_of(result, 119.0), np.roll(TEMPLATE, -2))
+    moved = _signal_of(result, 130.4)
+    assert moved == pytest.approx(_moved_by_overlap(TEMPLATE, EDGES, 5.4), abs=1e-9)
+    assert moved.sum() == pytest.approx(TEMPLATE.sum(), rel=1e-12)  # far from the edges nothing is lost
+    assert "simulated at 125 GeV" in result.patchset["metadata"]["description"]
+
+
+def test_a_template_moved_across_the_end_loses_what_leaves_the_range(spectrum):
+    counts, background, unc = spectrum
+    result = build_mass_patchset(counts, EDGES, background, unc, masses=[156.5], signal_template=TEMPLATE)
+    moved = _signal_of(result, 156.5)  # 31.5 GeV up: the peak bin (124-127 GeV) ends at 155.5-158.5 GeV
+    assert moved == pytest.approx(_moved_by_overlap(TEMPLATE, EDGES, 31.5), abs=1e-9)
+    assert moved.sum() < TEMPLATE.sum()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"signal_template": TEMPLATE, "signal_yield": 10.0}, "not both"),
+        ({"signal_template": TEMPLATE[:-1]}, "the data's 20 bins"),
+        ({"signal_template": -TEMPLATE}, "positive sum"),
+        ({"resolution": 1.7}, "must be positive"),
+    ],
+)
+def test_bad_signal(spectrum, kwargs, message):
+    counts, background, unc = spectrum
+    with pytest.raises(HistogramError, match=message):
+        build_mass_patchset(counts, EDGES, background, unc, masses=[125.0], **kwargs)
