@@ -57,7 +57,8 @@ class FitRecord(NamedTuple):
             restart found a lower minimum).
         parameters: where ``twice_nll`` lies more than :data:`LOWERED_BY` below ``first_twice_nll``, the accepted
             minimum's parameters by pyhf's names (``model.config.par_names``; ``name[i]`` for bin-wise ones), so
-            that anyone can evaluate pyhf's likelihood there; None elsewhere.
+            that anyone can evaluate pyhf's likelihood there; None elsewhere. The background-only fit's are also
+            recorded where an Asimov fit is lowered: the Asimov data are pyhf's expected data there.
     """
 
     twice_nll: float
@@ -320,6 +321,11 @@ def run_five_fits(fit: Callable[[str, np.ndarray, bool], Candidate],
             lowered = dict(zip(names, map(float, best.x)))
         records[name] = FitRecord(float(best.twice_nll), float(best.x[poi]), float(distance), float(first.twice_nll),
                                   lowered)
+    asimov_lowered = any(records[name].parameters is not None for name in ("asimov_free", "asimov_conditional"))
+    if names is not None and asimov_lowered and records["background"].parameters is None:
+        # The Asimov data are the expectation at these parameters: with them, a lowered Asimov fit can be checked.
+        records["background"] = records["background"]._replace(
+            parameters=dict(zip(names, map(float, found["background"][0].x))))
     return records
 
 

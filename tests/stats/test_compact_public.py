@@ -217,6 +217,23 @@ def pyhf_default_fits(model, data, mu: float) -> dict[str, float]:
     return dict(zip(FIT_NAMES, map(float, (free, conditional, value, asimov_free, asimov_conditional))))
 
 
+def assert_recorded_parameters_give_recorded_minima(model, data, fits: dict) -> None:
+    """Where a fit records its parameters (a lowered fit, and then the background-only fit that made the Asimov
+    data), pyhf's likelihood there is the recorded -2lnL: on the Asimov data, pyhf's expected data at the recorded
+    background-only parameters."""
+    names = model.config.par_names
+    for name, record in fits.items():
+        if record.parameters is None:
+            continue
+        on = data
+        if name.startswith("asimov"):
+            background = fits["background"].parameters
+            assert background is not None, name
+            on = model.expected_data([background[n] for n in names])
+        value = -2 * float(model.logpdf([record.parameters[n] for n in names], on)[0])
+        assert value == pytest.approx(record.twice_nll, abs=1e-6, rel=1e-9), (name, value, record.twice_nll)
+
+
 def assert_hypotest_agrees(bkg: dict, patches: list[dict], settings: HypotestSettings,
                            reference_backend: str = "numpy") -> list[str]:
     """The engine takes the compact path for every patch; no compact fit ends above pyhf's default one; the CLs
@@ -233,6 +250,7 @@ def assert_hypotest_agrees(bkg: dict, patches: list[dict], settings: HypotestSet
         obs, exp = pyhf.infer.hypotest(settings.mu, data, model, test_stat=settings.test_stat,
                                        return_expected_set=True)
         theirs = pyhf_default_fits(model, data, settings.mu)
+        assert_recorded_parameters_give_recorded_minima(model, data, got.fits)
         lower = [name for name in FIT_NAMES if got.fits[name].twice_nll < theirs[name] - 1e-3]
         assert all(got.fits[name].twice_nll < theirs[name] + 1e-3 for name in FIT_NAMES), (got.fits, theirs)
         if not lower:
