@@ -9,7 +9,9 @@ on a distributed cluster. Mass and cutflow histograms must be equal, bin for bin
 ``apply_to_fileset`` needs the ``coffea-dask`` extra (dask-awkward, dask-histogram and the dask they work with):
 without dask-awkward those tests are skipped. Every dask-awkward release since 2025.5.0 requires dask < 2025.4.0;
 installed past that cap (``pip install --no-deps``) on a later dask, computing fails in dask-awkward's graph
-optimisation, and those tests are expected to fail with that error.
+optimisation, and those tests are expected to fail with that error. Where the extra is not installed (CI's
+``.[test]``), :func:`test_apply_to_fileset_with_the_coffea_dask_extra` installs its pins into an environment layered
+over the test environment and runs the apply_to_fileset tests there.
 """
 
 from __future__ import annotations
@@ -144,3 +146,38 @@ def test_apply_to_fileset_gives_the_histograms_of_process(files, reference, sche
     else:
         (output,) = dask.compute(lazy, scheduler="threads")
     assert_as_process(output, reference)
+
+
+def pinned_coffea_dask() -> list[str]:
+    """The requirements of the ``coffea-dask`` extra, as pyproject.toml pins them."""
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    return list(project["optional-dependencies"]["coffea-dask"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(HAVE_DASK_AWKWARD, reason="dask-awkward is installed here: the apply_to_fileset tests run as is")
+def test_apply_to_fileset_with_the_coffea_dask_extra(tmp_path):
+    """Where the test environment lacks the ``coffea-dask`` extra (CI installs ``.[test]``, with today's dask), the
+    extra's pinned dask / dask-awkward pair goes into an environment layered over this one (pip, its pins only; every
+    other package is this environment's), and the apply_to_fileset tests above run there: the pair the README
+    promises is checked on every CI run."""
+    overlay = tmp_path / "coffea-dask"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(overlay)], check=True)
+    python = str(overlay / "bin" / "python")
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    import sysconfig
+    from pathlib import Path
+
+    # After the overlay's own packages: this environment's, for everything the pins do not replace.
+    (Path(purelib) / "zz_test_environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    installed = subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps",
+                                *pinned_coffea_dask()], capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    ran = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-m", "slow or not slow",
+                          "-k", "test_apply_to_fileset_gives_the_histograms_of_process"],
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=900)
+    assert ran.returncode == 0 and "2 passed" in ran.stdout, ran.stdout[-4000:] + ran.stderr[-2000:]
