@@ -155,9 +155,10 @@ def fit_spectrum(directory: pathlib.Path, out_dir: pathlib.Path, fit: FitSetting
         record["significance"] = discovery_significance(spec)._asdict()
     except FitError as err:
         record["significance"] = {"error": str(err)}
+    steps("  profile-likelihood significance and plots")
     record["profile_likelihood"] = scan_masses(spectrum.counts, spectrum.edges, [fit.mass], degree=degree,
                                                resolution=fit.resolution).points[0]
-    plots = [*plot_fit(spectrum.counts, spectrum.edges, background, out_dir / "fit"),
+    plots = [*plot_fit(spectrum.counts, spectrum.edges, background, out_dir / "fit", lumi=spectrum.lumi_fb),
              *plot_data_mc(spec, out_dir / "data_mc_prefit", edges=spectrum.edges),
              *plot_data_mc(spec, out_dir / "data_mc_postfit", fit_results=strength.fit_results, edges=spectrum.edges)]
     record["plots"] = [str(path) for path in plots]
@@ -203,7 +204,7 @@ def scan_spectrum(
     choice = choose_degree(spectrum, fit, degree)
     scan = scan_masses(spectrum.counts, spectrum.edges, masses, client=client, method=fit.method,
                        degree=choice.degree, resolution=fit.resolution)
-    plots = plot_mass_scan(scan, out_dir / "mass_scan")
+    plots = plot_mass_scan(scan, out_dir / "mass_scan", lumi=spectrum.lumi_fb)
     inputs = spectrum_identity(source) if source is not None else {"counts": spectrum.counts, "edges": spectrum.edges}
     record = {"input": str(source or ""), "method": fit.method, "degree": choice.degree,
               "degree_choice": choice.record(),

@@ -22,19 +22,10 @@ from matplotlib.tri import Triangulation
 
 from stats.errors import StatsError
 from stats.limits import UpperLimits
-from stats.plotting import save_figure
+from stats.plotting import experiment_label, save_figure
 
-#: The label under the ATLAS one (the data are open data).
-STATUS = "Open Data"
 #: ATLAS's Brazil plot colours.
 GREEN, YELLOW = "#00cc00", "#ffcc00"
-
-
-def _atlas_label(ax: Any, *, lumi: float | None, com: float, rlabel: str | None = None) -> None:
-    kwargs = {"lumi": f"{lumi:g}"} if lumi is not None else {}
-    if rlabel is not None:
-        kwargs["rlabel"] = rlabel
-    mplhep.atlas.label(STATUS, ax=ax, data=True, com=f"{com:g}", loc=0, **kwargs)
 
 
 def _limit_values(item: Any) -> list[float]:
@@ -109,7 +100,7 @@ def plot_brazil(x: Sequence[float], limits: Sequence[Any], path: str | pathlib.P
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.legend(loc="upper right", fontsize="small", frameon=False)
-        _atlas_label(ax, lumi=lumi, com=com)
+        experiment_label(ax, lumi=lumi, com=com)
         return save_figure(fig, path)
 
 
@@ -167,7 +158,7 @@ def plot_cls_curve(results: Sequence[Any], path: str | pathlib.Path, *, xlabel: 
         ax.set_xlabel(xlabel)
         ax.set_ylabel("CLs")
         ax.legend(loc="upper right", fontsize="small", frameon=False, ncol=2)
-        _atlas_label(ax, lumi=lumi, com=com)
+        experiment_label(ax, lumi=lumi, com=com)
         return save_figure(fig, path)
 
 
@@ -234,7 +225,7 @@ def plot_exclusion_contour(results: Sequence[Any], labels: Sequence[str], path: 
         ax.set_ylabel(ylabel or f"{labels[1]} [{unit}]")
         _frame(ax, values if not failed else np.vstack([values, bad]))
         ax.legend(loc="upper right", fontsize="small", frameon=False)
-        _atlas_label(ax, lumi=lumi, com=com, rlabel=None)
+        experiment_label(ax, lumi=lumi, com=com)
         text = "All limits at 95% CL" + (f"\n{process}" if process else "")
         ax.text(0.05, 0.80, text, transform=ax.transAxes, fontsize="small", va="top")
         return save_figure(fig, path)
@@ -306,5 +297,5 @@ def plot_limit_map(results: Sequence[Any], labels: Sequence[str], path: str | pa
         ax.set_ylabel(ylabel or f"{labels[1]} [{unit}]")
         _frame(ax, xy if not without else np.vstack([xy, bad]))
         ax.legend(loc="upper right", fontsize="x-small", frameon=False)
-        _atlas_label(ax, lumi=lumi, com=com)
+        experiment_label(ax, lumi=lumi, com=com)
         return save_figure(fig, path)

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import mplhep
 import numpy as np
 import scipy.stats
+from matplotlib.ticker import MaxNLocator
 
 if TYPE_CHECKING:  # annotations only: drawing a figure needs none of the fitting code
     from stats.background import BackgroundFit, DegreeScan
@@ -26,6 +27,17 @@ logging.getLogger("matplotlib.mathtext").setLevel(logging.ERROR)
 
 #: The formats every figure is written in.
 FORMATS = (".png", ".pdf")
+#: The label under the ATLAS one (the data are open data).
+STATUS = "Open Data"
+
+
+def experiment_label(ax: Any, *, lumi: float | None = None, com: float = 13, simulation: bool = False,
+                     loc: int = 0) -> None:
+    """The ATLAS label of a figure: "ATLAS Open Data" (or "Simulation") with the centre-of-mass energy and, when
+    given, the luminosity (fb^-1) on the right."""
+    kwargs = {"lumi": f"{lumi:g}"} if lumi is not None else {}
+    mplhep.atlas.label("Simulation" if simulation else STATUS, ax=ax, data=not simulation, com=f"{com:g}", loc=loc,
+                       **kwargs)
 
 
 def plot_fit(
@@ -33,8 +45,11 @@ def plot_fit(
     edges: Sequence[float] | np.ndarray,
     fit: BackgroundFit,
     path: str | pathlib.Path,
+    *,
+    lumi: float | None = None,
 ) -> list[pathlib.Path]:
-    """Data with the fitted total and background (1 sigma band), and a data-minus-background panel."""
+    """Data with the fitted total and background (1 sigma band), and a data-minus-background panel; ``lumi``
+    (fb^-1) goes into the label."""
     counts = np.asarray(counts, dtype=float)
     edges = np.asarray(edges, dtype=float)
     centers = 0.5 * (edges[1:] + edges[:-1])
@@ -47,14 +62,17 @@ def plot_fit(
         top.fill_between(centers, fit.background - fit.background_unc, fit.background + fit.background_unc,
                          color="tab:blue", alpha=0.3, label=r"Background $\pm 1\sigma$")
         top.set_ylabel("Events / bin")
-        top.legend(fontsize="small")
-        mplhep.atlas.text("Open Data", ax=top, loc=1)
+        top.set_ylim(0, counts.max() * 1.35)  # room for the label and the legend above the data
+        top.yaxis.set_major_locator(MaxNLocator(nbins=5, prune="lower"))  # no 0 on the lower panel's top tick
+        top.legend(fontsize="small", loc="upper right", frameon=False)
+        experiment_label(top, lumi=lumi)
         bottom.errorbar(centers, counts - fit.background, yerr=errors, fmt="ko", markersize=3)
         bottom.fill_between(centers, -fit.background_unc, fit.background_unc, color="tab:blue", alpha=0.3)
         bottom.plot(centers, fit.signal, "r-")
         bottom.axhline(0.0, color="b", linestyle="--")
         bottom.set_xlabel(r"$m_{\gamma\gamma}$ [GeV]")
         bottom.set_ylabel("Data - Bkg.")
+        bottom.yaxis.set_major_locator(MaxNLocator(nbins=4, symmetric=True, prune="upper"))
         return save_figure(fig, path)
 
 
@@ -73,15 +91,16 @@ def plot_degree_scan(scan: DegreeScan, path: str | pathlib.Path) -> list[pathlib
         return save_figure(fig, path)
 
 
-def plot_mass_scan(scan: MassScan, path: str | pathlib.Path) -> list[pathlib.Path]:
-    """Local significance and p0 against the mass, with the 1 to 5 sigma levels; failed masses marked."""
+def plot_mass_scan(scan: MassScan, path: str | pathlib.Path, *, lumi: float | None = None) -> list[pathlib.Path]:
+    """Local significance and p0 against the mass, with the 1 to 5 sigma levels; failed masses marked; ``lumi``
+    (fb^-1) goes into the label."""
     ok = [point for point in scan.points if point["status"] == "ok"]
     masses = np.array([point["mass"] for point in ok])
     with plt.style.context(mplhep.style.ATLAS):
         fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(8, 8), gridspec_kw={"hspace": 0.05})
         significance = [point["significance"] for point in ok]
         top.plot(masses, significance, "k.-", label=f"{scan.method} method")
-        top.set_ylim(min([0.0, *significance]) - 0.5, max([6.0, *significance]) * 1.15)
+        top.set_ylim(min([0.0, *significance]) - 0.5, max([6.0, *significance]) * 1.35)
         bottom.semilogy(masses, [max(point["p0"], 1e-300) for point in ok], "k.-")
         for n_sigma in range(1, 6):
             top.axhline(n_sigma, color="r", linestyle=":", linewidth=0.8)
@@ -93,7 +112,8 @@ def plot_mass_scan(scan: MassScan, path: str | pathlib.Path) -> list[pathlib.Pat
         if scan.failed:
             top.plot([], [], color="grey", alpha=0.5, label=f"failed ({len(scan.failed)})")
         top.set_ylabel(r"Local significance [$\sigma$]", loc="center")
-        top.legend(fontsize="small")
+        top.legend(fontsize="small", loc="upper right", frameon=False)
+        experiment_label(top, lumi=lumi)
         bottom.set_ylabel(r"Local $p_0$", loc="center")
         bottom.set_xlabel(r"$m_H$ [GeV]")
         fig.align_ylabels()

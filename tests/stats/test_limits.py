@@ -309,20 +309,6 @@ def test_expected_curves_share_one_sqrt_qmu_a():
     assert np.isfinite(observed_shift(0.5, 0.0))
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """The figures the plot functions draw, kept open instead of written."""
-    import stats.limit_plots
-
-    drawn = []
-    monkeypatch.setattr(stats.limit_plots, "save_figure", lambda fig, path: drawn.append(fig) or [])
-    yield drawn
-    import matplotlib.pyplot as plt
-
-    for fig in drawn:
-        plt.close(fig)
-
-
 def test_brazil_plot_draws_every_curve_and_the_label(tmp_path, figures):
     from stats.limit_plots import plot_brazil
 
