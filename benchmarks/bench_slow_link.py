@@ -1,7 +1,7 @@
 """Streaming over a slow link: events per second per worker through a delay proxy at 0, 10 and 50 ms each way.
 
-    .venv/bin/python benchmarks/bench_slow_link.py [--events 1000000] [--chunksize 100000] [--latencies 0,10,50]
-        [--protocols root,https] [--threads 1,8,32] [--rounds 2] [--json FILE]
+    .venv/bin/python benchmarks/bench_slow_link.py [--events 2000000] [--chunksize 500000] [--latencies 0,10,50]
+        [--protocols root,https] [--threads 1,8,32] [--rounds 3] [--json FILE]
 
 Serves a generated GamGam file set with a real ``xrootd`` daemon on 127.0.0.1 (:class:`deploy.xrootd.XRootDServer`)
 and puts the delay proxy of :mod:`_lib.proxy` between it and the readers: every byte waits the given latency in each
@@ -66,13 +66,13 @@ def numbers(text: str) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--chunksize", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=2_000_000)
+    parser.add_argument("--chunksize", type=int, default=500_000, help="entries per chunk (the config's default)")
     parser.add_argument("--latencies", type=numbers, default=[0, 10, 50], help="milliseconds each way, comma-separated")
     parser.add_argument("--protocols", type=lambda text: text.split(","), default=["root", "https"])
     parser.add_argument("--threads", type=numbers, default=[1, 8, 32], help="threads of the one worker process, each")
     parser.add_argument("--data", type=Path, default=Path("/tmp/opendata-stats-bench/streaming"))
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     output.add_arguments(parser)
     args = parser.parse_args()
     if 0 not in args.latencies or any(x < 0 for x in args.latencies) or not set(args.protocols) <= {"root", "https"}:

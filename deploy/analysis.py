@@ -135,7 +135,7 @@ def fit_spectrum(directory: pathlib.Path, out_dir: pathlib.Path, fit: FitSetting
     choice = choose_degree(spectrum, fit)
     if choice.scan is not None:
         record["degree_scan"] = [row._asdict() for row in choice.scan.rows]
-        plot_degree_scan(choice.scan, out_dir / "degree_scan")
+        plot_degree_scan(choice.scan, out_dir / "degree_scan", lumi=spectrum.lumi_fb)
     degree = choice.degree
     background = fit_background(spectrum.counts, spectrum.edges, degree=degree, mass=fit.mass, method=fit.method,
                                 likelihood=fit.likelihood, resolution=fit.resolution)

@@ -76,8 +76,9 @@ def plot_fit(
         return save_figure(fig, path)
 
 
-def plot_degree_scan(scan: DegreeScan, path: str | pathlib.Path) -> list[pathlib.Path]:
-    """chi2/ndf against the polynomial degree, marking the degree chosen by the F-tests."""
+def plot_degree_scan(scan: DegreeScan, path: str | pathlib.Path, *, lumi: float | None = None) -> list[pathlib.Path]:
+    """chi2/ndf against the polynomial degree, marking the degree chosen by the F-tests; ``lumi`` (fb^-1) goes into
+    the label."""
     degrees = [row.degree for row in scan.rows]
     with plt.style.context(mplhep.style.ATLAS):
         fig, ax = plt.subplots()
@@ -87,7 +88,9 @@ def plot_degree_scan(scan: DegreeScan, path: str | pathlib.Path) -> list[pathlib
         ax.set_xlabel("Polynomial degree")
         ax.set_ylabel(r"$\chi^2/\mathrm{ndf}$")
         ax.set_xticks(degrees)
-        ax.legend()
+        ax.set_ylim(0, max(row.chi2 / row.ndf for row in scan.rows) * 1.4)
+        ax.legend(loc="upper right", frameon=False)
+        experiment_label(ax, lumi=lumi)
         return save_figure(fig, path)
 
 

@@ -41,3 +41,19 @@ def test_mass_scan_figure_labels_the_luminosity_and_marks_failed_masses(tmp_path
     legend = [text.get_text() for text in top.get_legend().get_texts()]
     assert legend == ["robust method", "failed (1)"]
     assert bottom.get_xlabel() == r"$m_H$ [GeV]"
+
+
+def test_degree_scan_figure_marks_the_chosen_degree_under_the_label(tmp_path, figures):
+    from stats.background import scan_degrees
+    from stats.plotting import plot_degree_scan
+
+    edges = np.linspace(100.0, 160.0, 61)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    counts = np.random.default_rng(2).poisson(5000 * np.exp(-(centres - 100) / 40)).astype(float)
+    scan = scan_degrees(counts, edges)
+    plot_degree_scan(scan, tmp_path / "degrees", lumi=36.1)
+    [fig] = figures
+    ax = fig.axes[0]
+    assert "36.1" in label_text(fig) and "13 TeV" in label_text(fig)
+    assert f"chosen: degree {scan.best_degree}" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert ax.get_ylim()[1] >= 1.3 * max(row.chi2 / row.ndf for row in scan.rows)
