@@ -6,6 +6,10 @@ must restart it (``xrootd_server.restart()``) before returning; or start their o
 
 ``dask_scheduler_address`` (session): the ``tcp://127.0.0.1:PORT`` address of a ``dask scheduler`` process with
 two ``dask worker`` processes (one thread each) connected.
+
+``client`` (module): a ``distributed.Client`` of a local cluster of two single-threaded worker processes on
+127.0.0.1, started by :func:`deploy.clusters.dask_client` as the command starts one; each test module that asks
+for it gets its own. Tests that kill a worker or need workers that have run nothing start their own.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,6 +105,15 @@ def dask_scheduler_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         _stop(processes[:1])
         for log in logs:
             log.close()
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    """A Dask client of two local single-threaded worker processes, shared by the tests of one module."""
+    from deploy.clusters import dask_client
+
+    with dask_client(workers=2, announce=False) as dask:
+        yield dask
 
 
 @pytest.fixture(autouse=True)

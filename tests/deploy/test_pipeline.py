@@ -7,18 +7,10 @@ import sys
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
 
 from deploy.config import configure
 from deploy.pipeline import patchset_signal, run_pipeline
 from processors.generate import generate_dataset
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

@@ -127,12 +127,6 @@ def test_a_bad_file_in_a_shared_task_is_listed_alone(small_files, tmp_path):
         process_files(files, processor=DiphotonProcessor(), progress=False)
 
 
-@pytest.fixture(scope="module")
-def client():
-    with dask_client(workers=2) as client:
-        yield client
-
-
 def test_dask_with_two_workers_equals_single_process(files, clean, client):
     distributed = process_files(files, processor=DiphotonProcessor(), client=client, chunksize=1, progress=False)
     assert same_histograms(distributed, clean)

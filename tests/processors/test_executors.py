@@ -11,7 +11,6 @@ import pytest
 from _photon_files import write_photon_file
 from coffea.processor import accumulate
 
-from deploy.clusters import dask_client
 from processors.chunks import inspect_file, run_chunks
 from processors.executors import DaskExecutor, Done, InProcessExecutor, executor_for
 from processors.planning import group_chunks, plan_chunks
@@ -19,12 +18,6 @@ from processors.processor import DiphotonProcessor
 
 COLUMNS = tuple(DiphotonProcessor.columns)
 OPTIONS = dict(processor_type=DiphotonProcessor, processor_config={}, dataset="data", timeout=5, max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def client():
-    with dask_client(workers=2, announce=False) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

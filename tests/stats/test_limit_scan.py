@@ -13,7 +13,7 @@ from stats.errors import WorkspaceError
 from stats.likelihoods import HypotestSettings, patched_model
 from stats.limit_scan import scan_limits
 from stats.limits import limits_from_dict, pyhf_upper_limits
-from tests.stats.test_patchscan import client, toy  # noqa: F401 - the fixtures: a 2-worker cluster, toy likelihoods
+from tests.stats.test_patchscan import toy  # noqa: F401 - the fixture: toy likelihoods
 
 
 def hang_target(bkg_only, settings, shared):

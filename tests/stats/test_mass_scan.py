@@ -10,7 +10,6 @@ import scipy.special
 import scipy.stats
 from _toys import CENTRES, EDGES, make_toy
 
-from deploy.clusters import dask_client
 from stats.errors import HistogramError, StatsError
 from stats.mass_scan import mass_grid, scan_masses
 
@@ -108,9 +107,8 @@ def test_bad_grids_are_rejected(toy):
     np.testing.assert_allclose(mass_grid("120,125.5"), [120.0, 125.5])
 
 
-def test_dask_scan_equals_the_serial_scan(toy, serial_scan):
-    with dask_client(workers=2) as client:
-        distributed = scan_masses(toy.counts, toy.edges, np.linspace(110.0, 140.0, 25), client=client)
+def test_dask_scan_equals_the_serial_scan(toy, serial_scan, client):
+    distributed = scan_masses(toy.counts, toy.edges, np.linspace(110.0, 140.0, 25), client=client)
     assert distributed.points == serial_scan.points
 
 

@@ -41,12 +41,6 @@ def hang_target(bkg_only, settings, shared):
     return compute
 
 
-@pytest.fixture(scope="module")
-def client():
-    with dask_client(workers=2) as dask:
-        yield dask
-
-
 @pytest.fixture
 def toy(tmp_path: Path):
     bkg = small_bkg_only()
