@@ -110,6 +110,7 @@ def build_mass_patchset(
     patches = []
     for mass in masses:
         if template is None:
+            assert resolution is not None and signal_yield is not None  # the Gaussian's, both positive: checked above
             signal = signal_yield * gaussian_template(edges, mass, resolution)
         else:
             signal = shift_template(template, edges, float(mass) - template_mass)
