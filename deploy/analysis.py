@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -98,7 +99,7 @@ def simulation_dir(directory: pathlib.Path) -> pathlib.Path | None:
 
 
 def fit_spectrum(directory: pathlib.Path, out_dir: pathlib.Path, fit: FitSettings,
-                 model: ModelSettings | None = None) -> dict[str, Any]:
+                 model: ModelSettings | None = None, *, steps: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Fit the spectrum, build the workspace, fit ``mu`` and the significance; write fit.json, workspace.json, plots.
 
     Two models: the tutorial's (``workspace.json``: the Gaussian fitted to these data, a per-bin ``shapesys``;
@@ -113,6 +114,8 @@ def fit_spectrum(directory: pathlib.Path, out_dir: pathlib.Path, fit: FitSetting
         fit: mass hypothesis, degree (``"auto"``: the F-test's choice, see :func:`choose_degree`), method,
             likelihood and resolution.
         model: the simulation model's settings (default: the packaged defaults).
+        steps: called with a line describing each step as it starts (the pipeline shows them:
+            :class:`deploy.progress.Steps`).
 
     Returns:
         The content of ``fit.json``, with ``degree_choice`` and the ``identity`` of its input and settings; a failed
@@ -132,6 +135,8 @@ def fit_spectrum(directory: pathlib.Path, out_dir: pathlib.Path, fit: FitSetting
     inputs = spectrum_identity(directory) + (spectrum_identity(simulated) if simulated is not None else [])
     settings = {**fit._asdict(), **({"model": model._asdict()} if simulated is not None else {})}
     record: dict[str, Any] = {"input": str(directory), **options, "identity": identity(inputs, settings)}
+    steps = steps or (lambda line: None)
+    steps("  background fit" + (": polynomial degree by F-tests" if fit.degree == "auto" else ""))
     choice = choose_degree(spectrum, fit)
     if choice.scan is not None:
         record["degree_scan"] = [row._asdict() for row in choice.scan.rows]
@@ -139,6 +144,7 @@ def fit_spectrum(directory: pathlib.Path, out_dir: pathlib.Path, fit: FitSetting
     degree = choice.degree
     background = fit_background(spectrum.counts, spectrum.edges, degree=degree, mass=fit.mass, method=fit.method,
                                 likelihood=fit.likelihood, resolution=fit.resolution)
+    steps("  workspace and signal strength (cabinetry fit)")
     spec = build_workspace(spectrum.counts, background)
     save_workspace(spec, out_dir / "workspace.json")
     strength = fit_signal_strength(spec)
@@ -151,10 +157,12 @@ def fit_spectrum(directory: pathlib.Path, out_dir: pathlib.Path, fit: FitSetting
         background=background.background, background_unc=background.background_unc,
         mu=strength.mu, mu_unc=strength.mu_unc, model=model_info(spec),
     )
+    steps("  discovery significance (pyhf, asymptotic q0)")
     try:
         record["significance"] = discovery_significance(spec)._asdict()
     except FitError as err:
         record["significance"] = {"error": str(err)}
+    steps("  profile-likelihood significance and plots")
     steps("  profile-likelihood significance and plots")
     record["profile_likelihood"] = scan_masses(spectrum.counts, spectrum.edges, [fit.mass], degree=degree,
                                                resolution=fit.resolution).points[0]
@@ -165,6 +173,7 @@ def fit_spectrum(directory: pathlib.Path, out_dir: pathlib.Path, fit: FitSetting
     if simulated is not None:
         from deploy.simulation import simulation_model
 
+        steps("  simulation model: templates, spurious signal, fit, significance")
         try:
             record["simulation_model"] = simulation_model(spectrum, simulated, out_dir, degree=degree,
                                                           degree_scan=choice.scan, model=model, fit_mass=fit.mass)
@@ -264,7 +273,7 @@ def look_elsewhere(spectrum: Spectrum, out_dir: pathlib.Path, scan: Any, record:
 
 
 def scan_likelihoods(
-    likelihoods: pathlib.Path,
+    likelihoods: pathlib.Path | Any,
     out: pathlib.Path,
     *,
     client: Any,
@@ -278,7 +287,8 @@ def scan_likelihoods(
     A 2D patchset gets the exclusion contour, a 1D one (the analysis's mass patchset) CLs against its label.
 
     Args:
-        likelihoods: tarball, directory or ``BkgOnly.json`` of the likelihood.
+        likelihoods: tarball, directory or ``BkgOnly.json`` of the likelihood, or the likelihoods loaded
+            (:func:`stats.hepdata.load_likelihoods`).
         out: result JSON; a rerun with the same file skips the points already done.
         client: the Dask client.
         patches: patch names or values (``"900,250"``); default all.
@@ -291,12 +301,12 @@ def scan_likelihoods(
     """
     from stats.contour import plot_cls_1d
     from stats.errors import StatsError
-    from stats.hepdata import load_likelihoods
+    from stats.hepdata import Likelihoods, load_likelihoods
     from stats.limit_plots import plot_exclusion_contour
     from stats.likelihoods import HypotestSettings, select_patches
     from stats.patchscan import read_results, scan_patches
 
-    loaded = load_likelihoods(likelihoods)
+    loaded = likelihoods if isinstance(likelihoods, Likelihoods) else load_likelihoods(likelihoods)
     chosen = select_patches(loaded.patchset, patches or None)
     result = scan_patches(loaded, client, patches=chosen, settings=settings or HypotestSettings(), timeout=timeout,
                           out=out, progress=progress)

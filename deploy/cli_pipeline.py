@@ -8,8 +8,6 @@ import click
 
 from deploy.cli_options import (DEGREE, LikelihoodsType, config_option, dask_or_local, scheduler_option,
                                 settings_from_flags, workers_option)
-from deploy.pipeline import run_pipeline
-from stats.mass_scan import mass_grid
 
 #: ``run``'s flags that set a config key: parameter name -> key.
 RUN_FLAGS = {"lumi": "dataset.lumi_fb", "scale": "dataset.scale", "seed": "dataset.seed",
@@ -36,7 +34,7 @@ RUN_FLAGS = {"lumi": "dataset.lumi_fb", "scale": "dataset.scale", "seed": "datas
               help="Published likelihoods for the PatchSet scan: tarball, directory or HEPData source as "
                    "fetch-likelihoods takes it; default: the analysis's own.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Show the progress bar of the processing step.")
+              help="Show progress bars, and count the seconds of each long step, on stderr.")
 @click.pass_context
 def run(ctx: click.Context, out: pathlib.Path, data_dir: pathlib.Path | None, workers: int | None,
         scheduler: str | None, masses: str | None, likelihoods: pathlib.Path | None, progress: bool,
@@ -46,7 +44,13 @@ def run(ctx: click.Context, out: pathlib.Path, data_dir: pathlib.Path | None, wo
     The report lists every setting with where it came from (default, config file or flag). Exits 1 if any chunk or
     scan point failed (everything else is still written).
     """
+    from deploy.progress import live_step
+
     configuration = settings_from_flags(ctx, RUN_FLAGS)
+    # The analysis imports coffea, Dask, pyhf and matplotlib: seconds before the first step, counted on stderr.
+    with live_step("loading the analysis libraries", enabled=progress):
+        from deploy.pipeline import run_pipeline
+        from stats.mass_scan import mass_grid
     grid = mass_grid(masses) if masses else None
     echo = lambda line: click.echo(line, err=True)  # noqa: E731
     with dask_or_local(configuration, workers, scheduler) as client:

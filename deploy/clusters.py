@@ -22,6 +22,7 @@ from distributed import Client, LocalCluster, WorkerPlugin
 
 from deploy.config import CLUSTER_KINDS, ClusterConfig, GatewaySettings, HTCondorSettings, TLSSettings, load_config
 from deploy.errors import DeployError
+from deploy.progress import live_step
 from deploy.security import client_security, tls_problem
 from deploy.shipping import prepare_workers
 
@@ -267,7 +268,8 @@ def dask_client(
         threads_per_worker: threads in each local worker process.
         memory_limit: memory limit of each local worker.
         kind: override the config's cluster kind.
-        announce: also print the dashboard link to stderr (it is always logged).
+        announce: also print the dashboard link to stderr (it is always logged), and, for a local cluster, lines
+            that count the seconds it takes to start and to stop.
 
     Yields:
         A connected ``distributed.Client``.
@@ -318,17 +320,27 @@ def dask_client(
                 "distributed.worker.profile.enabled": local.profile,
                 "distributed.admin.tick.interval": local.tick_interval,
             }))
-            cluster = stack.enter_context(
-                LocalCluster(
-                    n_workers=local.workers,
-                    threads_per_worker=local.threads_per_worker,
-                    processes=True,
-                    host="127.0.0.1",
-                    dashboard_address=local.dashboard_address,
-                    memory_limit=local.memory_limit,
+            # Each worker is a new Python process importing Dask, then (the GC plugin) the processor's modules:
+            # seconds, counted on stderr.
+            processes = ("a worker process per core" if not local.workers else
+                         "1 worker process" if local.workers == 1 else f"{local.workers} worker processes")
+            with live_step(f"starting a local Dask cluster ({processes})", enabled=announce):
+                cluster = stack.enter_context(
+                    LocalCluster(
+                        n_workers=local.workers,
+                        threads_per_worker=local.threads_per_worker,
+                        processes=True,
+                        host="127.0.0.1",
+                        dashboard_address=local.dashboard_address,
+                        memory_limit=local.memory_limit,
+                    )
                 )
-            )
-            client = stack.enter_context(Client(cluster))
-            _tune_gc(client, local.gc_threshold)
+                client = stack.enter_context(Client(cluster))
+                _tune_gc(client, local.gc_threshold)
         _announce(client, announce)
-        yield client
+        try:
+            yield client
+        finally:
+            if config.kind == "local":  # its worker processes stop and the scheduler with them: seconds too
+                with live_step("stopping the local Dask cluster", enabled=announce):
+                    stack.close()

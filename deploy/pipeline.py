@@ -19,6 +19,7 @@ import numpy as np
 from deploy.analysis import (fit_spectrum, identity, limit_likelihoods, look_elsewhere, scan_likelihoods, scan_spectrum,
                              to_plain, write_json)
 from deploy.config import Configuration, configure, selection_cuts
+from deploy.progress import Steps, counting
 from deploy.simulation import SIMULATION_SUBDIR, process_samples, samples_to_process
 from processors.datasets import resolve_files
 from processors.engine import process_files
@@ -64,8 +65,11 @@ class PipelineResult(NamedTuple):
     failures: list[str]
 
 
-def cached_dataset(data_dir: pathlib.Path, *, echo: Callable[[str], None], **options: Any) -> dict[str, Any]:
+def cached_dataset(data_dir: pathlib.Path, *, echo: Callable[[str], None], progress: bool = False,
+                   **options: Any) -> dict[str, Any]:
     """Generate the dataset into ``data_dir`` unless a dataset with the same parameters is already there.
+
+    With ``progress``, the generation shows bars of the events generated (:func:`generate_dataset`).
 
     With ``mc=True`` among ``options`` the simulated samples are generated too, and a cached dataset without them
     (no ``simulation`` in its truth, or a sample's file missing) is generated again.
@@ -88,7 +92,7 @@ def cached_dataset(data_dir: pathlib.Path, *, echo: Callable[[str], None], **opt
             echo(f"  reusing the generated dataset in {data_dir} ({truth['events_written']:,} events)")
             return truth
     echo(f"  generating the default dataset into {data_dir} ...")
-    dataset = generate_dataset(data_dir, **options)
+    dataset = generate_dataset(data_dir, **options, progress=progress)
     echo(f"  wrote {len(dataset.files)} files, {dataset.events_written:,} events")
     return dataset.truth
 
@@ -206,8 +210,10 @@ def run_pipeline(
         patch_masses: masses of the analysis's own patchset (default: the mass-scan grid; each patch is a full CLs
             hypotest with the per-bin ``shapesys`` parameters).
         likelihoods: a HEPData likelihood (tarball, directory) to scan; default: a patchset built from the analysis.
-        echo: progress output.
-        progress: show progress bars.
+        echo: progress output: a line as each step starts (with ``progress``, long steps count their seconds on
+            stderr instead, as their own lines).
+        progress: show progress bars (data generation, processing, the patch scans) and count each long step's
+            seconds.
 
     Returns:
         PipelineResult: paths, the results record and the failures.
@@ -229,7 +235,7 @@ def run_pipeline(
     simulation = settings.processing.simulation
     if simulation is not False:
         options["mc"] = True
-    truth = cached_dataset(data_dir, echo=echo, **options)
+    truth = cached_dataset(data_dir, echo=echo, progress=progress, **options)
     results["dataset"] = {"directory": str(data_dir), **{k: truth.get(k) for k in (
         "release", "skim", "lumi_fb", "scale", "seed", "signal_mass", "events_written")}}
 
@@ -275,7 +281,8 @@ def run_pipeline(
         shutil.rmtree(simulation_dir)  # an earlier run's samples are not these data's
 
     echo("[3/5] background fit, workspace, signal strength, significance")
-    fit = fit_spectrum(processing_dir, out_dir / "fit", settings.fit, settings.model)
+    with Steps(echo, live=progress) as steps:
+        fit = fit_spectrum(processing_dir, out_dir / "fit", settings.fit, settings.model, steps=steps)
     results["fit"] = {key: fit.get(key) for key in (
         "degree", "degree_choice", "degree_scan", "mass", "method", "mu", "mu_unc", "significance",
         "profile_likelihood", "plots", "identity")}
@@ -304,15 +311,19 @@ def run_pipeline(
     grid = settings.mass_scan.masses() if masses is None else np.asarray(masses, dtype=float)
     if masses is not None:
         results["settings"]["mass_scan"] = {"value": {"masses": grid}, "origin": "given (--masses)"}
-    scan, scan_record = scan_spectrum(spectrum, out_dir / "mass_scan", grid, settings.fit, degree=fit["degree"],
-                                      client=client, source=processing_dir)
+    with Steps(echo, live=progress) as steps:
+        steps(f"  profile-likelihood fits at {grid.size} masses on Dask, and plots")
+        scan, scan_record = scan_spectrum(spectrum, out_dir / "mass_scan", grid, settings.fit, degree=fit["degree"],
+                                          client=client, source=processing_dir)
     failures += [f"mass {p['mass']:g} GeV: {p['error']}" for p in scan.failed]
     results["mass_scan"] = {key: scan_record[key] for key in ("best", "failed", "wall_time", "plots", "identity")}
     if scan.best:
         echo(f"  largest local significance {scan.best['significance']:.2f} sigma at {scan.best['mass']:g} GeV "
              f"({len(scan.failed)} failed points, {scan.wall_time:.1f} s)")
-    lee = look_elsewhere(spectrum, out_dir / "mass_scan", scan, scan_record, settings.fit, settings.look_elsewhere,
-                         client=client, recompute_stale=True, echo=echo)
+    with Steps(echo, live=progress) as steps:
+        steps(f"  look-elsewhere effect: {settings.look_elsewhere.toys} background-only toys")
+        lee = look_elsewhere(spectrum, out_dir / "mass_scan", scan, scan_record, settings.fit, settings.look_elsewhere,
+                             client=client, recompute_stale=True, echo=echo)
     results["look_elsewhere"] = lee and {key: lee[key] for key in (
         "observed", "toys", "gross_vitells", "trials_factor", "batches", "identity", "complete")}
     if lee is not None:
@@ -338,8 +349,16 @@ def run_pipeline(
     stamp = identity(_likelihood_identity(likelihoods), {**hypotest._asdict(), "timeout": settings.patchset.timeout})
     cls_path = patchset_dir / "cls.json"
     _reuse_or_clear(patchset_dir, stamp, [cls_path, *patchset_dir.glob("cls.p*")], echo)
-    record = scan_likelihoods(likelihoods, cls_path, client=client, settings=hypotest,
-                              timeout=settings.patchset.timeout)
+    with Steps(echo, live=progress) as steps:  # reading, checking and digesting the archive: seconds
+        steps("  loading the likelihoods")
+        loaded = load_likelihoods(likelihoods)
+    patches = len(loaded.patchset.patches)
+    with counting(f"  CLs of {patches} patches on Dask", total=patches, unit="patch", echo=echo,
+                  live=progress) as bar:
+        record = scan_likelihoods(loaded, cls_path, client=client, settings=hypotest,
+                                  timeout=settings.patchset.timeout,
+                                  progress=lambda point: bar.update())
+        bar.update(patches - bar.n)  # the patches reused from an earlier run
     failed = [r for r in record["results"] if r["status"] != "ok"]
     failures += [f"patch {r['name']}: {r['error']}" for r in failed]
     results["patchset"] = {"likelihoods": str(likelihoods), "points": len(record["results"]),
@@ -354,8 +373,12 @@ def run_pipeline(
         limit_stamp = identity(_likelihood_identity(likelihoods), {**hypotest._replace(mu=1.0)._asdict(),
                                                                    "timeout": settings.patchset.timeout})
         _reuse_or_clear(limits_dir, limit_stamp, [limits_path, *limits_dir.glob("limits*.p*")], echo)
-        limited, plotted = limit_likelihoods(load_likelihoods(likelihoods), limits_path, client=client, settings=hypotest,
-                                             timeout=settings.patchset.timeout, lumi=truth["lumi_fb"])
+        with counting(f"  upper limits of {patches} patches on Dask", total=patches, unit="patch", echo=echo,
+                      live=progress) as bar:
+            limited, plotted = limit_likelihoods(loaded, limits_path, client=client, settings=hypotest,
+                                                 timeout=settings.patchset.timeout, lumi=truth["lumi_fb"],
+                                                 progress=lambda point: bar.update())
+            bar.update(patches - bar.n)  # the patches reused from an earlier run
         failures += [f"limits of patch {r.name}: {r.error}" for r in limited.failed]
         results["limits"] = {"path": str(limits_path), "patches": len(limited.results), "failed": len(limited.failed),
                              "wall_time": limited.wall_time, **plotted, "identity": limit_stamp,

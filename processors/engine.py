@@ -146,6 +146,50 @@ class SplitFile:
         self.lanes: dict[int, list[list[Chunk]]] = {}
 
 
+class ProgressBar:
+    """The processing bar: its total is fixed from the file list before anything runs, so it never grows.
+
+    Each occurrence of a file in the list weighs its size in bytes when every file is a local one whose size is
+    known (the bar counts bytes, so its rate and remaining time follow the reading), else one file. A file moves
+    the bar by its weight in all: in shares as its chunks finish (processed, failed or resumed alike, each by its
+    share of the file's planned entries), or at once when it fails to open or has nothing to read. The events
+    processed so far are shown beside the bar.
+
+    Args:
+        files: the run's input files (duplicates count as often as they appear).
+        progress: draw the bar (otherwise it only counts, in :attr:`done`).
+    """
+
+    def __init__(self, files: list[str], *, progress: bool) -> None:
+        sizes = {url: _local_size(url) for url in files}
+        in_bytes = all(sizes.values())
+        #: Weight of one occurrence of each file.
+        self.weights = {url: float(size or 0) if in_bytes else 1.0 for url, size in sizes.items()}
+        #: The fixed total (the sum of the weights) and how much of it is done.
+        self.total = sum(self.weights[url] for url in files)
+        self.done = 0.0
+        options: dict[str, Any] = (
+            {"unit": "B", "unit_scale": True, "unit_divisor": 1024} if in_bytes else
+            {"unit": "file", "bar_format": "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} files "
+                                           "[{elapsed}<{remaining}{postfix}]"})
+        self.bar = tqdm(total=self.total, disable=not progress, desc="processing", **options)
+
+    def advance(self, file: str, share: float, *, events: int | None = None) -> None:
+        """Count ``share`` (of 1) of one occurrence of ``file`` as done; show ``events`` processed so far."""
+        step = self.weights.get(file, 0.0) * share
+        self.done += step
+        if events is not None:
+            self.bar.set_postfix_str(f"{events:,} events", refresh=False)
+        self.bar.update(step)
+
+    def close(self) -> None:
+        """Close the bar, drawn full when every file has been accounted for (the shares' rounding aside)."""
+        if abs(self.done - self.total) <= 1e-9 * max(self.total, 1.0):
+            self.bar.n = self.total
+            self.bar.refresh()
+        self.bar.close()
+
+
 class Run:
     """One :func:`process_files` call: what it knows of the files, what is merged so far, what failed.
 
@@ -155,7 +199,7 @@ class Run:
         executor: where the tasks run.
         settings: the run's options.
         checkpointer: where finished chunks are kept (None: nowhere).
-        progress: show a progress bar of the tasks.
+        progress: show the progress bar (:class:`ProgressBar`).
     """
 
     def __init__(self, files: list[str], processor: coffea_processor.ProcessorABC, executor: Executor,
@@ -179,7 +223,9 @@ class Run:
         self.held: list[tuple[str, int]] = []
         self.unopened = 0
         self.workers = 1
-        self.bar = tqdm(total=0, unit="task", disable=not progress, desc="processing")
+        self.bar = ProgressBar(files, progress=progress)
+        #: Entries of each planned file's plan: a chunk moves the bar by its share of them.
+        self.planned_entries: dict[str, int] = {}
         self.chunk_options: dict[str, Any] = dict(
             processor_type=type(processor), processor_config=processor.config(), dataset=settings.dataset,
             timeout=settings.timeout, max_retries=settings.retries, backoff=settings.backoff,
@@ -209,7 +255,6 @@ class Run:
                         self.started(done)
                     else:
                         self.ran(done)
-                    self.bar.update()
         finally:
             self.bar.close()
 
@@ -256,8 +301,6 @@ class Run:
 
     def submit(self, task: Task, function: Any, /, *args: Any, near: list[str] | None = None, **kwargs: Any) -> None:
         """Submit a task; tasks of further chunks run before files not yet started."""
-        self.bar.total += 1
-        self.bar.refresh()
         priority = 1 if task.kind is TaskKind.CHUNKS else 0
         self.executor.submit(task, function, *args, near=near, priority=priority, **kwargs)
 
@@ -315,6 +358,9 @@ class Run:
         plan = plan_chunks(info, tree=settings.tree, chunksize=settings.chunksize, fraction=settings.fraction,
                            multiple=parts)
         self.chunks += len(plan)
+        self.planned_entries[info.file] = sum(chunk.entry_stop - chunk.entry_start for chunk in plan)
+        if not plan:  # nothing to read in this file (no entries, or none in the fraction)
+            self.bar.advance(info.file, 1.0)
         first = {part: [] if settings.resume else first_chunks(plan, part=part, parts=parts,
                                                                task_entries=settings.task_entries)
                  for part in range(parts)}
@@ -351,6 +397,7 @@ class Run:
         if self.settings.strict and failure.kind in (FailureKind.MISSING, FailureKind.CORRUPT, FailureKind.SCHEMA):
             raise ProcessingError(failure.error)
         self.failed.append(failure)
+        self.bar.advance(failure.file, 1.0)
 
     def near(self, start: reading.FileStart, done: Done) -> list[str] | None:
         """The worker that ran ``start`` (it has the file open), else the holders of its result."""
@@ -368,6 +415,7 @@ class Run:
             else:
                 self.merge(saved)
                 self.resumed += 1
+                self.chunk_done(chunk)
         return rest
 
     def take_all(self, chunks: list[Chunk], outcomes: Iterable[reading.ChunkOutcome]) -> None:
@@ -386,6 +434,14 @@ class Run:
             if self.checkpointer is not None:
                 self.checkpointer.save(output, chunk, self.infos[chunk.file])
             self.merge(output)
+        self.chunk_done(chunk)
+
+    def chunk_done(self, chunk: Chunk) -> None:
+        """Move the bar by ``chunk``'s share of its file's planned entries (processed, failed or resumed alike)."""
+        planned = self.planned_entries.get(chunk.file)
+        if planned:
+            self.bar.advance(chunk.file, (chunk.entry_stop - chunk.entry_start) / planned,
+                             events=self.events_processed)
 
     def merge(self, output: dict[str, Any]) -> None:
         """Add a chunk's output to the merged output (in place; ``output`` itself is left as it is)."""
@@ -479,7 +535,8 @@ def process_files(
             deleted or replaced, whatever they were computed from.
         resume: reuse the checkpoints of identical identity (same file path, size and UUID, entry range,
             processor configuration and project version) and process only the other chunks.
-        progress: show a progress bar.
+        progress: show a progress bar of the files' bytes (of the files, where one is remote), whose total is
+            fixed before the first task runs.
         dataset: the name in ``events.metadata["dataset"]`` and on the histograms' dataset axis.
         strict: raise on a file that is missing, not ROOT, or lacks the tree or branches; if False,
             list it in ``failed_chunks`` and go on.

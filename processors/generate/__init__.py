@@ -24,10 +24,12 @@ import uproot
 
 from processors.datasets import FILE_PATTERN, NOMINAL_LUMI_FB, PERIODS, RELEASE, SKIM, write_metadata
 from processors.errors import ProcessingError
-from processors.generate import simulation
+from processors.generate import rootfile, simulation
 from processors.generate.model import (DEFAULT_SIGNAL_MASS, EVENTS_PER_FB, MASS_WINDOW, SIGMA_BR_FB,
                                        SIGNAL_MASS_RANGE, continuum_efficiency, signal_efficiency)
-from processors.generate.rootfile import DEFAULT_COMPRESSION, FileResult, FileTask, write_file, write_sample_file
+from processors.generate.rootfile import (DEFAULT_COMPRESSION, FileResult, FileTask, SampleTask, write_file,
+                                          write_sample_file)
+from processors.progress import live_bar
 
 __all__ = [
     "DEFAULT_COMPRESSION", "DEFAULT_SEED", "DEFAULT_SIGNAL_MASS", "EVENTS_PER_FB", "MASS_WINDOW", "SIGMA_BR_FB",
@@ -69,17 +71,42 @@ def _split(total: int, weights: Sequence[float]) -> list[int]:
     return counts.tolist()
 
 
-def _write_all(write: Callable[[Any], Any], tasks: list[Any], workers: int, size: Callable[[Any], int]) -> list[Any]:
-    """``write`` each task, in ``workers`` processes if more than one; the results in the order of ``tasks``."""
+def _write_all(write: Callable[[Any], Any], tasks: list[Any], workers: int, bar: Any = None) -> list[Any]:
+    """``write`` each task, in ``workers`` processes if more than one; the results in the order of ``tasks``.
+
+    ``bar`` (a tqdm bar, or None) is updated with the generated events of each cluster as it is written, in
+    whichever process writes it.
+    """
     if workers <= 1:
-        return [write(task) for task in tasks]
+        rootfile.report_clusters(None if bar is None else bar.update)
+        try:
+            return [write(task) for task in tasks]
+        finally:
+            rootfile.report_clusters(None)
     # Spawned, not forked: the caller may hold threads (Dask, the XRootD client).
     spawn = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn) as pool:
+    queue: Any = None if bar is None else spawn.SimpleQueue()
+    report = None if queue is None else queue.put
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn, initializer=rootfile.report_clusters,
+                                                initargs=(report,)) as pool:
         # Largest files first, so that no worker is left alone with a big one at the end.
-        by_size = sorted(tasks, key=lambda task: -size(task))
-        done = {result.path: result for result in pool.map(write, by_size)}
-        return [done[task.path] for task in tasks]
+        pending = {pool.submit(write, task) for task in sorted(tasks, key=_events, reverse=True)}
+        finished: list[concurrent.futures.Future[Any]] = []
+        while pending:
+            done, pending = concurrent.futures.wait(pending, timeout=None if queue is None else 0.25,
+                                                    return_when=concurrent.futures.FIRST_EXCEPTION)
+            finished += done
+            while queue is not None and not queue.empty():
+                bar.update(queue.get())
+            if any(future.exception() is not None for future in done):
+                break
+        results = {result.path: result for result in (future.result() for future in finished)}
+    return [results[task.path] for task in tasks]
+
+
+def _events(task: FileTask | SampleTask) -> int:
+    """The events a task generates: the continuum of a data file, all generated events of a simulated sample."""
+    return task.continuum_events if isinstance(task, FileTask) else task.events
 
 
 def _check_options(
@@ -135,6 +162,7 @@ def generate_dataset(
     workers: int | None = None,
     mc: bool = False,
     mc_events: int | None = None,
+    progress: bool = False,
 ) -> GeneratedDataset:
     """Write a synthetic GamGam skim: one ROOT file per period, ``metadata.json`` and ``truth.json``.
 
@@ -158,6 +186,8 @@ def generate_dataset(
         mc: also write the simulated samples (:mod:`processors.generate.simulation`) beside the data, list them
             in ``metadata.json`` and describe them in the truth's ``simulation``; the data are the same either way.
         mc_events: events to generate per simulated sample, before the skim (default: each sample's own).
+        progress: show a bar of the events generated (data, then simulated samples) on stderr, moving as each
+            cluster of events is written, its clock running until the truth is written.
 
     Returns:
         The files, the metadata and truth paths, the truth and the number of entries written. The truth
@@ -209,39 +239,43 @@ def generate_dataset(
     if workers is None:
         workers = min(os.cpu_count() or 1, len(tasks)) if sum(continuum) > 200_000 else 1
 
-    start = time.perf_counter()
-    try:
-        results = _write_all(write_file, tasks, workers, lambda task: task.continuum_events)
-        seconds = time.perf_counter() - start
-        sample_tasks = (
-            simulation.sample_tasks(out_dir, seed=seed, events=mc_events, cluster_events=basket_entries,
-                                    compression=compression) if mc else []
-        )
-        sample_results = _write_all(write_sample_file, sample_tasks, min(workers, len(sample_tasks)),
-                                    lambda task: task.events)
-    except OSError as err:
-        raise ProcessingError(f"cannot write into {out_dir}: {err.strerror or err}") from err
-
-    files = [Path(result.path) for result in results]
-    samples = simulation.records(sample_tasks, sample_results)
-    metadata_path = write_metadata(files, out_dir / "metadata.json", samples=samples)
-    truth = _truth(
-        results,
-        lumi_fb=sum(period_lumi),
-        nominal_lumi_fb=lumi_fb,
-        scale=scale,
-        seed=seed,
-        signal_mass=signal_mass,
-        signal_strength=strength,
-        background_only=background_only,
-        continuum=sum(continuum),
-        seconds=seconds,
+    sample_tasks = (
+        simulation.sample_tasks(out_dir, seed=seed, events=mc_events, cluster_events=basket_entries,
+                                compression=compression) if mc else []
     )
-    if mc:
-        truth["simulation"] = simulation.truth(samples, sample_results, lumi_fb=truth["lumi_fb"],
-                                               data_signal=truth["expected_selected_signal"])
-    truth_path = out_dir / "truth.json"
-    truth_path.write_text(json.dumps(truth, indent=2) + "\n")
+    total = sum(_events(task) for task in [*tasks, *sample_tasks])
+    with live_bar("generating", total=total, unit="event", unit_scale=True, enabled=progress) as bar:
+        start = time.perf_counter()
+        try:
+            bar.set_postfix_str(f"{len(tasks)} data files", refresh=False)
+            results = _write_all(write_file, tasks, workers, bar if progress else None)
+            seconds = time.perf_counter() - start
+            bar.set_postfix_str(f"{len(sample_tasks)} simulated samples", refresh=False)
+            sample_results = _write_all(write_sample_file, sample_tasks, min(workers, len(sample_tasks)),
+                                        bar if progress else None)
+        except OSError as err:
+            raise ProcessingError(f"cannot write into {out_dir}: {err.strerror or err}") from err
+        bar.set_postfix_str("expected yields", refresh=False)  # from large fixed-seed samples: seconds
+        files = [Path(result.path) for result in results]
+        samples = simulation.records(sample_tasks, sample_results)
+        metadata_path = write_metadata(files, out_dir / "metadata.json", samples=samples)
+        truth = _truth(
+            results,
+            lumi_fb=sum(period_lumi),
+            nominal_lumi_fb=lumi_fb,
+            scale=scale,
+            seed=seed,
+            signal_mass=signal_mass,
+            signal_strength=strength,
+            background_only=background_only,
+            continuum=sum(continuum),
+            seconds=seconds,
+        )
+        if mc:
+            truth["simulation"] = simulation.truth(samples, sample_results, lumi_fb=truth["lumi_fb"],
+                                                   data_signal=truth["expected_selected_signal"])
+        truth_path = out_dir / "truth.json"
+        truth_path.write_text(json.dumps(truth, indent=2) + "\n")
     sample_files = {record.sample.name: Path(record.files[0]) for record in samples}
     return GeneratedDataset(files, metadata_path, truth_path, truth, truth["events_written"], sample_files)
 

@@ -17,6 +17,7 @@ before the skim), ``sum_of_weights_squared`` and ``num_events``; ``channelNumber
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import awkward as ak
@@ -181,6 +182,26 @@ class FileResult(NamedTuple):
     signal_masses: np.ndarray
 
 
+#: Called with the generated events of each cluster once it is written, in the process writing it (see
+#: :func:`report_clusters`); None: nobody is told.
+_cluster_written: Callable[[int], None] | None = None
+
+
+def report_clusters(report: Callable[[int], None] | None) -> None:
+    """Have this process call ``report`` with the generated events of each cluster it writes (None: stop).
+
+    The writers of :mod:`processors.generate` show their progress bar through it, per cluster rather than per file
+    (a pool's worker processes set it in their initializer).
+    """
+    global _cluster_written
+    _cluster_written = report
+
+
+def _written(events: int) -> None:
+    if _cluster_written is not None:
+        _cluster_written(events)
+
+
 def _clusters(total: int, size: int) -> list[int]:
     return [min(size, total - start) for start in range(0, total, size)] or [0]
 
@@ -236,6 +257,7 @@ def write_file(task: FileTask) -> FileResult:
                 tree.extend(block)
             entries += n
             done_continuum += size
+            _written(size)
     masses = np.concatenate(signal_masses) if signal_masses else np.zeros(0)
     return FileResult(task.path, entries, injected, signal_selected, continuum_selected, masses)
 
@@ -336,5 +358,6 @@ def write_sample_file(task: SampleTask) -> SampleResult:
             if kept:
                 tree.extend(block)
             entries += kept
+            _written(size)
     return SampleResult(task.path, entries, float(sum_of_weights), float(sum_of_squares), selected, selected_weight,
                         selected_squared)
