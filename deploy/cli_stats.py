@@ -98,6 +98,8 @@ def simulation_lines(simulation: dict) -> list[str]:
         f"+/- {spurious['mc_unc']:.1f}, zeta {spurious['zeta']:.1f}"
         + ("" if spurious.get("passes_relaxed") is None else
            f", {'passes' if spurious['passes_relaxed'] else 'fails'} the relaxed criteria") + ")",
+        *([f"spurious-signal uncertainty: {simulation['spurious_uncertainty']['explanation']}"]
+          if "spurious_uncertainty" in simulation else []),
     ]
 
 

@@ -290,8 +290,8 @@ def run_pipeline(
     if model is not None:
         results["fit"]["simulation_model"] = model if "error" in model else {key: model[key] for key in (
             "signal_samples", "background_samples", "degree", "expected_signal", "signal_yields", "continuum_scale",
-            "lumi_uncertainty", "spurious_signal", "workspace", "modifiers", "mu", "mu_unc", "significance",
-            "parameters", "plots")}
+            "lumi_uncertainty", "spurious_signal", "spurious_uncertainty", "workspace", "modifiers", "mu", "mu_unc",
+            "significance", "parameters", "plots")}
         if "error" in model:
             failures.append(f"simulation model: {model['error']}")
     results["fit"]["background_fit"] = {key: fit["background_fit"][key] for key in (
@@ -451,7 +451,14 @@ def _background_function(fit: dict[str, Any], how: str) -> list[str]:
                   "masses is S_spur. ATLAS criteria: |S_spur| < 10 % of the expected signal or < 20 % of sigma_bkg "
                   "(the fitted signal's uncertainty at the data's statistics). The simulation stat. column is the "
                   "template's own statistical uncertainty on S_spur; zeta, the largest |S| less twice that, enters "
-                  "the relaxed criteria (ATLAS, arXiv:2207.00348). S_spur is the model's uncertainty either way.", ""]
+                  "the relaxed criteria (ATLAS, arXiv:2207.00348). The model's spurious-signal uncertainty is "
+                  "S_spur where the template's statistical uncertainty is below sigma_bkg (the template holds more "
+                  "statistics than the data), zeta where it is not (S_spur is then mostly the template's own "
+                  "fluctuation).", ""]
+        chosen = model.get("spurious_uncertainty")
+        if chosen:
+            lines += [f"Spurious-signal uncertainty of the chosen degree {fit['degree']}: "
+                      f"{chosen['explanation']}.", ""]
     return lines
 
 
@@ -509,7 +516,8 @@ def _simulation_model(fit: dict[str, Any], truth: dict[str, Any]) -> list[str]:
     lines += [
         f"Samples: signal = {' + '.join(model['signal_samples'])} simulation, {model['expected_signal']:.1f} events "
         f"at mu = 1; background = Bernstein polynomial of degree {model['degree']} with free coefficients, fitted "
-        f"to the data; spurious signal {spurious['value']:.1f} events. "
+        f"to the data; spurious-signal uncertainty {model['spurious_uncertainty']['value']:.1f} events "
+        f"({model['spurious_uncertainty']['from']}; S_spur {spurious['value']:.1f}). "
         f"Workspace `{pathlib.Path(model['workspace']).name}`.", "",
         f"- Signal strength (profile likelihood, every nuisance parameter profiled; cabinetry fit, verified): "
         f"mu = {model['mu']:.3f} +/- {model['mu_unc']:.3f}.",

@@ -11,7 +11,9 @@ with ``mc_mass`` and ``mc_cutflow``, ``summary.json`` with its ``simulation`` se
 
 The model (:func:`simulation_model`): the background polynomial's degree as the tutorial model chooses it, the
 spurious-signal test of each degree the F-tests compared (or of the degree set), the workspace of
-:mod:`stats.hyy_model` with the chosen degree's spurious signal, its fit and its significance.
+:mod:`stats.hyy_model` with the chosen degree's spurious-signal uncertainty (``S_spur``, or ``zeta`` where the
+continuum template's statistics dominate: :attr:`stats.hyy_model.SpuriousSignal.uncertainty`), its fit and its
+significance.
 """
 
 from __future__ import annotations
@@ -194,7 +196,7 @@ def simulation_model(
                                           template_variance=variance) for d in degrees}
     chosen = tests[degree]
     spec = hyy_model.build_hyy_workspace(spectrum.counts, spectrum.edges, signal, degree=degree,
-                                         spurious=chosen.value, lumi_uncertainty=model.lumi_uncertainty)
+                                         spurious=chosen.uncertainty, lumi_uncertainty=model.lumi_uncertainty)
     workspace_path = save_workspace(spec, out_dir / "workspace_simulation.json")
     result = hyy_model.fit_hyy_model(spec)
     record = {
@@ -205,6 +207,8 @@ def simulation_model(
         "continuum_scale": scale,
         "lumi_uncertainty": model.lumi_uncertainty,
         "spurious_signal": {str(d): test.record() for d, test in tests.items()},
+        "spurious_uncertainty": {"value": chosen.uncertainty, "from": chosen.uncertainty_from,
+                                 "explanation": chosen.explanation()},
         "workspace": str(workspace_path),
         "modifiers": [list(modifier) for modifier in hyy_model.modifiers(spec)],
         "model": model_info(spec),

@@ -10,10 +10,11 @@ One channel (``Hyy``, the data's m_yy bins) with these samples and modifiers (:d
   calibration, Eur. Phys. J. C 83 (2023) 982, arXiv:2212.09379, gives 0.83 %); ``photon_energy_scale`` and
   ``photon_energy_resolution`` (histosys: the signal summed from the samples' ``photon_scale_up``/``_down`` and
   ``photon_resolution_up``/``_down`` histograms; linear interpolation, pyhf's ``code0``).
-* ``spurious_signal``: no events at the nominal point and ``theta x S_spur`` signal-shaped events at
-  ``spurious_signal = theta``: a histosys whose up and down templates are the signal's shape times ``+S_spur``
-  and ``-S_spur`` (a Gaussian-constrained yield centred on zero that ``mu`` does not scale, as in the ATLAS
-  H->yy analyses). ``S_spur`` is the chosen background function's spurious signal (:func:`spurious_signal`).
+* ``spurious_signal``: no events at the nominal point and ``theta x U`` signal-shaped events at
+  ``spurious_signal = theta``: a histosys whose up and down templates are the signal's shape times ``+U``
+  and ``-U`` (a Gaussian-constrained yield centred on zero that ``mu`` does not scale, as in the ATLAS
+  H->yy analyses). ``U`` is the chosen background function's spurious-signal uncertainty
+  (:attr:`SpuriousSignal.uncertainty`): ``S_spur``, or ``zeta`` where the template's statistics dominate.
 * ``background_bernstein_k`` for k = 0..n: the background polynomial of degree n (the F-tests' choice, as for
   the tutorial model) in the Bernstein basis ``B_k,n(t) = C(n, k) t^k (1 - t)^(n - k)`` at the bin centres
   (``t`` in [0, 1] over the histogram's range), each component times a free ``normfactor``: the polynomial's
@@ -27,8 +28,17 @@ Poisson likelihood, so the fitted signal's uncertainty is the one the data's sta
 largest ``|S|`` over the grid is ``S_spur``. The ATLAS criteria (Phys. Rev. D 98 (2018) 052005,
 arXiv:1802.04146): ``|S_spur|`` below 10 % of the expected signal yield, or below 20 % of ``sigma_bkg``; and, as
 ATLAS relaxes them for limited simulation (arXiv:2207.00348), the same with ``zeta``, the largest ``|S|`` less
-twice its uncertainty from the template's own statistics. The fits leave out 5 GeV at each end of 100-160 GeV,
-where the continuum sample's generator filter shapes the template (:data:`SPURIOUS_WINDOW`).
+twice its uncertainty from the template's own statistics (``mc_unc``). The fits leave out 5 GeV at each end of
+100-160 GeV, where the continuum sample's generator filter shapes the template (:data:`SPURIOUS_WINDOW`).
+
+The uncertainty the model takes (:attr:`SpuriousSignal.uncertainty`): ``S_spur``, the ATLAS uncertainty, where the
+template holds more statistics than the data (``mc_unc`` below ``sigma_bkg`` at ``S_spur``'s mass, as ATLAS's
+continuum samples hold many times the data's events): there the largest fitted signal measures the background
+function's bias. Where the template's own statistics dominate (``mc_unc`` at least ``sigma_bkg``), the fitted
+signals are mostly the template's fluctuations (a template without any bias gives ``|S_spur|`` of about one to two
+``mc_unc``, the largest of correlated fluctuations over the mass grid); the model then takes ``zeta``, the part of
+the fitted signals beyond twice their simulation-statistics uncertainty, the relaxed criterion's value. The rule
+depends on the template's statistics, not on the value found. Without ``mc_unc`` the model takes ``S_spur``.
 
 This module takes plain arrays and histograms files; it never imports ``processors``.
 """
@@ -230,8 +240,11 @@ class SpuriousSignal(NamedTuple):
         zeta: the largest ``max(|S| - 2 mc_unc, 0)`` over the grid: the spurious signal less what the template's
             statistics allow, as ATLAS relaxes the criteria for limited simulation (JHEP 07 (2023) 088,
             arXiv:2207.00348); nan without ``mc_unc``.
-        passes_relaxed: the criteria with ``zeta`` in place of ``S_spur`` (None without ``mc_unc``). ``value``
-            (``S_spur``), not ``zeta``, is the uncertainty the model takes.
+        passes_relaxed: the criteria with ``zeta`` in place of ``S_spur`` (None without ``mc_unc``).
+        uncertainty: the spurious-signal uncertainty the model takes (events): ``zeta`` where the template's own
+            statistics dominate (``mc_unc`` at least ``sigma_bkg`` at ``mass``), else ``value`` (``S_spur``); see
+            the module's docstring.
+        uncertainty_from: ``"zeta"`` or ``"S_spur"``, which of the two ``uncertainty`` is.
     """
 
     degree: int
@@ -246,10 +259,33 @@ class SpuriousSignal(NamedTuple):
     mc_unc: float = float("nan")
     zeta: float = float("nan")
     passes_relaxed: bool | None = None
+    uncertainty: float = float("nan")
+    uncertainty_from: str = "S_spur"
+
+    @property
+    def statistics_dominate(self) -> bool:
+        """Whether the template's own statistical uncertainty on ``S_spur`` is at least the data's (``sigma_bkg``)."""
+        return bool(np.isfinite(self.mc_unc) and self.mc_unc >= self.sigma_bkg)
+
+    def explanation(self) -> str:
+        """Which value the model takes as the spurious-signal uncertainty, and why, in one sentence."""
+        if not np.isfinite(self.mc_unc):
+            return (f"the model takes S_spur = {self.value:.1f} events (the template's statistical uncertainty is "
+                    "unknown)")
+        if self.statistics_dominate:
+            return (f"the model takes zeta = {self.zeta:.1f} events, not S_spur = {self.value:.1f}: the continuum "
+                    f"template's own statistical uncertainty on it ({self.mc_unc:.1f} events) is at least the "
+                    f"data's (sigma_bkg {self.sigma_bkg:.1f}), so S_spur is mostly the template's fluctuation; zeta "
+                    "keeps what lies beyond twice that uncertainty (ATLAS's relaxed criterion)")
+        return (f"the model takes S_spur = {self.value:.1f} events: the continuum template's statistical "
+                f"uncertainty on it ({self.mc_unc:.1f} events) is below the data's (sigma_bkg {self.sigma_bkg:.1f}), "
+                f"so the largest fitted signal measures the background function's bias (zeta {self.zeta:.1f} is "
+                "only the relaxed criterion)")
 
     def record(self) -> dict[str, Any]:
-        """Plain data for JSON."""
+        """Plain data for JSON (with ``explanation``)."""
         return {**{key: getattr(self, key) for key in self._fields if key != "points"},
+                "statistics_dominate": self.statistics_dominate, "explanation": self.explanation(),
                 "points": [point._asdict() for point in self.points]}
 
 
@@ -283,7 +319,8 @@ def spurious_signal(
             5 GeV (3 mass resolutions) at each end of 100-160 GeV, where the continuum sample's generator filter
             on the true mass (100-160 GeV) shapes the reconstructed spectrum and no data continuum is so shaped.
         template_variance: the template's statistical variance per bin (the simulation's sum of squared weights
-            times the scale squared), for each fitted signal's simulation-statistics uncertainty (``mc_unc``).
+            times the scale squared), for each fitted signal's simulation-statistics uncertainty (``mc_unc``) and
+            the choice of the uncertainty (``S_spur`` or ``zeta``).
 
     Raises:
         FitError: a fit fails or cannot be verified.
@@ -324,10 +361,14 @@ def spurious_signal(
     zeta_relative = max((z / point.signal_unc if point.signal_unc > 0 else np.inf) for z, point in zip(zetas, points))
     passes_relaxed = (bool(zeta < SIGNAL_FRACTION * expected or zeta_relative < UNCERTAINTY_FRACTION)
                       if np.isfinite(zeta) else None)
-    return SpuriousSignal(degree, points, value, largest.mass, expected, largest.signal_unc,
-                          value / expected if expected > 0 else float("inf"), float(relative),
-                          bool(value < SIGNAL_FRACTION * expected or relative < UNCERTAINTY_FRACTION),
-                          largest.mc_unc, zeta, passes_relaxed)
+    found = SpuriousSignal(degree, points, value, largest.mass, expected, largest.signal_unc,
+                           value / expected if expected > 0 else float("inf"), float(relative),
+                           bool(value < SIGNAL_FRACTION * expected or relative < UNCERTAINTY_FRACTION),
+                           largest.mc_unc, zeta, passes_relaxed)
+    # The uncertainty the model takes (the module's docstring): zeta where the template's statistics dominate.
+    if found.statistics_dominate:
+        return found._replace(uncertainty=zeta, uncertainty_from="zeta")
+    return found._replace(uncertainty=value, uncertainty_from="S_spur")
 
 
 def _polished(counts: np.ndarray, design: np.ndarray, fit: profile.PoissonFit) -> profile.PoissonFit:
@@ -404,7 +445,7 @@ def build_hyy_workspace(
         edges: bin edges (GeV).
         signal: the signal templates at the data's luminosity (:func:`signal_templates`).
         degree: the background polynomial's degree.
-        spurious: ``S_spur`` in events (0: no spurious-signal term).
+        spurious: the spurious-signal uncertainty in events (:attr:`SpuriousSignal.uncertainty`; 0: no term).
         lumi_uncertainty: the luminosity's relative uncertainty (0: no ``lumi`` constraint, fixed at 1).
         mu_bounds: the POI's range (default: from where the signal would drive the prediction negative to 10
             times the largest of 10 and the starting ``mu``).

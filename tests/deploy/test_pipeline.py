@@ -106,6 +106,13 @@ def test_pipeline_agrees_with_the_injected_truth(tmp_path, strong_signal, client
     assert model["significance"]["observed"] > 3 > model["significance"]["expected"]  # 4x the SM signal
     assert compared["simulation_mu"]["truth"] == injected and compared["simulation_mu"]["within_2_sigma"] is True
     assert set(model["spurious_signal"]) == {"2", "3", "4", "5", "6"}  # beside each F-test
+    # The spurious-signal uncertainty: zeta where the template's statistics dominate, S_spur where they do not.
+    chosen, taken = model["spurious_signal"][str(model["degree"])], model["spurious_uncertainty"]
+    assert taken["value"] == (chosen["zeta"] if chosen["mc_unc"] >= chosen["sigma_bkg"] else chosen["value"])
+    workspace = json.loads((tmp_path / "out/fit/workspace_simulation.json").read_text())
+    spurious = [m["data"]["hi_data"] for s in workspace["channels"][0]["samples"] for m in s["modifiers"]
+                if m["name"] == "spurious_signal"]
+    assert sum(map(sum, spurious)) == pytest.approx(taken["value"], rel=1e-9)
     # Every number of the report says how it was computed.
     fit, significance = results["fit"], results["fit"]["significance"]
     for line in (
@@ -128,6 +135,8 @@ def test_pipeline_agrees_with_the_injected_truth(tmp_path, strong_signal, client
         "Signal of each patch: the simulated ggH125 + VBFH125 template at 125 GeV moved to each mass (only that "
         "mass is simulated); mu = 1 is the simulated Standard Model yield at 125 GeV, at every mass",
         f"| {fit['degree']} (chosen) |",
+        f"Spurious-signal uncertainty of the chosen degree {fit['degree']}: the model takes {taken['from']} = "
+        f"{taken['value']:.1f} events",
     ):
         assert line in report, line
 

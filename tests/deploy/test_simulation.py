@@ -72,6 +72,7 @@ def test_fit_builds_the_simulation_model(generated, tmp_path, capsys):
         name for name, _ in model["modifiers"]}
     assert (tmp_path / "fit" / "workspace_simulation.json").is_file()
     assert f"mu = {model['mu']:.3f}" in printed and "spurious signal of degree 3" in printed
+    assert f"spurious-signal uncertainty: {model['spurious_uncertainty']['explanation']}" in printed
     assert record["identity"]["settings"]["model"]["lumi_uncertainty"] == 0.017
 
 

@@ -173,3 +173,59 @@ def test_shift_template_moves_a_peak_and_keeps_its_yield():
     assert moved.sum() == pytest.approx(peak.sum(), rel=1e-12)
     assert np.average(centers, weights=moved) == pytest.approx(127.5, abs=0.01)
     assert hyy_model.shift_template(peak, edges, 0.0) == pytest.approx(peak)
+
+
+def _bumped(bump):
+    """A smooth (quadratic) template with ``bump`` signal events injected at 125 GeV, and the signal's shape."""
+    edges = np.linspace(100.0, 160.0, 61)
+    centers = 0.5 * (edges[1:] + edges[:-1])
+    shape = np.exp(-0.5 * ((centers - 125.0) / 1.7) ** 2)
+    shape /= shape.sum()
+    return edges, 4000.0 - 30.0 * (centers - 100.0) + 0.2 * (centers - 100.0) ** 2 + bump * shape, shape
+
+
+def _sigma_s(template, edges, shape):
+    """Independent reference for the fitted signal's uncertainty where the fit is exact (prediction = template):
+    the inverse Poisson Fisher information, with the polynomial in monomials of another variable."""
+    x = (0.5 * (edges[1:] + edges[:-1]) - 130.0) / 30.0
+    design = np.column_stack([np.ones_like(x), x, x**2, shape])
+    return float(np.sqrt(np.linalg.inv(design.T @ (design / template[:, None]))[-1, -1]))
+
+
+@pytest.mark.parametrize(
+    ("ratio", "bumps", "taken"),
+    [
+        # The template's statistics dominate (its variance 4 times the data's, mc_unc = 2 sigma_bkg): the model
+        # takes zeta, the part beyond 2 mc_unc: none of a bump of 1.5 mc_unc, 1 mc_unc of one of 3 mc_unc.
+        (4.0, 1.5, "zeta"),
+        (4.0, 3.0, "zeta"),
+        # A template of 4 times the data's statistics (mc_unc = sigma_bkg / 2): S_spur, whatever zeta is.
+        (0.25, 1.5, "S_spur"),
+        (0.25, 3.0, "S_spur"),
+    ],
+)
+def test_the_spurious_uncertainty_is_zeta_only_where_the_templates_statistics_dominate(ratio, bumps, taken):
+    edges, smooth, shape = _bumped(0.0)
+    sigma_bkg = _sigma_s(smooth, edges, shape)
+    mc_unc = np.sqrt(ratio) * sigma_bkg  # the template's variance is ratio x the data's (Poisson) variance
+    bump = bumps * mc_unc
+    edges, template, shape = _bumped(bump)
+    sigma_bkg, mc_unc = _sigma_s(template, edges, shape), np.sqrt(ratio) * _sigma_s(template, edges, shape)
+    found = hyy_model.spurious_signal(template, edges, 100.0 * shape, degree=2, masses=[125.0], signal_mass=125.0,
+                                      window=None, template_variance=ratio * template)
+    assert found.value == pytest.approx(bump, rel=1e-6)  # the injected bump is S_spur
+    assert found.sigma_bkg == pytest.approx(sigma_bkg, rel=1e-6) and found.mc_unc == pytest.approx(mc_unc, rel=1e-6)
+    assert found.zeta == pytest.approx(max(bump - 2.0 * mc_unc, 0.0), abs=1e-6 * bump)
+    assert found.uncertainty_from == taken and found.statistics_dominate == (taken == "zeta")
+    assert found.uncertainty == (found.zeta if taken == "zeta" else found.value)
+    assert found.explanation().startswith(f"the model takes {taken} = {found.uncertainty:.1f} events")
+    record = found.record()
+    assert record["uncertainty"] == found.uncertainty and record["explanation"] == found.explanation()
+
+
+def test_without_the_templates_statistics_the_spurious_uncertainty_is_s_spur():
+    edges, template, shape = _bumped(500.0)
+    found = hyy_model.spurious_signal(template, edges, 100.0 * shape, degree=2, masses=[125.0], signal_mass=125.0,
+                                      window=None)
+    assert np.isnan(found.mc_unc) and not found.statistics_dominate
+    assert found.uncertainty == found.value == pytest.approx(500.0, rel=1e-6) and found.uncertainty_from == "S_spur"
