@@ -512,12 +512,12 @@ def _simulation_model(fit: dict[str, Any], truth: dict[str, Any]) -> list[str]:
     if "error" in model:
         return [*lines, f"Failed: {model['error']}", ""]
     significance, parameters = model["significance"], model["parameters"]
-    spurious = model["spurious_signal"][str(model["degree"])]
+    spurious, taken = model["spurious_signal"][str(model["degree"])], model["spurious_uncertainty"]
     lines += [
         f"Samples: signal = {' + '.join(model['signal_samples'])} simulation, {model['expected_signal']:.1f} events "
         f"at mu = 1; background = Bernstein polynomial of degree {model['degree']} with free coefficients, fitted "
-        f"to the data; spurious-signal uncertainty {model['spurious_uncertainty']['value']:.1f} events "
-        f"({model['spurious_uncertainty']['from']}; S_spur {spurious['value']:.1f}). "
+        f"to the data; spurious-signal uncertainty {taken['value']:.1f} events ({taken['from']}"
+        + ("" if taken["from"] == "S_spur" else f"; S_spur {spurious['value']:.1f}") + "). "
         f"Workspace `{pathlib.Path(model['workspace']).name}`.", "",
         f"- Signal strength (profile likelihood, every nuisance parameter profiled; cabinetry fit, verified): "
         f"mu = {model['mu']:.3f} +/- {model['mu_unc']:.3f}.",
