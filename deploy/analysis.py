@@ -163,7 +163,6 @@ def fit_spectrum(directory: pathlib.Path, out_dir: pathlib.Path, fit: FitSetting
     except FitError as err:
         record["significance"] = {"error": str(err)}
     steps("  profile-likelihood significance and plots")
-    steps("  profile-likelihood significance and plots")
     record["profile_likelihood"] = scan_masses(spectrum.counts, spectrum.edges, [fit.mass], degree=degree,
                                                resolution=fit.resolution).points[0]
     plots = [*plot_fit(spectrum.counts, spectrum.edges, background, out_dir / "fit", lumi=spectrum.lumi_fb),
@@ -272,6 +271,11 @@ def look_elsewhere(spectrum: Spectrum, out_dir: pathlib.Path, scan: Any, record:
     return to_plain(result.record())
 
 
+def axis_title(label: str) -> str:
+    """The axis title of a patchset's label: the analysis's own mass patchset's ``mass`` is m_H in GeV."""
+    return r"$m_H$ [GeV]" if label == "mass" else label
+
+
 def scan_likelihoods(
     likelihoods: pathlib.Path | Any,
     out: pathlib.Path,
@@ -281,6 +285,7 @@ def scan_likelihoods(
     settings: Any = None,
     timeout: float | None = None,
     progress: Any = None,
+    lumi: float | None = None,
 ) -> dict[str, Any]:
     """CLs of the patches of a HEPData likelihood on Dask; write ``out`` (resumable) and the CLs plot.
 
@@ -295,14 +300,14 @@ def scan_likelihoods(
         settings: a ``stats.likelihoods.HypotestSettings`` (default: mu = 1, qtilde, code4/code4p, numpy).
         timeout: per-point time limit in seconds.
         progress: called with each finished point.
+        lumi: the luminosity (fb^-1) of the plot's label.
 
     Returns:
         The content of ``out`` plus ``plots`` (paths) and ``plot_error`` where no plot could be drawn.
     """
-    from stats.contour import plot_cls_1d
     from stats.errors import StatsError
     from stats.hepdata import Likelihoods, load_likelihoods
-    from stats.limit_plots import plot_exclusion_contour
+    from stats.limit_plots import plot_cls_curve, plot_exclusion_contour
     from stats.likelihoods import HypotestSettings, select_patches
     from stats.patchscan import read_results, scan_patches
 
@@ -316,7 +321,7 @@ def scan_likelihoods(
         if len(labels) == 2:
             plots = plot_exclusion_contour(result.results, labels, out.with_suffix(""))
         else:
-            plots = plot_cls_1d(result.results, labels[0], out.with_suffix(""))
+            plots = plot_cls_curve(result.results, out.with_suffix(""), xlabel=axis_title(labels[0]), lumi=lumi)
         record["plots"] = [str(path) for path in plots]
     except StatsError as err:
         record["plots"], record["plot_error"] = [], str(err)
@@ -368,9 +373,8 @@ def limit_likelihoods(
         return result, plotted
     try:
         if len(labels) == 1:
-            xlabel = r"$m_H$ [GeV]" if labels[0] == "mass" else labels[0]
             paths = plot_brazil([p.values[0] for p in result.results], result.results, out.with_suffix(""),
-                                xlabel=xlabel, lumi=lumi)
+                                xlabel=axis_title(labels[0]), lumi=lumi)
         elif len(labels) == 2:
             paths = plot_limit_map(result.results, labels, out.with_name(out.stem + "_map"), lumi=lumi)
         else:

@@ -334,7 +334,9 @@ def run_pipeline(
     echo("[5/5] PatchSet hypotest scan on Dask")
     patchset_dir = out_dir / "patchset"
     patchset_dir.mkdir(parents=True, exist_ok=True)
+    own_lumi = None  # a published likelihood's plots do not carry this data's luminosity
     if likelihoods is None:
+        own_lumi = truth["lumi_fb"]
         patch_masses = grid if patch_masses is None else np.asarray(patch_masses, float)
         results["patchset_signal"], signal_options = patchset_signal(fit, simulation_dir)
         built = build_mass_patchset(spectrum.counts, spectrum.edges, fit["background"], fit["background_unc"],
@@ -356,7 +358,7 @@ def run_pipeline(
     with counting(f"  CLs of {patches} patches on Dask", total=patches, unit="patch", echo=echo,
                   live=progress) as bar:
         record = scan_likelihoods(loaded, cls_path, client=client, settings=hypotest,
-                                  timeout=settings.patchset.timeout,
+                                  timeout=settings.patchset.timeout, lumi=own_lumi,
                                   progress=lambda point: bar.update())
         bar.update(patches - bar.n)  # the patches reused from an earlier run
     failed = [r for r in record["results"] if r["status"] != "ok"]
@@ -376,7 +378,7 @@ def run_pipeline(
         with counting(f"  upper limits of {patches} patches on Dask", total=patches, unit="patch", echo=echo,
                       live=progress) as bar:
             limited, plotted = limit_likelihoods(loaded, limits_path, client=client, settings=hypotest,
-                                                 timeout=settings.patchset.timeout, lumi=truth["lumi_fb"],
+                                                 timeout=settings.patchset.timeout, lumi=own_lumi,
                                                  progress=lambda point: bar.update())
             bar.update(patches - bar.n)  # the patches reused from an earlier run
         failures += [f"limits of patch {r.name}: {r.error}" for r in limited.failed]
