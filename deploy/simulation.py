@@ -216,7 +216,7 @@ def simulation_model(
         "significance": result.significance,
         "parameters": result.parameters,
     }
-    plots = hyy_model.plot_hyy_fit(spec, result, spectrum.edges, out_dir / "simulation_fit")
+    plots = hyy_model.plot_hyy_fit(spec, result, spectrum.edges, out_dir / "simulation_fit", lumi=spectrum.lumi_fb)
     plots += hyy_model.plot_spurious_signal(list(tests.values()), degree, out_dir / "spurious_signal")
     record["plots"] = [str(path) for path in plots]
     return record

@@ -538,15 +538,17 @@ def fit_hyy_model(spec: dict[str, Any]) -> HyyResult:
 
 
 def plot_hyy_fit(
-    spec: dict[str, Any], result: HyyResult, edges: np.ndarray, path: str | pathlib.Path
+    spec: dict[str, Any], result: HyyResult, edges: np.ndarray, path: str | pathlib.Path, *,
+    lumi: float | None = None,
 ) -> list[pathlib.Path]:
     """Data with the model after the fit: the background polynomial, background plus ``mu`` x signal (and the
-    spurious-signal term), and a data-minus-background panel with the fitted signal."""
+    spurious-signal term), and a data-minus-background panel with the fitted signal; ``lumi`` (fb^-1) goes into the
+    label."""
     import matplotlib.pyplot as plt
     import mplhep
     import pyhf
 
-    from stats.plotting import save_figure
+    from stats.plotting import experiment_label, save_figure
 
     model = pyhf.Workspace(spec).model()
     pars = np.array([result.parameters[name][0] for name in _parameter_labels(model)])
@@ -565,8 +567,8 @@ def plot_hyy_fit(
         top.stairs(background, edges, color="b", linestyle="--", label="Background (Bernstein polynomial)")
         top.set_ylabel("Events / bin")
         top.set_ylim(0.0, 1.35 * float(np.max(counts + errors)))
-        top.legend(fontsize="small", loc="upper right")
-        mplhep.atlas.text("Open Data", ax=top, loc=1)
+        top.legend(fontsize="small", loc="upper right", frameon=False)
+        experiment_label(top, lumi=lumi)
         bottom.errorbar(centers, counts - background, yerr=errors, fmt="ko", markersize=3)
         bottom.stairs(signal, edges, color="r")
         bottom.axhline(0.0, color="b", linestyle="--")
@@ -581,7 +583,7 @@ def plot_spurious_signal(tests: Sequence[SpuriousSignal], chosen: int, path: str
     import matplotlib.pyplot as plt
     import mplhep
 
-    from stats.plotting import save_figure
+    from stats.plotting import experiment_label, save_figure
 
     with plt.style.context(mplhep.style.ATLAS):
         fig, axis = plt.subplots()
@@ -603,7 +605,7 @@ def plot_spurious_signal(tests: Sequence[SpuriousSignal], chosen: int, path: str
         axis.set_xlabel(r"$m_{H}$ [GeV]")
         axis.set_ylabel("Fitted signal [events]")
         axis.legend(fontsize="x-small", ncol=2, loc="upper right")
-        mplhep.atlas.text("Simulation", ax=axis, loc=1)
+        experiment_label(axis, simulation=True)
         return save_figure(fig, path)
 
 

@@ -229,3 +229,22 @@ def test_without_the_templates_statistics_the_spurious_uncertainty_is_s_spur():
                                       window=None)
     assert np.isnan(found.mc_unc) and not found.statistics_dominate
     assert found.uncertainty == found.value == pytest.approx(500.0, rel=1e-6) and found.uncertainty_from == "S_spur"
+
+
+def test_the_figures_carry_the_label_the_fitted_mu_and_the_chosen_degree(generated, model, figures, tmp_path):
+    truth, templates, _ = generated
+    spec, _, spurious, _ = model
+    result = hyy_model.fit_hyy_model(spec)
+    hyy_model.plot_hyy_fit(spec, result, templates.edges, tmp_path / "fit", lumi=truth["lumi_fb"])
+    hyy_model.plot_spurious_signal([spurious], spurious.degree, tmp_path / "spurious")
+    fit_figure, spurious_figure = figures
+
+    def texts(fig):
+        return " ".join(text.get_text() for ax in fig.axes for text in ax.texts)
+
+    assert f"{truth['lumi_fb']:g}" in texts(fit_figure) and "13 TeV" in texts(fit_figure)
+    assert "Open Data" in texts(fit_figure) and "Simulation" in texts(spurious_figure)
+    legend = [text.get_text() for text in fit_figure.axes[0].get_legend().get_texts()]
+    assert any(f"{result.mu:.2f}" in entry for entry in legend)
+    assert any(f"degree {spurious.degree}" in text.get_text()
+               for text in spurious_figure.axes[0].get_legend().get_texts())
