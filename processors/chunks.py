@@ -82,6 +82,13 @@ def https_options(url: str) -> dict[str, Any]:
     return {"ssl": _trusting(cafile)}
 
 
+#: Bytes of a root:// file that its first read fetches (uproot's ``begin_chunk_size``, 403 by default): the header and,
+#: where a file keeps them right after it (as the generator writes them), the keys, streamers and TTree metadata: one
+#: round trip where there were three, which counts over a slow link. A smaller file is read whole (XRootD returns
+#: what there is). Not over https: XrdHttp answers a range past the end of a smaller file with no data.
+ROOT_BEGIN_CHUNK = 1 << 16
+
+
 def open_tree(url: str, tree: str, columns: tuple[str, ...], *, timeout: float) -> uproot.TTree:
     """Open ``tree`` in ``url`` and check that it has ``columns``; the caller closes ``tree.file``.
 
@@ -92,7 +99,9 @@ def open_tree(url: str, tree: str, columns: tuple[str, ...], *, timeout: float) 
     # No array cache: every entry range is read once and the trees are kept open (TreeCache), so uproot's
     # default cache per file would hold memory that grows with the data size for nothing. Local files are
     # memory-mapped: uproot's default fsspec source spends more CPU per file (an event-loop thread, copies).
-    options = {} if is_remote(url) else {"handler": uproot.source.file.MemmapSource}
+    options: dict[str, Any] = {} if is_remote(url) else {"handler": uproot.source.file.MemmapSource}
+    if url.startswith("root://"):
+        options["begin_chunk_size"] = ROOT_BEGIN_CHUNK
     options.update(https_options(url))
     file = uproot.open(
         url, timeout=max(1, math.ceil(timeout)) if url.startswith("root://") else timeout, array_cache=None, **options

@@ -18,7 +18,9 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import uproot
 
 from deploy.xrootd import XRootDServer
 from processors import chunks
@@ -208,3 +210,30 @@ def test_a_stall_outlasting_the_retries_lists_the_chunk_with_its_reason(proxied,
     assert all(re.search("(?i)expired|time-out|timed out", f.error) for f in failed), failed
     assert result.events_processed + sum(f.entry_stop - f.entry_start for f in failed) == dataset.events_written
     assert result.events_processed >= dataset.events_written // 2
+
+
+def test_a_root_open_costs_one_read_and_a_file_smaller_than_that_read_is_read_whole(server, dataset, tmp_path):
+    """uproot reads a file's header, keys, streamers and TTree in 3 requests by default; the generator's files keep
+    them in their first 64 KiB, which the engine's first root:// read fetches (``chunks.ROOT_BEGIN_CHUNK``)."""
+    columns = tuple(DiphotonProcessor.columns)
+    url = server.urls("root")[0]
+    with uproot.open(url, timeout=5) as plain:
+        plain["analysis"]
+        assert plain.file.source.num_requests == 3  # uproot's default: header, then keys, then streamers and TTree
+    tree = chunks.open_tree(url, "analysis", columns, timeout=5)
+    try:
+        assert tree.file.source.num_requests == 1
+        assert tree.num_entries == uproot.open(dataset.files[0])["analysis"].num_entries
+    finally:
+        tree.file.close()
+    small = tmp_path / "small"
+    small.mkdir()
+    with uproot.recreate(small / "tiny.root") as file:
+        file.mktree("analysis", {"x": np.float32}).extend({"x": np.arange(10, dtype=np.float32)})
+    assert (small / "tiny.root").stat().st_size < chunks.ROOT_BEGIN_CHUNK
+    with XRootDServer(small, http_port=None) as tiny:
+        tree = chunks.open_tree(tiny.urls("root")[0], "analysis", (), timeout=5)
+        try:
+            assert tree["x"].array(library="np").tolist() == list(range(10))
+        finally:
+            tree.file.close()
