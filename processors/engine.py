@@ -546,13 +546,19 @@ def process_files(
         The merged histograms, event counts and failed chunks.
 
     Raises:
-        ProcessingError: no files, bad options, or (with ``strict``) a bad input file.
+        ProcessingError: no files, a file listed twice, bad options, or (with ``strict``) a bad input file.
         CertificateError: an https server's certificate is not trusted (whatever ``strict``).
     """
     started = time.perf_counter()
     paths = [os.fspath(f) for f in files]
     if not paths:
         raise ProcessingError("no input files")
+    listed: dict[str, str] = {}
+    for path in paths:  # a file listed twice: its chunks would share checkpoint keys, and events go missing
+        key = path if "://" in path else os.path.realpath(path)
+        if key in listed:
+            raise ProcessingError(f"{path} is listed twice (also as {listed[key]}): give each file once")
+        listed[key] = path
     if not 0.0 < fraction <= 1.0:
         raise ProcessingError(f"fraction must be in (0, 1], got {fraction}")
     if chunksize < 1:

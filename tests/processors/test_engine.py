@@ -86,6 +86,17 @@ def test_every_event_is_processed(files, clean):
     assert 0 < clean.wall_time < 60  # seconds of this run, not of the clock's origin
 
 
+def test_a_file_listed_twice_is_refused_not_half_processed(files, tmp_path, monkeypatch):
+    """Listed twice (by the same path, or another path to the same file), a file is refused before anything runs:
+    processed, its chunks shared their keys and events went missing without a failed chunk."""
+    with pytest.raises(ProcessingError, match=r"f0.root is listed twice \(also as .*f0.root\)"):
+        process_files([files[0], files[1], files[0]], processor=DiphotonProcessor(), chunksize=1, progress=False)
+    monkeypatch.chdir(os.path.dirname(files[0]))
+    with pytest.raises(ProcessingError, match="listed twice"):
+        process_files([files[0], os.path.join(".", os.path.basename(files[0]))], processor=DiphotonProcessor(),
+                      progress=False)
+
+
 SMALL = (2_000, 2_400, 2_800, 3_200, 3_600, 4_000, 2_200, 2_600, 3_000, 3_400, 3_800, 4_200)
 
 
