@@ -48,6 +48,8 @@ _OUT = click.Path(file_okay=False, path_type=Path)
               help="Also write the simulated samples (ggH, VBF H->yy at 125 GeV, yy continuum) with their weights.")
 @click.option("--mc-events", type=click.IntRange(min=1),
               help="Events to generate per simulated sample, before the skim (default: each sample's own).")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Show a bar of the events generated on stderr.")
 @click.pass_context
 def generate(
     ctx: click.Context,
@@ -65,6 +67,7 @@ def generate(
     workers: int | None,
     mc: bool,
     mc_events: int | None,
+    progress: bool,
 ) -> None:
     """Generate ATLAS-like GamGam files (continuum + H->yy), metadata.json and truth.json into OUT (and with --mc
     the simulated samples beside them)."""
@@ -85,6 +88,7 @@ def generate(
         workers=workers,
         mc=mc,
         mc_events=mc_events,
+        progress=progress,
     )
     truth = dataset.truth
     click.echo(

@@ -243,6 +243,10 @@ def test_cli_generates(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "wrote 1 files, 2,0" in result.output
+    assert "generating" in result.output  # the bar of the events generated (stderr)
+    quiet = CliRunner().invoke(cli, ["generate", "--out", str(tmp_path / "quiet"), "--events", "2000", "--periods",
+                                     "data15_periodD", "--seed", "1", "--no-progress"])
+    assert quiet.exit_code == 0 and "generating" not in quiet.output, quiet.output
     truth = json.loads((out / "truth.json").read_text())
     assert truth["seed"] == 1 and truth["background_events"] == 2000
     assert validate_file(str(out / FILE_PATTERN.format(period="data15_periodD"))) == truth["events_written"]
