@@ -185,7 +185,9 @@ def generate_dataset(
         workers: processes writing files in parallel (default: one per core for large datasets).
         mc: also write the simulated samples (:mod:`processors.generate.simulation`) beside the data, list them
             in ``metadata.json`` and describe them in the truth's ``simulation``; the data are the same either way.
-        mc_events: events to generate per simulated sample, before the skim (default: each sample's own).
+        mc_events: events to generate per simulated sample, before the skim (default: each sample's own; the
+            continuum's in proportion to the data's luminosity, 10M at the release's 36.1 fb^-1, between 400k and 10M:
+            :func:`processors.generate.simulation.continuum_events`).
         progress: show a bar of the events generated (data, then simulated samples) on stderr, moving as each
             cluster of events is written, its clock running until the truth is written.
 
@@ -241,7 +243,7 @@ def generate_dataset(
 
     sample_tasks = (
         simulation.sample_tasks(out_dir, seed=seed, events=mc_events, cluster_events=basket_entries,
-                                compression=compression) if mc else []
+                                compression=compression, data_share=sum(period_lumi) / NOMINAL_LUMI_FB) if mc else []
     )
     total = sum(_events(task) for task in [*tasks, *sample_tasks])
     with live_bar("generating", total=total, unit="event", unit_scale=True, enabled=progress) as bar:

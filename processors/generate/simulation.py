@@ -60,7 +60,8 @@ def sample_models() -> list[SampleModel]:
         SampleModel(vbf, 3.782, 1.0, GAMGAM_BR, 0.10, 100_000),
         # Pythia 8: weights 1. 10M generated events give 3.2M selected ones, 13 times the data's selected events at
         # --scale 1 (ATLAS's continuum samples hold many times the data's events): the spurious-signal test
-        # then measures the background function's bias, not the template's own fluctuations.
+        # then measures the background function's bias, not the template's own fluctuations. The default follows
+        # the data's size (continuum_events).
         SampleModel(continuum, continuum_gamgam_cross_section_pb(), 1.0,
                     continuum_filter_efficiency(*CONTINUUM_FILTER), 0.0, 10_000_000),
     ]
@@ -75,16 +76,33 @@ def efficiency(model: SampleModel) -> float:
     return found.skim * found.selection * PILEUP_SF[0] * PHOTON_SF[0]
 
 
+#: The continuum sample's default size, generated events, whatever the data's size: at least the statistics a
+#: small data set needs, at most what a laptop writes in about a minute (1.2 GB).
+CONTINUUM_EVENTS_RANGE = (400_000, 10_000_000)
+
+
+def continuum_events(model: SampleModel, data_share: float) -> int:
+    """The continuum sample's default size for data of ``data_share`` times the release's 36.1 fb^-1: the same
+    multiple of the data's events at any size (the template's statistical uncertainty against the data's then
+    stays the same), within :data:`CONTINUUM_EVENTS_RANGE`."""
+    low, high = CONTINUUM_EVENTS_RANGE
+    return int(min(max(round(model.events * data_share), low), high))
+
+
 def sample_tasks(
-    out_dir: Path, *, seed: int, events: int | None, cluster_events: int, compression: Any
+    out_dir: Path, *, seed: int, events: int | None, cluster_events: int, compression: Any, data_share: float = 1.0
 ) -> list[SampleTask]:
     """One :class:`SampleTask` per simulated sample; ``events`` (if given) generated events each, in clusters of
-    ``cluster_events`` generated events."""
+    ``cluster_events`` generated events; by default each sample's own number, the continuum's following the data's
+    share ``data_share`` of the release's luminosity (:func:`continuum_events`)."""
+    def default(model: SampleModel) -> int:
+        return model.events if model.sample.signal else continuum_events(model, data_share)
+
     return [
         SampleTask(
             str(out_dir / MC_FILE_PATTERN.format(dsid=model.sample.dsid, physics_short=model.sample.physics_short)),
             int(model.sample.dsid),
-            model.events if events is None else events,
+            default(model) if events is None else events,
             seed,
             MC_SIGNAL_MASS if model.sample.signal else None,
             CONTINUUM_FILTER,

@@ -304,3 +304,25 @@ def test_cli_writes_the_simulated_samples(tmp_path):
     for sample in SIMULATED_SAMPLES:
         assert (out / MC_FILE_PATTERN.format(dsid=sample.dsid, physics_short=sample.physics_short)).is_file()
         assert truth["simulation"]["samples"][sample.name]["nEvents"] == 3000
+
+
+def test_the_continuum_samples_default_size_follows_the_datas():
+    """By default the continuum sample holds the same multiple of the data's events at any data size (10M
+    generated at the release's 36.1 fb^-1), within its bounds; the signal samples keep their own size."""
+    from pathlib import Path
+
+    from processors.generate.simulation import CONTINUUM_EVENTS_RANGE, sample_tasks
+
+    def sizes(share: float) -> dict[bool, list[int]]:
+        tasks = sample_tasks(Path("."), seed=1, events=None, cluster_events=1000, compression=None, data_share=share)
+        found: dict[bool, list[int]] = {True: [], False: []}
+        for task, sample in zip(tasks, SIMULATED_SAMPLES):
+            found[sample.signal].append(task.events)
+        return found
+
+    low, high = CONTINUUM_EVENTS_RANGE
+    assert sizes(1.0)[False] == [10_000_000] and sizes(0.25)[False] == [2_500_000]
+    assert sizes(0.001)[False] == [low] and sizes(4.0)[False] == [high]
+    assert sizes(0.25)[True] == sizes(1.0)[True] == [100_000, 100_000]
+    assert [task.events for task in sample_tasks(Path("."), seed=1, events=5000, cluster_events=1000,
+                                                 compression=None, data_share=0.25)] == [5000] * 3
