@@ -21,10 +21,10 @@ from deploy.analysis import (fit_spectrum, identity, limit_likelihoods, look_els
 from deploy.config import Configuration, configure, selection_cuts
 from deploy.progress import Steps, counting
 from deploy.simulation import SIMULATION_SUBDIR, process_samples, samples_to_process
-from processors.datasets import resolve_files
+from processors.datasets import NOMINAL_LUMI_FB, resolve_files
 from processors.engine import process_files
 from processors.generate import DEFAULT_SEED, generate_dataset
-from processors.generate.simulation import MC_SIGNAL_MASS
+from processors.generate.simulation import MC_SIGNAL_MASS, default_events
 from processors.histograms import save_outputs
 from processors.processor import DiphotonProcessor
 from processors.schema import TREE_NAME
@@ -72,7 +72,9 @@ def cached_dataset(data_dir: pathlib.Path, *, echo: Callable[[str], None], progr
     With ``progress``, the generation shows bars of the events generated (:func:`generate_dataset`).
 
     With ``mc=True`` among ``options`` the simulated samples are generated too, and a cached dataset without them
-    (no ``simulation`` in its truth, or a sample's file missing) is generated again.
+    (no ``simulation`` in its truth, or a sample's file missing) is generated again. One with other numbers of
+    simulated events than today's defaults (another version's, or ``generate --mc-events``) is kept, and a line
+    says so.
 
     Returns:
         The dataset's truth record.
@@ -84,17 +86,30 @@ def cached_dataset(data_dir: pathlib.Path, *, echo: Callable[[str], None], progr
         nominal = truth.get("nominal_lumi_fb", truth.get("lumi_fb"))
         found = {"lumi_fb": nominal, **{key: truth.get(key) for key in DATASET_KEYS if key != "lumi_fb"}}
         names = list(truth.get("files", []))
+        samples = (truth.get("simulation") or {}).get("samples")
         if options.get("mc"):
-            samples = (truth.get("simulation") or {}).get("samples")
             names += [sample["file"] for sample in samples.values()] if samples else [""]
         files_present = all(name and (data_dir / name).is_file() for name in names)
         if files_present and all(found.get(key) == value for key, value in wanted.items()):
             echo(f"  reusing the generated dataset in {data_dir} ({truth['events_written']:,} events)")
+            if options.get("mc") and samples and truth.get("lumi_fb"):
+                _note_sample_sizes(samples, float(truth["lumi_fb"]), data_dir, echo)
             return truth
     echo(f"  generating the default dataset into {data_dir} ...")
     dataset = generate_dataset(data_dir, **options, progress=progress)
     echo(f"  wrote {len(dataset.files)} files, {dataset.events_written:,} events")
     return dataset.truth
+
+
+def _note_sample_sizes(samples: dict[str, Any], lumi_fb: float, data_dir: pathlib.Path,
+                       echo: Callable[[str], None]) -> None:
+    """A line for each simulated sample of a reused dataset whose generated events differ from today's default
+    (:func:`processors.generate.simulation.default_events`): its statistics limit the spurious-signal test."""
+    for name, count in default_events(lumi_fb / NOMINAL_LUMI_FB).items():
+        found = samples.get(name, {}).get("nEvents")
+        if found is not None and found != count:
+            echo(f"  note: its simulated sample {name} has {found:,} generated events, today's default is {count:,} "
+                 f"(delete {data_dir} to generate it again)")
 
 
 def _truth_comparison(truth: dict[str, Any], fit: dict[str, Any], best: dict[str, Any] | None,

@@ -89,20 +89,25 @@ def continuum_events(model: SampleModel, data_share: float) -> int:
     return int(min(max(round(model.events * data_share), low), high))
 
 
+def default_events(data_share: float) -> dict[str, int]:
+    """Each simulated sample's default number of generated events (``nEvents``), by sample name, for data of
+    ``data_share`` times the release's 36.1 fb^-1."""
+    return {model.sample.name: model.events if model.sample.signal else continuum_events(model, data_share)
+            for model in sample_models()}
+
+
 def sample_tasks(
     out_dir: Path, *, seed: int, events: int | None, cluster_events: int, compression: Any, data_share: float = 1.0
 ) -> list[SampleTask]:
     """One :class:`SampleTask` per simulated sample; ``events`` (if given) generated events each, in clusters of
     ``cluster_events`` generated events; by default each sample's own number, the continuum's following the data's
     share ``data_share`` of the release's luminosity (:func:`continuum_events`)."""
-    def default(model: SampleModel) -> int:
-        return model.events if model.sample.signal else continuum_events(model, data_share)
-
+    defaults = default_events(data_share)
     return [
         SampleTask(
             str(out_dir / MC_FILE_PATTERN.format(dsid=model.sample.dsid, physics_short=model.sample.physics_short)),
             int(model.sample.dsid),
-            default(model) if events is None else events,
+            defaults[model.sample.name] if events is None else events,
             seed,
             MC_SIGNAL_MASS if model.sample.signal else None,
             CONTINUUM_FILTER,

@@ -32,6 +32,9 @@ def test_pipeline_agrees_with_the_injected_truth(tmp_path, strong_signal, client
     results = json.loads(result.results_path.read_text())
     assert result.failures == [] and results["failures"] == []
     assert any("reusing the generated dataset" in line for line in lines)
+    # Its simulated samples have 60k events each, not today's defaults: kept, and said.
+    assert any("note: its simulated sample diphoton has 60,000 generated events, today's default is 600,000" in line
+               for line in lines), lines
 
     processing = results["processing"]
     assert processing["events_processed"] == processing["events_in_files"] == truth["events_written"]
