@@ -464,8 +464,9 @@ SLOW_LINK_GOALS = {10: 0.8, 50: 0.6}
 #: What bounds a run over a slow link (the structure of the reads, not a measurement).
 SLOW_LINK_NOTES = [
     "A file costs round trips one after the other before its first event (the XRootD or https open, then uproot's "
-    "reads of the header and keys, the streamers and the TTree: 3 requests after the open) and one more per chunk "
-    "read; a task reads its chunks in turn. With one thread per worker every round trip adds to the run. More threads "
+    "reads of the header and keys, the streamers and the TTree: 3 requests over https, 1 over root://, whose first "
+    "read fetches 64 KiB, processors.chunks.ROOT_BEGIN_CHUNK) and one more per chunk read; a task reads its chunks in "
+    "turn. With one thread per worker every round trip adds to the run. More threads "
     "keep more reads in flight (tasks of different files overlap), but not a file's own chain of round trips: a run "
     "whose work takes about a second at 0 ms is bounded by its largest file's chain at 50 ms; more events per file "
     "amortize it.",
