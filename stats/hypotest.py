@@ -261,12 +261,17 @@ def alternative_starts(name: str, mu: float, poi: int, found: dict[str, np.ndarr
     return [with_poi(found[s], target) for s in sources if s in found]
 
 
+#: The hypotest's fits that do not depend on the tested ``mu`` (see ``reuse`` in :func:`run_five_fits`).
+MU_INDEPENDENT = ("free", "background", "asimov_free")
+
+
 def run_five_fits(fit: Callable[[str, np.ndarray, bool], Candidate],
                   edms: Callable[[list[tuple[str, Candidate, bool]]], list[float]],
                   asimov: Callable[[np.ndarray], Any], init: np.ndarray, mu: float, poi: int, *,
                   restart: Callable[[str, Candidate, bool], Candidate] | None = None,
                   reflect: Callable[[np.ndarray], np.ndarray | None] | None = None,
-                  names: Sequence[str] | None = None) -> dict[str, FitRecord]:
+                  names: Sequence[str] | None = None,
+                  reuse: dict[str, Any] | None = None) -> dict[str, FitRecord]:
     """The hypotest's five fits, each the lowest of several starts and restarts, each checked by its EDM.
 
     Args:
@@ -283,10 +288,16 @@ def run_five_fits(fit: Callable[[str, np.ndarray, bool], Candidate],
             of every fit but the free fit on the Asimov data: that data is the expectation at the background-only
             fit's parameters (auxiliary data included), which are its global minimum.
         names: the parameters' names, for :attr:`FitRecord.parameters`.
+        reuse: the fits that do not depend on ``mu`` (free, background-only, free on the Asimov data), kept by an
+            earlier call on the same likelihood and data (an upper-limit search tests one likelihood at many
+            ``mu``); this call fills it. A kept fit is used as it was accepted, except that the background-only fit
+            is also started from this call's conditional minimum (with the POI at 0): where that finds a lower
+            minimum, the background-only fit and the Asimov fits after it are done again, and kept instead.
 
     Raises:
         FitError: a fit without a finite or stable minimum, or with an EDM above :data:`EDM_BOUND`.
     """
+    kept = reuse if reuse is not None else {}
     plan = {"free": ("observed", None), "conditional": ("observed", mu), "background": ("observed", 0.0),
             "asimov_free": ("asimov", None), "asimov_conditional": ("asimov", mu)}
     again = restart or (lambda kind, candidate, fixed: fit(kind, candidate.x, fixed))
@@ -307,11 +318,21 @@ def run_five_fits(fit: Callable[[str, np.ndarray, bool], Candidate],
         def run_again(candidate: Candidate, kind: str = kind, fixed: bool = fixed) -> Candidate:
             return again(kind, candidate, fixed)
 
+        if name == "background" and name in kept:
+            [probe] = alternative_starts(name, mu, poi, {"conditional": found["conditional"][0].x})
+            if run(probe).twice_nll < kept[name][0][0].twice_nll - LOWER_BY:
+                del kept["background"], kept["asimov_free"]  # a lower background-only minimum: new Asimov data
+        if name in kept:
+            found[name] = kept[name][0]
+            continue
         found[name] = lowest_minimum(name, run, starts, restart=run_again,
                                      reflect=None if name == "asimov_free" else reflect)
-    distances = edms([(plan[name][0], found[name][0], plan[name][1] is not None) for name in FIT_NAMES])
+    fresh = [name for name in FIT_NAMES if name not in kept]
+    distances = dict(zip(fresh, edms([(plan[name][0], found[name][0], plan[name][1] is not None) for name in fresh])))
+    distances.update({name: kept[name][1] for name in FIT_NAMES if name in kept})
     records = {}
-    for name, distance in zip(FIT_NAMES, distances):
+    for name in FIT_NAMES:
+        distance = distances[name]
         best, first = found[name]
         if not distance <= EDM_BOUND:
             raise FitError(f"{name} fit not at a minimum: EDM {distance:.3g} > {EDM_BOUND:g} "
@@ -321,6 +342,8 @@ def run_five_fits(fit: Callable[[str, np.ndarray, bool], Candidate],
             lowered = dict(zip(names, map(float, best.x)))
         records[name] = FitRecord(float(best.twice_nll), float(best.x[poi]), float(distance), float(first.twice_nll),
                                   lowered)
+    for name in MU_INDEPENDENT:
+        kept[name] = (found[name], distances[name])
     asimov_lowered = any(records[name].parameters is not None for name in ("asimov_free", "asimov_conditional"))
     if names is not None and asimov_lowered and records["background"].parameters is None:
         # The Asimov data are the expectation at these parameters: with them, a lowered Asimov fit can be checked.

@@ -12,6 +12,7 @@ names the method and the reason.
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any, NamedTuple
 
@@ -52,6 +53,8 @@ class PatchEngine:
         #: Patches computed by pyhf, with the reason.
         self.fallbacks: dict[str, str] = {}
         self._families: dict[tuple, _Family | str] = {}
+        # The mu-independent fits of the latest patch (an upper-limit search tests one patch at many mu).
+        self._kept: tuple[str, dict[str, Any]] = ("", {})
         self._modifiers = modifier_index(bkg_only)
         self._cells = compact_model.CellCache(bkg_only["channels"])
         workspace = pyhf.Workspace(bkg_only, validate=False)
@@ -137,7 +140,15 @@ class PatchEngine:
                               "(a hypotest needs both; pyhf refuses it too)")
         return compact_hypotest.hypotest(family.programs, family.structure, numbers,
                                          mu=self.settings.mu, test_stat=self.settings.test_stat,
-                                         names=family.names)
+                                         names=family.names, reuse=self._kept_fits(patch))
+
+    def _kept_fits(self, patch: dict) -> dict[str, Any]:
+        """The fits kept for ``patch`` under these settings but ``mu`` (:func:`stats.hypotest.run_five_fits`'s
+        ``reuse``): the same dict while the engine tests the same patch, a new one for another."""
+        key = json.dumps([patch["patch"], self.settings._replace(mu=0.0)], sort_keys=True, default=str)
+        if key != self._kept[0]:
+            self._kept = (key, {})
+        return self._kept[1]
 
     def run(self, patch: dict) -> Hypotest:
         """The verified hypotest of one patch (a ``{"metadata": ..., "patch": [...]}`` dict).

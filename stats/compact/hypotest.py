@@ -22,11 +22,14 @@ from stats.hypotest import EDM_BOUND, Candidate, Hypotest, hypotest_from_fits, r
 
 
 def hypotest(programs: Programs, structure: compact_model.Structure, numbers: compact_model.Numbers, *,
-             mu: float, test_stat: str, names: tuple[str, ...] | None = None) -> Hypotest:
+             mu: float, test_stat: str, names: tuple[str, ...] | None = None,
+             reuse: dict[str, Any] | None = None) -> Hypotest:
     """CLs at ``mu`` with the expected band, and the five accepted fits.
 
     Args:
         names: the parameters' names (pyhf's), recorded with a fit that found a lower minimum than pyhf's start.
+        reuse: the fits that do not depend on ``mu``, kept across calls on the same ``numbers``
+            (:func:`stats.hypotest.run_five_fits`).
 
     Raises:
         Unsupported: a fit that cannot be verified, or an undefined CLs (the caller computes the point with pyhf).
@@ -81,7 +84,7 @@ def hypotest(programs: Programs, structure: compact_model.Structure, numbers: co
         records = run_five_fits(fit, lambda points: [edm(*point) for point in points], make_asimov, numbers.init, mu,
                                 poi, restart=restart,
                                 reflect=reflection(two_sided(structure, numbers), numbers.lower, numbers.upper),
-                                names=names)
+                                names=names, reuse=reuse)
         return hypotest_from_fits(records, mu, test_stat, "compact")
     except FitError as err:
         raise Unsupported(str(err)) from None

@@ -423,3 +423,57 @@ def test_a_failing_upper_bound_is_a_failure_not_a_missing_limit():
     assert got.observed.status == "failed" and "restarts keep lowering" in got.observed.reason
     assert got.expected[0].status == got.expected[1].status == "ok"  # 0.56 and 0.76
     assert len(got.points) + len(got.failed) <= 30
+
+
+@needs_1lbb
+@pytest.mark.slow
+def test_an_engine_keeps_a_patchs_mu_independent_fits_and_gives_fresh_results(monkeypatch):
+    """Tested at several mu, a patch's free, background-only and Asimov free fits are done once (the search's
+    hypotests then cost two fits each and a start of the background-only fit); every hypotest equals one with
+    nothing kept, and where the kept background-only fit is not the lowest, it is done again."""
+    pytest.importorskip("jax")
+    from stats import hypotest as hypotest_module
+    from stats.compact.engine import PatchEngine
+    from stats.compact.padding import shared_modifiers
+    from stats.hepdata import load_likelihoods
+
+    loaded = load_likelihoods(TARBALL)
+    spec = {"metadata": dict(loaded.patchset["C1N2_Wh_hbb_650_0"].metadata),
+            "patch": list(loaded.patchset["C1N2_Wh_hbb_650_0"].patch)}
+    engine = PatchEngine(loaded.bkg_only, HypotestSettings(backend="jax"), shared_modifiers(loaded.bkg_only, [spec]))
+    test = engine_hypotest(engine, spec)
+    fitted = []
+    real = hypotest_module.lowest_minimum
+    monkeypatch.setattr(hypotest_module, "lowest_minimum",
+                        lambda name, *args, **kwargs: fitted.append(name) or real(name, *args, **kwargs))
+
+    def fresh(mu: float):
+        kept, engine._kept = engine._kept, ("", {})
+        try:
+            return test(mu)
+        finally:
+            engine._kept = kept
+
+    def same(a, b) -> bool:
+        return all(abs(x - y) <= 1e-6 * abs(y) + 1e-12 for x, y in zip([a.CLs_obs, *a.CLs_exp], [b.CLs_obs, *b.CLs_exp]))
+
+    first = test(1.0)
+    assert fitted == list(hypotest_module.FIT_NAMES)
+    for mu in (0.4, 2.0):
+        fitted.clear()
+        got = test(mu)
+        assert fitted == ["conditional", "asimov_conditional"]  # the kept fits are not redone
+        assert same(got, fresh(mu)) and got.fits["free"] == first.fits["free"]
+    # A kept background-only fit above the minimum that this mu's conditional fit leads to: done again.
+    kept = engine._kept[1]
+    (best, start), distance = kept["background"]
+    kept["background"] = ((best._replace(twice_nll=best.twice_nll + 1.0), start), distance)
+    fitted.clear()
+    got = test(1.5)
+    assert fitted == ["conditional", "background", "asimov_free", "asimov_conditional"]
+    assert same(got, fresh(1.5)) and kept["background"][0][0].twice_nll == pytest.approx(best.twice_nll, abs=1e-6)
+    other = {"metadata": dict(loaded.patchset["C1N2_Wh_hbb_300_150"].metadata),
+             "patch": list(loaded.patchset["C1N2_Wh_hbb_300_150"].patch)}
+    fitted.clear()
+    engine_hypotest(engine, other)(1.0)
+    assert fitted == list(hypotest_module.FIT_NAMES)  # another patch keeps nothing of this one's
