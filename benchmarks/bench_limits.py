@@ -1,13 +1,13 @@
 """Benchmark: 95 % CL CLs upper limits for 1Lbb patches, the compact engine (stats.limits) vs pyhf's upper_limit.
 
 Usage: python benchmarks/bench_limits.py [--patches A,B,...|all] [--pyhf N] [--pyhf-backend numpy|jax] [--no-compact]
-                                        [--dask W] [--json FILE]
+                                        [--dask W] [--dask-patches A,B,...|all] [--json FILE]
 Both serially in this process (single-threaded, as the scan's engine processes), patch by patch:
 ``stats.limits.upper_limits`` through one compact ``PatchEngine`` (the first patch pays the compilation), and
 pyhf's ``upper_limit`` (numpy backend by default; toms748, its default rtol 1e-4, the model's POI bounds, qtilde,
 code4/code4p) on the first N patches. Per patch: wall and CPU seconds, hypotests, the six limits; the limits'
 largest relative difference where both have one. With ``--dask W``, also ``stats.limit_scan.scan_limits`` of the
-same patches on a running W-worker local cluster (its engines compile once per worker), from the tarball to the
+same patches (or ``--dask-patches``) on a running W-worker local cluster (its engines compile once per worker), from the tarball to the
 written results.
 Writes a JSON document (``_lib.output``) with, besides the common fields, ``settings`` {patches, pyhf,
 pyhf_backend, no_compact, dask}, ``rows`` (per patch: ``compact`` and ``pyhf`` {wall, cpu, hypotests, limits},
@@ -102,14 +102,19 @@ def main() -> None:
     parser.add_argument("--pyhf-backend", default="numpy", choices=["numpy", "jax"])
     parser.add_argument("--no-compact", action="store_true", help="pyhf only")
     parser.add_argument("--dask", type=int, default=0, help="also scan_limits on a local cluster of this many workers")
+    parser.add_argument("--dask-patches", default=None,
+                        help="the patches of the cluster's scan, as --patches (default: the same as --patches)")
     output.add_arguments(parser)
     args = parser.parse_args()
-    names_of_settings = ("patches", "pyhf", "pyhf_backend", "no_compact", "dask")
+    names_of_settings = ("patches", "pyhf", "pyhf_backend", "no_compact", "dask", "dask_patches")
     document = output.start("patch_limits", output.command("bench_limits.py", args, *names_of_settings),
                             {name: getattr(args, name) for name in names_of_settings})
     loaded = load_likelihoods(DATA / "1Lbb-likelihoods.tar.gz")
-    names = ([p.name for p in loaded.patchset.patches] if args.patches == "all"
-             else [f"C1N2_Wh_hbb_{key}" for key in args.patches.split(",")])
+    def chosen(patches: str) -> list[str]:
+        return ([p.name for p in loaded.patchset.patches] if patches == "all"
+                else [f"C1N2_Wh_hbb_{key}" for key in patches.split(",")])
+
+    names = chosen(args.patches)
     specs = {p.name: {"metadata": dict(p.metadata), "patch": list(p.patch)} for p in loaded.patchset.patches}
     rows: list[dict] = []
     engine = PatchEngine(loaded.bkg_only, HypotestSettings(backend="jax"),
@@ -146,7 +151,7 @@ def main() -> None:
                 print(f"{name}: pyhf {wall:.1f} s wall, {cpu:.1f} s CPU, {len(scan)} hypotests, {limits}", file=sys.stderr, flush=True)
         rows.append(row)
     document.update({"rows": rows, "curves": list(CURVES), "target_s": TARGET_S,
-                     "dask": dask_scan(args.dask, names) if args.dask else None})
+                     "dask": dask_scan(args.dask, chosen(args.dask_patches or args.patches)) if args.dask else None})
     output.finish(document, args.json)
 
 

@@ -637,6 +637,17 @@ def patch_limits(doc: Document) -> list[str]:
         lines.append(f"| {row['name']} | {cell(row, 'compact', 'wall', '.1f')} | {cell(row, 'compact', 'cpu', '.1f')} | "
                      f"{cell(row, 'compact', 'hypotests', 'd')} | {cell(row, 'pyhf', 'wall', '.1f')} | "
                      f"{cell(row, 'pyhf', 'hypotests', 'd')} | {'' if difference is None else f'{difference:.2g}'} |")
+    walls = [row["pyhf"]["wall"] for row in rows if "wall" in row.get("pyhf", {})]
+    failures = [f"{row['name']} ({row['pyhf']['error']})" for row in rows if "error" in row.get("pyhf", {})]
+    if failures:
+        lines += ["", "pyhf's `upper_limit` failed on " + "; ".join(failures) + "."]
+    if dask and walls:
+        per_patch = sum(walls) / len(walls)
+        extrapolated = per_patch * 125 / dask["workers"]
+        lines += ["", f"Baseline: pyhf's `upper_limit` patch by patch ({settings['pyhf_backend']}), {per_patch:.1f} s per "
+                  f"patch on the {len(walls)} it finished, so {extrapolated:.0f} s for all 125 on {dask['workers']} "
+                  f"workers (extrapolated): the scan below is {extrapolated / dask['wall'] * dask['patches'] / 125:.1f}x "
+                  "as fast."]
     if dask:
         verdict = "met" if dask["wall"] <= doc["target_s"] else "NOT met"
         lines += ["", f"`stats.limit_scan.scan_limits` of {dask['patches']} patches on {dask['workers']} workers (empty "

@@ -167,7 +167,8 @@ def test_mass_limits_table():
 def test_patch_limits_table():
     rows = [{"name": "A", "compact": {"wall": 2.5, "cpu": 2.25, "hypotests": 12},
              "pyhf": {"wall": 30.0, "cpu": 29.0, "hypotests": 40}, "largest_relative_difference": 4.8e-5},
-            {"name": "B", "compact": {"wall": 1.5, "cpu": 1.5, "hypotests": 10}}]
+            {"name": "B", "compact": {"wall": 1.5, "cpu": 1.5, "hypotests": 10}},
+            {"name": "C", "compact": {"wall": 1.5, "cpu": 1.5, "hypotests": 10}, "pyhf": {"error": "outside its bounds"}}]
     doc = {"benchmark": "patch_limits", "command": "python benchmarks/bench_limits.py", "started": "x",
            "machine": MACHINE, "settings": {"patches": "all", "pyhf": 1, "pyhf_backend": "jax", "no_compact": False,
                                             "dask": 2},
@@ -176,7 +177,10 @@ def test_patch_limits_table():
     heading, lines = sections.render(doc)
     assert heading == "## Upper limits of published likelihoods"
     assert lines[4:6] == ["| A | 2.5 | 2.2 | 12 | 30.0 | 40 | 4.8e-05 |", "| B | 1.5 | 1.5 | 10 |  |  |  |"]
+    assert "pyhf's `upper_limit` failed on C (outside its bounds)." in lines
     assert lines[-1].endswith("250.0 s, 1500 hypotests, 0 failed; target <= 300 s for all 125: met.")
+    assert ("Baseline: pyhf's `upper_limit` patch by patch (jax), 30.0 s per patch on the 1 it finished, so 1875 s for "
+            "all 125 on 2 workers (extrapolated): the scan below is 7.5x as fast.") in lines
 
 
 def test_patchset_table_with_a_baseline_revision():
