@@ -262,6 +262,7 @@ def test_patchset_scan_patchset_and_run_take_a_hepdata_url(site, tmp_path: Path,
     assert_one_error(code, err, f"with sha256 {digest}, not the {'0' * 64} given")  # cached with another digest
 
     import deploy.cli_pipeline
+    import deploy.pipeline
 
     seen = []
 
@@ -269,7 +270,7 @@ def test_patchset_scan_patchset_and_run_take_a_hepdata_url(site, tmp_path: Path,
         seen.append(likelihoods)
         raise SystemExit(0)
 
-    monkeypatch.setattr(deploy.cli_pipeline, "run_pipeline", fake_pipeline)
+    monkeypatch.setattr(deploy.pipeline, "run_pipeline", fake_pipeline)  # run imports it when it runs
     monkeypatch.setattr(deploy.cli_pipeline, "dask_or_local", lambda *a, **k: __import__("contextlib").nullcontext())
     code, _, err = opendata_stats(["run", "--out", str(tmp_path / "run"), "--likelihoods", url], capsys)
     assert code == 0, err

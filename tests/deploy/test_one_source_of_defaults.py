@@ -26,6 +26,7 @@ def invoke(argv: list[str]) -> str:
 @pytest.mark.parametrize("config", [None, "", "fit: {}\n", DEFAULT_YAML])
 def test_run_takes_the_same_settings_with_or_without_a_config_file(tmp_path: Path, monkeypatch, config) -> None:
     import deploy.cli_pipeline
+    import deploy.pipeline
     from deploy.config import load_config
 
     seen = []
@@ -34,7 +35,7 @@ def test_run_takes_the_same_settings_with_or_without_a_config_file(tmp_path: Pat
         seen.append(configuration.settings)
         raise SystemExit(0)
 
-    monkeypatch.setattr(deploy.cli_pipeline, "run_pipeline", fake_pipeline)
+    monkeypatch.setattr(deploy.pipeline, "run_pipeline", fake_pipeline)  # run imports it when it runs
     monkeypatch.setattr(deploy.cli_pipeline, "dask_or_local", lambda *a, **k: __import__("contextlib").nullcontext())
     argv = ["run", "--out", str(tmp_path / "out")]
     if config is not None:
