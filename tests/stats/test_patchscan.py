@@ -57,7 +57,7 @@ def direct_cls(likelihoods, patch, backend="numpy"):
     return float(obs), [float(v) for v in exp]
 
 
-@pytest.mark.parametrize("backend", ["numpy", "jax"])
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("jax", marks=pytest.mark.slow)])  # jax compiles: 5 s
 def test_toy_scan_matches_pyhf_hypotest(toy, client, tmp_path, backend):
     if backend == "jax":
         pytest.importorskip("jax")

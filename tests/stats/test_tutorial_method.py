@@ -69,6 +69,7 @@ def test_parameters_and_significance_are_the_notebooks(spectrum, scan, mass):
     assert all(fit["edm"] < fit["edm_goal"] for name, fit in fits.items() if name != "background_fit")
 
 
+@pytest.mark.slow  # its scan fixture: 20 s on 2 cores
 @pytest.mark.parametrize("mass", STOPPED_EARLY)
 def test_where_lmfit_stops_early_the_lower_minimum_stands(spectrum, scan, mass):
     _, _, _, notebook = fit_model(spectrum.centers, spectrum.counts, mass=mass)
