@@ -42,6 +42,7 @@ def test_fit_writes_results_workspace_and_plots(run_dir, capsys):
         assert (run_dir / f"{stem}.png").stat().st_size > 0 and (run_dir / f"{stem}.pdf").stat().st_size > 0
 
 
+@pytest.mark.slow  # about 3 s on 2 cores
 def test_scan_mass_writes_every_point_and_exits_one_on_failures(run_dir, tmp_path, capsys):
     robust = ["scan-mass", str(run_dir), "--masses", "110:140:13", "--toys", "100", "--seed", "3",
               "--out", str(tmp_path / "robust")]

@@ -365,6 +365,7 @@ def test_fallbacks_name_the_feature():
     assert fallback_reason(bounded, AS_PUBLISHED, jax).startswith("the POI's bounds [0.2, 1.5] exclude 0")
 
 
+@pytest.mark.slow  # about 3 s on 2 cores
 def test_a_patchs_refusal_is_not_the_structures():
     """A patch whose normsys factor is 0 goes to pyhf; the next patch of the same structure takes the compact path
     (the refusal is of that patch's numbers, not of the structure)."""

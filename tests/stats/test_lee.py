@@ -114,6 +114,7 @@ def test_gross_vitells_formula():
     assert list(lee.count_upcrossings(np.array([[0, 2, 0, 1, 2], [2, 2, 2, 0, 0.5]]), 1.0)) == [2, 0]
 
 
+@pytest.mark.slow  # about 3 s on 2 cores
 def test_killed_run_resumes_to_the_result_of_an_uninterrupted_one(data, tmp_path):
     out = tmp_path / "lee.json"
     inputs = tmp_path / "inputs.json"

@@ -80,7 +80,8 @@ def check_brackets(result: UpperLimits) -> None:
         assert (lo == 0.0 or cls[lo][index] >= result.level) and cls[hi][index] < result.level
 
 
-@pytest.mark.parametrize("make", [doc_model, pytest.param(three_bin_model, marks=pytest.mark.slow)])
+@pytest.mark.slow  # 3 s and more on 2 cores
+@pytest.mark.parametrize("make", [doc_model, three_bin_model])
 def test_limits_match_pyhf_upper_limit_and_cabinetry(make):
     model, data = make()
     got = doc_limits() if make is doc_model else pyhf_upper_limits(model, data)
