@@ -29,7 +29,8 @@ RUN_FLAGS = {"lumi": "dataset.lumi_fb", "scale": "dataset.scale", "seed": "datas
 @scheduler_option
 @click.option("--chunksize", type=click.IntRange(min=1), help="Entries per chunk [config: processing.chunksize].")
 @click.option("--degree", type=DEGREE, help="Background polynomial degree or 'auto' (F-tests) [config: fit.degree].")
-@click.option("--masses", help="Mass-scan grid: START:STOP:NUM or M1,M2,... [config: mass_scan].")
+@click.option("--masses", help="Mass grid of the scan and of the analysis's own patchset: START:STOP:NUM or M1,M2,... "
+                                "[config: mass_scan, mass_patchset].")
 @click.option("--likelihoods", type=LikelihoodsType(exists=True),
               help="Published likelihoods for the PatchSet scan: tarball, directory or HEPData source as "
                    "fetch-likelihoods takes it; default: the analysis's own.")

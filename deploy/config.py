@@ -279,6 +279,7 @@ class Settings(NamedTuple):
     model: ModelSettings
     look_elsewhere: LookElsewhereSettings
     mass_scan: MassScanGrid
+    mass_patchset: MassScanGrid
     patchset: PatchsetSettings
 
 
@@ -390,7 +391,7 @@ def validate(settings: Mapping[str, Any], *, source: str = "config") -> None:
 
 
 def _check_ranges(settings: Mapping[str, Any], source: str) -> None:
-    pairs = [("histogram", "low", "high"), ("mass_scan", "low", "high"), ("model", "spurious_low", "spurious_high"),
+    pairs = [("histogram", "low", "high"), ("mass_scan", "low", "high"), ("mass_patchset", "low", "high"), ("model", "spurious_low", "spurious_high"),
              ("cluster.htcondor", "minimum", "maximum"),
              ("cluster.gateway", "minimum", "maximum")]
     for section_path, low_key, high_key in pairs:
@@ -432,6 +433,7 @@ def _build(merged: Mapping[str, Any]) -> Settings:
         model=ModelSettings(**dict(merged["model"], spurious_window=tuple(merged["model"]["spurious_window"]))),
         look_elsewhere=LookElsewhereSettings(**merged["look_elsewhere"]),
         mass_scan=MassScanGrid(**merged["mass_scan"]),
+        mass_patchset=MassScanGrid(**merged["mass_patchset"]),
         patchset=PatchsetSettings(**merged["patchset"]),
     )
 

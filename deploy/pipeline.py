@@ -41,7 +41,7 @@ DATASET_KEYS = ("lumi_fb", "scale", "seed", "signal_mass", "background_only")
 #: The settings a report lists with where each came from (default, config file or flag).
 REPORTED_SETTINGS = ["dataset.lumi_fb", "dataset.scale", "dataset.seed", "processing.chunksize",
                      "processing.simulation", "selection", "histogram.bins", "histogram.low", "histogram.high",
-                     "fit.mass", "fit.degree", "fit.method", "fit.likelihood", "fit.resolution", "model", "mass_scan",
+                     "fit.mass", "fit.degree", "fit.method", "fit.likelihood", "fit.resolution", "model", "mass_scan", "mass_patchset",
                      "patchset.mu", "patchset.test_stat", "patchset.backend", "patchset.timeout"]
 #: The identity record a step's output folder keeps, compared before its results are reused.
 IDENTITY_FILE = "identity.json"
@@ -222,7 +222,8 @@ def run_pipeline(
         configuration: settings and their origins (:func:`deploy.config.configure`).
         data_dir: where the generated dataset lives (default ``out_dir/data``; reused when its parameters match).
         masses: mass-scan grid (default: the configuration's ``mass_scan``).
-        patch_masses: masses of the analysis's own patchset (default: the mass-scan grid; each patch is a full CLs
+        patch_masses: masses of the analysis's own patchset (default: ``masses`` where given, else the
+            configuration's ``mass_patchset``; each patch is a full CLs
             hypotest with the per-bin ``shapesys`` parameters).
         likelihoods: a HEPData likelihood (tarball, directory) to scan; default: a patchset built from the analysis.
         echo: progress output: a line as each step starts (with ``progress``, long steps count their seconds on
@@ -352,7 +353,9 @@ def run_pipeline(
     own_lumi = None  # a published likelihood's plots do not carry this data's luminosity
     if likelihoods is None:
         own_lumi = truth["lumi_fb"]
-        patch_masses = grid if patch_masses is None else np.asarray(patch_masses, float)
+        if patch_masses is None:  # --masses sets both grids; otherwise the patchset has its own
+            patch_masses = grid if masses is not None else settings.mass_patchset.masses()
+        patch_masses = np.asarray(patch_masses, float)
         results["patchset_signal"], signal_options = patchset_signal(fit, simulation_dir)
         built = build_mass_patchset(spectrum.counts, spectrum.edges, fit["background"], fit["background_unc"],
                                     masses=patch_masses, **signal_options)

@@ -30,6 +30,7 @@ def test_defaults_are_the_tutorial_values() -> None:
     assert tuple(settings.histogram) == (60, 100.0, 160.0)
     assert tuple(settings.fit) == (125.0, "auto", "robust", "chi2", 1.7)
     assert tuple(settings.mass_scan) == (110.0, 140.0, 25)
+    assert tuple(settings.mass_patchset) == (110.0, 155.0, 46)  # 1 GeV steps, every peak inside the histogram
     assert tuple(settings.patchset)[:5] == (1.0, "qtilde", 600.0, "code4", "code4p")
     assert settings.patchset.hypotest_settings() == HypotestSettings(backend=default_backend())
 
@@ -91,6 +92,7 @@ def test_tls_settings_are_read(tmp_path: Path) -> None:
         ("processing: {chunksize: many}", "bad value for 'processing.chunksize'"),
         ("histogram: {low: 170}", "bad value for 'histogram.low'"),
         ("mass_scan: {points: 0}", "bad value for 'mass_scan.points'"),
+        ("mass_patchset: {low: 150, high: 120}", "mass_patchset"),
         ("selection: {crack_eta: [1.52, 1.37]}", "bad value for 'selection.crack_eta'"),
         ("patchset: {test_stat: qmu}", "bad value for 'patchset.test_stat'"),
         ("patchset: {normsys: code2}", "bad value for 'patchset.normsys'"),
