@@ -125,17 +125,14 @@ def plot_cls_curve(results: Sequence[Any], path: str | pathlib.Path, *, xlabel: 
     Raises:
         StatsError: no ok point of one label.
     """
-    def get(row: Any, key: str) -> Any:
-        return row[key] if isinstance(row, dict) else getattr(row, key)
-
-    one_d = [r for r in results if len(get(r, "values")) == 1]
-    ok = sorted((r for r in one_d if get(r, "status") == "ok"), key=lambda r: get(r, "values")[0])
-    failed = [float(get(r, "values")[0]) for r in one_d if get(r, "status") != "ok"]
+    ok, failed_rows = _rows(results, 1)
+    ok.sort(key=lambda row: _value(row, "values")[0])
+    failed = [float(_value(row, "values")[0]) for row in failed_rows]
     if not ok:
         raise StatsError("a CLs curve needs a 1D scan with at least one ok point")
-    x = np.array([get(r, "values")[0] for r in ok], dtype=float)
-    observed = np.array([get(r, "CLs_obs") for r in ok], dtype=float)
-    expected = np.array([get(r, "CLs_exp") for r in ok], dtype=float)
+    x = _field(ok, "values")[:, 0]
+    observed = _field(ok, "CLs_obs")
+    expected = _field(ok, "CLs_exp")
     values = np.concatenate([observed, expected.ravel()])
     smallest = float(values[values > 0].min()) if np.any(values > 0) else CLS_FLOOR
     bottom = max(smallest / 3, CLS_FLOOR)
@@ -162,18 +159,19 @@ def plot_cls_curve(results: Sequence[Any], path: str | pathlib.Path, *, xlabel: 
         return save_figure(fig, path)
 
 
-def _field(points: Sequence[Any], attribute: str) -> np.ndarray:
-    return np.array([getattr(p, attribute) if not isinstance(p, dict) else p[attribute] for p in points], dtype=float)
+def _value(row: Any, key: str) -> Any:
+    """A field of a scan's point: a :class:`~stats.patchscan.PointResult` (or limits) or its JSON row."""
+    return row[key] if isinstance(row, dict) else getattr(row, key)
 
 
-def _rows(results: Sequence[Any]) -> tuple[list[Any], list[Any]]:
-    """The 2D points of a scan that have CLs, and those that failed."""
-    def get(row: Any, key: str) -> Any:
-        return row[key] if isinstance(row, dict) else getattr(row, key)
+def _field(points: Sequence[Any], key: str) -> np.ndarray:
+    return np.array([_value(p, key) for p in points], dtype=float)
 
-    two_d = [r for r in results if len(get(r, "values")) == 2]
-    ok = [r for r in two_d if get(r, "status") == "ok"]
-    return ok, [r for r in two_d if get(r, "status") != "ok"]
+
+def _rows(results: Sequence[Any], dimensions: int = 2) -> tuple[list[Any], list[Any]]:
+    """The points of a scan of ``dimensions`` labels that have CLs, and those that failed."""
+    scan = [r for r in results if len(_value(r, "values")) == dimensions]
+    return [r for r in scan if _value(r, "status") == "ok"], [r for r in scan if _value(r, "status") != "ok"]
 
 
 def plot_exclusion_contour(results: Sequence[Any], labels: Sequence[str], path: str | pathlib.Path, *,
@@ -196,7 +194,7 @@ def plot_exclusion_contour(results: Sequence[Any], labels: Sequence[str], path: 
     ok, failed = _rows(results)
     if len(labels) != 2 or len(ok) < 3:
         raise StatsError(f"an exclusion contour needs a 2D scan with at least 3 ok points, got {len(ok)}")
-    values = np.array([p["values"] if isinstance(p, dict) else p.values for p in ok], dtype=float)
+    values = _field(ok, "values")
     grid = Triangulation(values[:, 0], values[:, 1])
     floor = 1e-300
 
@@ -204,7 +202,7 @@ def plot_exclusion_contour(results: Sequence[Any], labels: Sequence[str], path: 
         return np.log10(np.clip(cls, floor, 1.0))
 
     observed = log_cls(_field(ok, "CLs_obs"))
-    expected = log_cls(np.array([p["CLs_exp"] if isinstance(p, dict) else p.CLs_exp for p in ok], dtype=float))
+    expected = log_cls(_field(ok, "CLs_exp"))
     cut = math.log10(level)
     with plt.style.context(mplhep.style.ATLAS):
         fig, ax = plt.subplots()
@@ -216,7 +214,7 @@ def plot_exclusion_contour(results: Sequence[Any], labels: Sequence[str], path: 
         ax.tricontour(grid, observed, levels=[cut], colors=["firebrick"], linestyles=["solid"], linewidths=2.5)
         ax.plot(values[:, 0], values[:, 1], ".", color="grey", markersize=3)
         if failed:
-            bad = np.array([p["values"] if isinstance(p, dict) else p.values for p in failed], dtype=float)
+            bad = _field(failed, "values")
             ax.plot(bad[:, 0], bad[:, 1], "x", color="purple", markersize=6, label=f"Failed points ({len(failed)})")
         ax.plot([], [], color="firebrick", lw=2.5, label=f"Observed limit (CLs = {level:g})")
         ax.plot([], [], "k--", lw=1.5, label="Expected limit")
@@ -264,16 +262,13 @@ def plot_limit_map(results: Sequence[Any], labels: Sequence[str], path: str | pa
     Raises:
         StatsError: fewer than 3 patches with an observed limit, or not a 2D scan.
     """
-    def get(row: Any, key: str) -> Any:
-        return row[key] if isinstance(row, dict) else getattr(row, key)
-
-    rows = [r for r in results if len(get(r, "values")) == 2]
-    with_limit = [r for r in rows if get(r, "observed") is not None]
+    rows = [r for r in results if len(_value(r, "values")) == 2]
+    with_limit = [r for r in rows if _value(r, "observed") is not None]
     if len(labels) != 2 or len(with_limit) < 3:
         raise StatsError(f"a limit map needs a 2D scan with at least 3 observed limits, got {len(with_limit)}")
-    xy = np.array([get(r, "values") for r in with_limit], dtype=float)
-    observed = np.array([get(r, "observed") for r in with_limit], dtype=float)
-    median = np.array([(get(r, "expected") or [None] * 5)[2] for r in with_limit], dtype=float)  # None -> nan
+    xy = np.array([_value(r, "values") for r in with_limit], dtype=float)
+    observed = np.array([_value(r, "observed") for r in with_limit], dtype=float)
+    median = np.array([(_value(r, "expected") or [None] * 5)[2] for r in with_limit], dtype=float)  # None -> nan
     with plt.style.context(mplhep.style.ATLAS):
         fig, ax = plt.subplots()
         points = ax.scatter(xy[:, 0], xy[:, 1], c=observed, cmap="viridis", s=40,
@@ -288,9 +283,9 @@ def plot_limit_map(results: Sequence[Any], labels: Sequence[str], path: str | pa
             ax.tricontour(grid, np.log10(median), levels=[0.0], colors=["k"], linestyles=["dashed"])
         ax.plot([], [], color="firebrick", lw=2, label=r"Observed $\mu_{up} = 1$")
         ax.plot([], [], "k--", label=r"Expected $\mu_{up} = 1$")
-        without = [r for r in rows if get(r, "observed") is None]
+        without = [r for r in rows if _value(r, "observed") is None]
         if without:
-            bad = np.array([get(r, "values") for r in without], dtype=float)
+            bad = np.array([_value(r, "values") for r in without], dtype=float)
             ax.plot(bad[:, 0], bad[:, 1], "^", color="grey", markersize=5,
                     label=f"No observed limit in the POI range or failed ({len(without)})")
         ax.set_xlabel(xlabel or f"{labels[0]} [{unit}]")
