@@ -149,24 +149,23 @@ class SplitFile:
 class ProgressBar:
     """The processing bar: its total is fixed from the file list before anything runs, so it never grows.
 
-    Each occurrence of a file in the list weighs its size in bytes when every file is a local one whose size is
-    known (the bar counts bytes, so its rate and remaining time follow the reading), else one file. A file moves
-    the bar by its weight in all: in shares as its chunks finish (processed, failed or resumed alike, each by its
+    Each file weighs its size in bytes when every file is a local one whose size is known (the bar counts bytes, so
+    its rate and remaining time follow the reading), else one file. A file moves the bar by its weight in all: in shares as its chunks finish (processed, failed or resumed alike, each by its
     share of the file's planned entries), or at once when it fails to open or has nothing to read. The events
     processed so far are shown beside the bar.
 
     Args:
-        files: the run's input files (duplicates count as often as they appear).
+        files: the run's input files (each once: :func:`process_files` refuses a file listed twice).
         progress: draw the bar (otherwise it only counts, in :attr:`done`).
     """
 
     def __init__(self, files: list[str], *, progress: bool) -> None:
         sizes = {url: _local_size(url) for url in files}
         in_bytes = all(sizes.values())
-        #: Weight of one occurrence of each file.
+        #: Weight of each file.
         self.weights = {url: float(size or 0) if in_bytes else 1.0 for url, size in sizes.items()}
         #: The fixed total (the sum of the weights) and how much of it is done.
-        self.total = sum(self.weights[url] for url in files)
+        self.total = sum(self.weights.values())
         self.done = 0.0
         options: dict[str, Any] = (
             {"unit": "B", "unit_scale": True, "unit_divisor": 1024} if in_bytes else
@@ -175,7 +174,7 @@ class ProgressBar:
         self.bar = tqdm(total=self.total, disable=not progress, desc="processing", **options)
 
     def advance(self, file: str, share: float, *, events: int | None = None) -> None:
-        """Count ``share`` (of 1) of one occurrence of ``file`` as done; show ``events`` processed so far."""
+        """Count ``share`` (of 1) of ``file`` as done; show ``events`` processed so far."""
         step = self.weights.get(file, 0.0) * share
         self.done += step
         if events is not None:
@@ -555,7 +554,7 @@ def process_files(
         raise ProcessingError("no input files")
     listed: dict[str, str] = {}
     for path in paths:  # a file listed twice: its chunks would share checkpoint keys, and events go missing
-        key = path if "://" in path else os.path.realpath(path)
+        key = path if is_remote(path) else os.path.realpath(path)
         if key in listed:
             raise ProcessingError(f"{path} is listed twice (also as {listed[key]}): give each file once")
         listed[key] = path
