@@ -7,8 +7,8 @@ Both serially in this process (single-threaded, as the scan's engine processes),
 pyhf's ``upper_limit`` (numpy backend by default; toms748, its default rtol 1e-4, the model's POI bounds, qtilde,
 code4/code4p) on the first N patches. Per patch: wall and CPU seconds, hypotests, the six limits; the limits'
 largest relative difference where both have one. With ``--dask W``, also ``stats.limit_scan.scan_limits`` of the
-same patches (or ``--dask-patches``) on a running W-worker local cluster (its engines compile once per worker), from the tarball to the
-written results.
+same patches (or ``--dask-patches``) on a running W-worker local cluster (its engines compile once per worker), from
+the tarball to the written results.
 Writes a JSON document (``_lib.output``) with, besides the common fields, ``settings`` {patches, pyhf,
 pyhf_backend, no_compact, dask}, ``rows`` (per patch: ``compact`` and ``pyhf`` {wall, cpu, hypotests, limits},
 ``largest_relative_difference``), ``curves``, ``dask`` {workers, patches, wall, failed, hypotests, limits} and
@@ -151,7 +151,8 @@ def main() -> None:
                 print(f"{name}: pyhf {wall:.1f} s wall, {cpu:.1f} s CPU, {len(scan)} hypotests, {limits}", file=sys.stderr, flush=True)
         rows.append(row)
     document.update({"rows": rows, "curves": list(CURVES), "target_s": TARGET_S,
-                     "dask": dask_scan(args.dask, chosen(args.dask_patches or args.patches)) if args.dask else None})
+                     "dask": dask_scan(args.dask, chosen(args.dask_patches or args.patches)) if args.dask
+                     else None})
     output.finish(document, args.json)
 
 

@@ -18,8 +18,8 @@ which of two differing limits is right).
 
 Writes a JSON document (``_lib.output``) with, besides the common fields, ``settings`` {masses, workers,
 baseline}, ``input``, ``patches``, ``scans`` [{label, wall_s, failed, hypotests}], ``baseline`` {method, masses,
-per_mass_s, extrapolated_s, max_relative_difference, verified_cls_deviation}, ``target_s`` and ``target_met`` (the fresh scan);
-``benchmarks/render.py`` makes the "## Upper limits" section of it.
+per_mass_s, extrapolated_s, max_relative_difference, verified_cls_deviation}, ``target_s`` and ``target_met`` (the
+fresh scan); ``benchmarks/render.py`` makes the "## Upper limits" section of it.
 """
 
 from __future__ import annotations
@@ -121,7 +121,8 @@ def main() -> None:
         chosen = [patches[i] for i in np.linspace(0, len(patches) - 1, args.baseline).astype(int)] if args.baseline else []
         reference = baseline(loaded, chosen, scanned, args.workers, len(patches)) if chosen else None
     document.update({
-        "input": f"{TOY_SPECTRUM}, extended to {HIGH:g} GeV; background fit of degree 4; a Gaussian signal of {RESOLUTION} GeV, "
+        "input": f"{TOY_SPECTRUM}, extended to {HIGH:g} GeV; background fit of degree 4; a Gaussian signal of "
+                 f"{RESOLUTION} GeV, "
                  f"{SIGNAL_YIELD:g} events at mu = 1",
         "patches": len(grid), "scans": scans, "baseline": reference, "target_s": TARGET_S,
         "target_met": scans[0]["wall_s"] <= TARGET_S,

@@ -391,8 +391,8 @@ def validate(settings: Mapping[str, Any], *, source: str = "config") -> None:
 
 
 def _check_ranges(settings: Mapping[str, Any], source: str) -> None:
-    pairs = [("histogram", "low", "high"), ("mass_scan", "low", "high"), ("mass_patchset", "low", "high"), ("model", "spurious_low", "spurious_high"),
-             ("cluster.htcondor", "minimum", "maximum"),
+    pairs = [("histogram", "low", "high"), ("mass_scan", "low", "high"), ("mass_patchset", "low", "high"),
+             ("model", "spurious_low", "spurious_high"), ("cluster.htcondor", "minimum", "maximum"),
              ("cluster.gateway", "minimum", "maximum")]
     for section_path, low_key, high_key in pairs:
         section: Any = settings

@@ -41,7 +41,8 @@ DATASET_KEYS = ("lumi_fb", "scale", "seed", "signal_mass", "background_only")
 #: The settings a report lists with where each came from (default, config file or flag).
 REPORTED_SETTINGS = ["dataset.lumi_fb", "dataset.scale", "dataset.seed", "processing.chunksize",
                      "processing.simulation", "selection", "histogram.bins", "histogram.low", "histogram.high",
-                     "fit.mass", "fit.degree", "fit.method", "fit.likelihood", "fit.resolution", "model", "mass_scan", "mass_patchset",
+                     "fit.mass", "fit.degree", "fit.method", "fit.likelihood", "fit.resolution", "model", "mass_scan",
+                     "mass_patchset",
                      "patchset.mu", "patchset.test_stat", "patchset.backend", "patchset.timeout"]
 #: The identity record a step's output folder keeps, compared before its results are reused.
 IDENTITY_FILE = "identity.json"
