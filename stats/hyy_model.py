@@ -241,10 +241,6 @@ class SpuriousSignal(NamedTuple):
             statistics allow, as ATLAS relaxes the criteria for limited simulation (JHEP 07 (2023) 088,
             arXiv:2207.00348); nan without ``mc_unc``.
         passes_relaxed: the criteria with ``zeta`` in place of ``S_spur`` (None without ``mc_unc``).
-        uncertainty: the spurious-signal uncertainty the model takes (events): ``zeta`` where the template's own
-            statistics dominate (``mc_unc`` at least ``sigma_bkg`` at ``mass``), else ``value`` (``S_spur``); see
-            the module's docstring.
-        uncertainty_from: ``"zeta"`` or ``"S_spur"``, which of the two ``uncertainty`` is.
     """
 
     degree: int
@@ -259,13 +255,22 @@ class SpuriousSignal(NamedTuple):
     mc_unc: float = float("nan")
     zeta: float = float("nan")
     passes_relaxed: bool | None = None
-    uncertainty: float = float("nan")
-    uncertainty_from: str = "S_spur"
 
     @property
     def statistics_dominate(self) -> bool:
         """Whether the template's own statistical uncertainty on ``S_spur`` is at least the data's (``sigma_bkg``)."""
         return bool(np.isfinite(self.mc_unc) and self.mc_unc >= self.sigma_bkg)
+
+    @property
+    def uncertainty_from(self) -> str:
+        """Which value the model takes as the spurious-signal uncertainty: ``"zeta"`` where the template's own
+        statistics dominate (:attr:`statistics_dominate`), else ``"S_spur"``; see the module's docstring."""
+        return "zeta" if self.statistics_dominate else "S_spur"
+
+    @property
+    def uncertainty(self) -> float:
+        """The spurious-signal uncertainty the model takes (events): ``zeta`` or ``value`` (:attr:`uncertainty_from`)."""
+        return self.zeta if self.statistics_dominate else self.value
 
     def explanation(self) -> str:
         """Which value the model takes as the spurious-signal uncertainty, and why, in one sentence."""
@@ -285,6 +290,7 @@ class SpuriousSignal(NamedTuple):
     def record(self) -> dict[str, Any]:
         """Plain data for JSON (with ``explanation``)."""
         return {**{key: getattr(self, key) for key in self._fields if key != "points"},
+                "uncertainty": self.uncertainty, "uncertainty_from": self.uncertainty_from,
                 "statistics_dominate": self.statistics_dominate, "explanation": self.explanation(),
                 "points": [point._asdict() for point in self.points]}
 
@@ -361,14 +367,10 @@ def spurious_signal(
     zeta_relative = max((z / point.signal_unc if point.signal_unc > 0 else np.inf) for z, point in zip(zetas, points))
     passes_relaxed = (bool(zeta < SIGNAL_FRACTION * expected or zeta_relative < UNCERTAINTY_FRACTION)
                       if np.isfinite(zeta) else None)
-    found = SpuriousSignal(degree, points, value, largest.mass, expected, largest.signal_unc,
-                           value / expected if expected > 0 else float("inf"), float(relative),
-                           bool(value < SIGNAL_FRACTION * expected or relative < UNCERTAINTY_FRACTION),
-                           largest.mc_unc, zeta, passes_relaxed)
-    # The uncertainty the model takes (the module's docstring): zeta where the template's statistics dominate.
-    if found.statistics_dominate:
-        return found._replace(uncertainty=zeta, uncertainty_from="zeta")
-    return found._replace(uncertainty=value, uncertainty_from="S_spur")
+    return SpuriousSignal(degree, points, value, largest.mass, expected, largest.signal_unc,
+                          value / expected if expected > 0 else float("inf"), float(relative),
+                          bool(value < SIGNAL_FRACTION * expected or relative < UNCERTAINTY_FRACTION),
+                          largest.mc_unc, zeta, passes_relaxed)
 
 
 def _polished(counts: np.ndarray, design: np.ndarray, fit: profile.PoissonFit) -> profile.PoissonFit:
